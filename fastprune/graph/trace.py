@@ -181,6 +181,7 @@ class Tracer:
         self.trace = Trace()
         self.uf = self.trace.uf
         self._tags: dict[int, tuple[weakref.ref, Tag]] = {}
+        self._recorded: dict[tuple[str, str, int], int] = {}
         self.params: dict[int, tuple[str, str, torch.Tensor]] = {}
         for mname, mod in model.named_modules():
             self.trace.module_types[mname] = type(mod).__name__
@@ -232,8 +233,15 @@ class Tracer:
     def record(self, ids: np.ndarray, module: str, kind: str, role: str) -> None:
         """Module `module` touches channel j (node ids[j]) of `role`."""
         recs = self.trace.records
+        seen = self._recorded
         for j, n in enumerate(ids.tolist()):
-            recs.append(Record(int(n), module, kind, role, j))
+            key = (module, role, j)
+            prev = seen.get(key)
+            if prev is None:
+                seen[key] = n
+                recs.append(Record(int(n), module, kind, role, j))
+            elif prev != n:  # the same weights used again: same channels
+                self.uf.union(prev, n)
 
     def where(self) -> str:
         top = self.stack.top if self.stack is not None else None

@@ -1,0 +1,114 @@
+"""Bad input leaves the model untouched; plans and pruned models replay on a fresh model."""
+import copy
+
+import pytest
+import torch
+
+import fastprune
+from fastprune.graph import DependencyGraph
+from fastprune.surgery import load_pruned, masked, prune, save_pruned
+
+from graph_util import one_thread, outputs, random_removal, rel_err
+from zoo import ZOO, SegNet, UNet
+
+_threads = pytest.fixture(scope="module", autouse=True)(one_thread)
+
+
+def _snapshot(m):
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def _same(m, snap):
+    sd = m.state_dict()
+    return sd.keys() == snap.keys() and all(torch.equal(sd[k], snap[k]) for k in snap) and \
+        all(not mod._forward_pre_hooks and not mod._forward_hooks for mod in m.modules())
+
+
+@pytest.mark.parametrize("removal,err,msg", [
+    ({"nope": [0]}, ValueError, "does not exist"),
+    ({"enc1.0.1": [0]}, ValueError, "produces no prunable"),
+    ({"enc1.0.0": [8]}, ValueError, "out of range"),
+    ({"enc1.0.0": [-1]}, ValueError, "out of range"),
+    ({"enc1.0.0": list(range(8))}, ValueError, "all 8 channels"),
+    ({"head": [0]}, ValueError, "output"),
+    ({"enc1.0.0": ["a"]}, TypeError, "integers"),
+    ([("enc1.0.0", [0])], TypeError, "Plan or a dict"),
+])
+def test_bad_removal_is_a_clear_error_and_changes_nothing(removal, err, msg):
+    m = UNet().eval()
+    x = torch.randn(1, 3, 16, 16)
+    snap = _snapshot(m)
+    with pytest.raises(err, match=msg):
+        prune(m, removal, x, inplace=True)
+    with pytest.raises(err, match=msg):
+        masked(m, removal, x)
+    assert _same(m, snap)
+
+
+def test_blocked_group_refuses():
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(3, 8, 1)
+            self.b = torch.nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            return self.b(self.a(x)[:, :4])
+
+    m = M()
+    snap = _snapshot(m)
+    with pytest.raises(ValueError, match="cannot be pruned.*fixed positions"):
+        prune(m, {"a": [5]}, torch.randn(1, 3, 4, 4), inplace=True)
+    assert _same(m, snap)
+
+
+def test_plan_with_wrong_channel_count():
+    m = UNet().eval()
+    plan = fastprune.Plan(keep={"enc1.0.0": [0, 1]}, channels={"enc1.0.0": 9})
+    with pytest.raises(ValueError, match="has 8"):
+        prune(m, plan, torch.randn(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("name", ["unet", "segnet", "coverage", "efficientnet_se", "resnext"])
+def test_save_load_replay(tmp_path, name):
+    fac, shape = ZOO[name]
+    torch.manual_seed(0)
+    m = fac().eval()
+    x = torch.randn(shape)
+    g = DependencyGraph(m, x)
+    removal, _ = random_removal(g, 0.5, seed=5)
+    keep = {}
+    for p, idx in removal.items():
+        n = g.producer_channels(p)
+        keep[p] = [i for i in range(n) if i not in set(idx)]
+    plan = fastprune.Plan(keep=keep, channels={p: g.producer_channels(p) for p in keep}, meta={"fingerprint": g.fingerprint()})
+    pruned = prune(m, plan, x, graph=g)
+    # fine-tuned weights must come back too, not just the architecture
+    with torch.no_grad():
+        for p in pruned.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_pruned(pruned, plan, tmp_path / "model")
+    assert not list((tmp_path / "model").glob("*.pt"))
+    plan2 = fastprune.Plan.load(tmp_path / "model" / "plan.json")
+    assert plan2.keep == plan.keep
+    loaded = load_pruned(fac, tmp_path / "model")
+    loaded.eval()
+    assert rel_err(outputs(pruned, x), outputs(loaded, x)) == 0
+
+
+def test_prune_twice_then_replay(tmp_path):
+    torch.manual_seed(0)
+    m = SegNet().eval()
+    x = torch.randn(1, 3, 16, 16)
+    a = prune(m, {"e1.0.0": [0, 1]}, x)
+    b = prune(a, {"e2.1.0": [3, 4, 5]}, x)
+    plan = fastprune.Plan(keep={}, channels={})
+    save_pruned(b, plan, tmp_path / "m")
+    c = load_pruned(SegNet, tmp_path / "m")
+    assert rel_err(outputs(b.eval(), x), outputs(c.eval(), x)) == 0
+    with pytest.raises(ValueError):
+        load_pruned(UNet, tmp_path / "m")
+    with pytest.raises(ValueError, match="not a saved pruned model"):
+        load_pruned(SegNet, tmp_path)
+    with pytest.raises(ValueError, match="not made by fastprune.prune"):
+        save_pruned(m, plan, tmp_path / "x")
