@@ -25,6 +25,8 @@ _LAZY = {
     "DependencyGraph": "fastprune.graph",
     "ChannelGroup": "fastprune.graph",
     "count": "fastprune.graph.cost",
+    "Count": "fastprune.graph.cost",
+    "masked": "fastprune.surgery",
     "prune": "fastprune.surgery",
     "save_pruned": "fastprune.surgery",
     "load_pruned": "fastprune.surgery",

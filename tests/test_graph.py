@@ -129,7 +129,8 @@ def test_weight_sharing_and_kwargs_inputs():
     (lambda s, x: F.softmax(x, dim=1), "softmax"),
     (lambda s, x: x + torch.ones(1, 8, 1, 1), "created in forward"),
     (lambda s, x: F.group_norm(x, 1), "one group"),
-    (lambda s, x: F.pixel_shuffle(x, 2).repeat(1, 4, 1, 1)[:, :, ::2, ::2], "pixel_shuffle"),
+    (lambda s, x: torch.fft.fft2(x).real, "fft"),
+    (lambda s, x: x.view(1, 2, 4, 8, 8).transpose(1, 2).reshape(1, 8, 8, 8), "splits the channel dimension"),
 ])
 def test_unsupported_ops_block_with_named_reason(body, word):
     class M(nn.Module):
@@ -209,3 +210,32 @@ def test_group_of_errors():
         g.group_of("nope")
     with pytest.raises(ValueError, match="produces no prunable"):
         g.group_of("features.0.1")
+
+
+def test_pixel_shuffle_couples_blocks_and_new_tensors_pass():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 3, padding=1)
+            self.b = nn.Conv2d(4, 8, 3, padding=1)
+            self.c = nn.Conv2d(32, 2, 1)
+
+        def forward(self, x):
+            y = self.b(F.pixel_shuffle(self.a(x), 2))
+            z = F.pixel_unshuffle(y, 2)
+            z = z + z.new_zeros(1) + torch.zeros_like(z).type_as(x)
+            return self.c(z)
+
+    m = M().eval()
+    x = torch.randn(1, 3, 8, 8)
+    g = DependencyGraph(m, x)
+    a = g.group_of("a")
+    assert a.channels == 4 and a.prunable and a.producers[0].block == 4
+    b = g.group_of("b")
+    assert b.channels == 8 and b.prunable and b.consumers[0].block == 4
+    from fastprune.surgery import masked, prune
+    p = prune(m, {"a": [4], "b": [0, 7]}, x)
+    assert p.a.out_channels == 12 and p.b.in_channels == 3 and p.c.in_channels == 24
+    with masked(m, {"a": [5], "b": [0, 7]}, x), torch.no_grad():
+        ref = m(x)
+    assert torch.allclose(p(x), ref, atol=1e-5)

@@ -180,7 +180,11 @@ class DependencyGraph:
         for i, c in enumerate(classes):
             self._class_group[c] = (gid, i)
             for r in by_class[c]:
-                keys.setdefault((r.module, r.kind, r.role), [[] for _ in classes])[i].append(r.pos)
+                k = (r.module, r.kind, r.role)
+                per = keys.get(k)
+                if per is None:
+                    per = keys[k] = [[] for _ in classes]
+                per[i].append(r.pos)
         reasons = []
         for c in classes:
             why = blocked.get(c)

@@ -63,8 +63,7 @@ relu relu6 elu selu celu gelu silu mish hardswish hardsigmoid hardtanh leaky_rel
 softsign softshrink hardshrink tanhshrink threshold logsigmoid sigmoid_ tanh_ sigmoid relu_ elu_ celu_
 selu_ leaky_relu_ hardtanh_ rrelu_ threshold_
 dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout
-to type type_as float double half bfloat16 cpu cuda clone detach contiguous requires_grad_ data
-zeros_like ones_like empty_like full_like rand_like randn_like fill_ zero_ copy_ masked_fill_ clamp_
+fill_ zero_ copy_ masked_fill_ clamp_
 __add__ __radd__ __iadd__ __sub__ __rsub__ __isub__ __mul__ __rmul__ __imul__ __truediv__
 __rtruediv__ __itruediv__ __div__ __rdiv__ __idiv__ __floordiv__ __rfloordiv__ __ifloordiv__ __pow__
 __rpow__ __ipow__ __mod__ __rmod__ __imod__ __neg__ __pos__ __abs__ __and__ __rand__ __iand__ __or__
@@ -134,6 +133,48 @@ def elementwise(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> N
     for t in outs:
         if t.ndim == nd and t.shape[D] == C:
             tr.set_tag(t, tag)
+
+
+UNARY = """to type type_as float double half bfloat16 cpu cuda clone detach detach_ contiguous requires_grad_
+data zeros_like ones_like empty_like full_like rand_like randn_like randint_like retain_grad pin_memory
+share_memory_ coalesce""".split()
+
+
+@rule(*UNARY)
+def unary(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Output is the first argument (converted, copied or shaped like it); other tensors only lend dtype."""
+    x = args[0] if args else kwargs.get("input")
+    tg = tr.tag(x)
+    if tg is None:
+        return
+    for t in flat_tensors(out):
+        if t.shape == x.shape:
+            tr.set_tag(t, tg)
+
+
+IGNORED = set("""new_zeros new_ones new_empty new_full new_tensor new_empty_strided size dim numel
+stride storage_offset data_ptr element_size is_contiguous item tolist numpy""".split())
+
+
+@rule("pixel_shuffle", "pixel_unshuffle")
+def pixel_shuffle(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    x = args[0] if args else kwargs.get("input")
+    r = int(arg(args, kwargs, 1, "upscale_factor" if name == "pixel_shuffle" else "downscale_factor"))
+    tg = tr.tag(x)
+    if tg is None:
+        return
+    if tg.dim != x.ndim - 3:
+        tr.block(tg.ids, f"op '{name}' moves the tracked channels into spatial positions")
+        return
+    if name == "pixel_shuffle":  # each output channel is a block of r*r input channels
+        k = r * r
+        for j in range(0, len(tg.ids), k):
+            for i in range(1, k):
+                tr.uf.union(int(tg.ids[j]), int(tg.ids[j + i]))
+        ids = tg.ids[::k]
+    else:
+        ids = np.repeat(tg.ids, r * r)
+    tr.set_tag(out, Tag(tg.dim, ids))
 
 
 # -- ops that act per channel on other dimensions (pooling, resampling) -----------------------
@@ -720,6 +761,8 @@ def dispatch(tr: Tracer, func: Any, args: tuple, kwargs: dict, out: Any) -> None
         return
     if name == "__setitem__":
         setitem(tr, name, args, kwargs, out)
+        return
+    if name in IGNORED:
         return
     tagged = _tagged(tr, args, kwargs)
     if not tagged:
