@@ -355,6 +355,154 @@ class Conv1dNet(nn.Module):
         return self.fc(x.reshape(x.shape[0], -1))
 
 
+class FPNSeg(nn.Module):
+    """ResNet-ish encoder + feature pyramid (lateral 1x1 convs summed top-down) + seg head."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.c2 = nn.Sequential(cbr(3, 8, 3, 2), BasicBlock(8, 8))
+        self.c3 = BasicBlock(8, 16, 2)
+        self.c4 = BasicBlock(16, 24, 2)
+        self.lat = nn.ModuleList([nn.Conv2d(c, 12, 1) for c in (8, 16, 24)])
+        self.smooth = nn.ModuleList([cbr(12, 8) for _ in range(3)])
+        self.head = nn.Conv2d(8, classes, 1)
+
+    def forward(self, x):
+        f2 = self.c2(x)
+        f3 = self.c3(f2)
+        f4 = self.c4(f3)
+        p4 = self.lat[2](f4)
+        p3 = self.lat[1](f3) + F.interpolate(p4, scale_factor=2.0, mode="nearest")
+        p2 = self.lat[0](f2) + F.interpolate(p3, size=f2.shape[-2:], mode="nearest")
+        outs = [F.interpolate(s(p), size=f2.shape[-2:], mode="bilinear", align_corners=False)
+                for s, p in zip(self.smooth, (p2, p3, p4))]
+        y = sum(outs)
+        return F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class PSPNet(nn.Module):
+    """Pyramid pooling module: adaptive pools of several sizes, 1x1 conv, upsample, concat."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(cbr(3, 8, 3, 2), cbr(8, 16, 3, 2), cbr(16, 16))
+        self.stages = nn.ModuleList([nn.Sequential(nn.AdaptiveAvgPool2d(s), nn.Conv2d(16, 4, 1, bias=False),
+                                                   nn.BatchNorm2d(4), nn.ReLU(inplace=True)) for s in (1, 2, 3, 6)])
+        self.bottleneck = cbr(16 + 16, 16)
+        self.cls = nn.Conv2d(16, classes, 1)
+
+    def forward(self, x):
+        f = self.backbone(x)
+        h, w = f.shape[2], f.shape[3]
+        priors = [F.interpolate(st(f), size=(h, w), mode="bilinear", align_corners=True) for st in self.stages] + [f]
+        y = self.cls(self.bottleneck(torch.cat(priors, 1)))
+        return F.interpolate(y, scale_factor=4, mode="bilinear", align_corners=False)
+
+
+class ShuffleUnit(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        h = c // 2
+        self.branch = nn.Sequential(cbr(h, h, 1), cbr(h, h, 3, g=h, act=nn.Identity), cbr(h, h, 1))
+
+    def forward(self, x):
+        a, b = x.chunk(2, dim=1)
+        out = torch.cat((a, self.branch(b)), dim=1)
+        n, c, hh, ww = out.shape
+        return out.view(n, 2, c // 2, hh, ww).transpose(1, 2).contiguous().view(n, c, hh, ww)
+
+
+class ShuffleNetLike(nn.Module):
+    """ShuffleNetV2-style units: chunk, concat, channel shuffle (which blocks its channels)."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = cbr(3, 16, 3, 2)
+        self.units = nn.Sequential(ShuffleUnit(16), ShuffleUnit(16))
+        self.head = cbr(16, 24, 1)
+        self.fc = nn.Linear(24, classes)
+
+    def forward(self, x):
+        return self.fc(self.head(self.units(self.stem(x))).mean([2, 3]))
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.pwconv1 = nn.Linear(c, 4 * c)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(1e-1 * torch.ones(c))
+
+    def forward(self, x):
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
+        return x + (self.gamma * y).permute(0, 3, 1, 2)
+
+
+class ConvNeXtLike(nn.Module):
+    """Channels-last LayerNorm (blocks the residual stream) around a prunable MLP."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, 4)
+        self.blocks = nn.Sequential(ConvNeXtBlock(16), ConvNeXtBlock(16))
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((-2, -1)))
+
+
+def _make_divisible(v: float, d: int = 4) -> int:
+    return max(d, int(v + d / 2) // d * d)
+
+
+class MobileNetV3Like(nn.Module):
+    """Hardswish, squeeze-excite with hardsigmoid and rounded widths, Linear head with dropout."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8, 3, 2, act=nn.Hardswish)
+        self.expand = cbr(8, 24, 1, act=nn.Hardswish)
+        self.dw = cbr(24, 24, 5, 2, g=24, act=nn.Hardswish)
+        self.se1 = nn.Conv2d(24, _make_divisible(24 / 4), 1)
+        self.se2 = nn.Conv2d(_make_divisible(24 / 4), 24, 1)
+        self.project = nn.Sequential(nn.Conv2d(24, 12, 1, bias=False), nn.BatchNorm2d(12))
+        self.last = cbr(12, 32, 1, act=nn.Hardswish)
+        self.classifier = nn.Sequential(nn.Linear(32, 40), nn.Hardswish(inplace=True), nn.Dropout(0.2, inplace=True),
+                                        nn.Linear(40, classes))
+
+    def forward(self, x):
+        y = self.dw(self.expand(self.stem(x)))
+        s = F.hardsigmoid(self.se2(F.relu(self.se1(F.adaptive_avg_pool2d(y, 1)))), inplace=True)
+        y = self.last(self.project(y * s))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
+class InceptionLike(nn.Module):
+    """Inception block: 1x1, 1x1->3x3, 1x1->5x5 and pool->1x1 branches concatenated; aux output in training."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = cbr(3, 12, 3, 2)
+        self.b1 = cbr(12, 6, 1)
+        self.b3 = nn.Sequential(cbr(12, 4, 1), cbr(4, 6, 3))
+        self.b5 = nn.Sequential(cbr(12, 2, 1), cbr(2, 4, 5))
+        self.bp = cbr(12, 4, 1)
+        self.aux = nn.Linear(12, classes)
+        self.fc = nn.Linear(20, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = torch.cat([self.b1(x), self.b3(x), self.b5(x), self.bp(F.avg_pool2d(x, 3, 1, 1))], 1)
+        out = self.fc(F.dropout(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1), 0.2, self.training))
+        if self.training:
+            return out, self.aux(x.mean((2, 3)))
+        return out
+
+
 ZOO: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "vgg": (VGG, (2, 3, 16, 16)),
     "resnet_basic": (lambda: ResNet(BasicBlock, (2, 2), (8, 16)), (2, 3, 32, 32)),
@@ -368,4 +516,10 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "deeplabv3plus": (DeepLabV3Plus, (2, 3, 32, 32)),
     "coverage": (Coverage, (2, 3, 8, 8)),
     "conv1d": (Conv1dNet, (2, 4, 16)),
+    "fpn": (FPNSeg, (2, 3, 32, 32)),
+    "pspnet": (PSPNet, (2, 3, 48, 48)),
+    "shufflenet": (ShuffleNetLike, (2, 3, 16, 16)),
+    "convnext": (ConvNeXtLike, (2, 3, 16, 16)),
+    "mobilenet_v3": (MobileNetV3Like, (2, 3, 32, 32)),
+    "inception": (InceptionLike, (2, 3, 16, 16)),
 }
