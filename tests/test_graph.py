@@ -130,7 +130,8 @@ def test_weight_sharing_and_kwargs_inputs():
     (lambda s, x: x + torch.ones(1, 8, 1, 1), "created in forward"),
     (lambda s, x: F.group_norm(x, 1), "one group"),
     (lambda s, x: torch.fft.fft2(x).real, "fft"),
-    (lambda s, x: x.view(1, 2, 4, 8, 8).transpose(1, 2).reshape(1, 8, 8, 8), "splits the channel dimension"),
+    (lambda s, x: x.view(1, 2, 256).flip(1).view(1, 8, 8, 8), "splits the channel dimension"),
+    (lambda s, x: x.view(1, 2, 4, 8, 8)[:, :, :3].reshape(1, 6, 8, 8).repeat(1, 2, 1, 1)[:, :8], "fixed positions"),
 ])
 def test_unsupported_ops_block_with_named_reason(body, word):
     class M(nn.Module):
@@ -239,3 +240,11 @@ def test_pixel_shuffle_couples_blocks_and_new_tensors_pass():
     with masked(m, {"a": [5], "b": [0, 7]}, x), torch.no_grad():
         ref = m(x)
     assert torch.allclose(p(x), ref, atol=1e-5)
+
+
+def test_channel_shuffle_couples_positions_across_groups():
+    g = graph("shufflenet")
+    assert all(gr.prunable for gr in g.groups)
+    grp = g.group_of("units.0.branch.2.0")
+    # chunk + shuffle of unit 0, then chunk of unit 1 on the interleaved order: 16 -> 8 -> 4 classes
+    assert grp is g.group_of("stem.0") and grp.channels == 4

@@ -323,6 +323,7 @@ def _replay(name: str, func: Any, m: torch.Tensor, x: torch.Tensor, args: tuple,
     if name in ("T", "mT", "mH", "H"):
         return getattr(m, name)
     base = name[:-1] if name.endswith("_") and not name.startswith("_") else name
+    base = {"view": "reshape", "view_as": "reshape_as"}.get(base, base)  # the map is not contiguous
     rest = list(args)
     pos = next(i for i, a in enumerate(rest) if a is x)
     rest.pop(pos)
@@ -343,6 +344,10 @@ def _analyse(r: torch.Tensor, C: int) -> tuple[int | None, np.ndarray | None, st
             varying.append(d)
     if not varying:
         return None, None, None
+    if len(varying) == 2:
+        split = _split(r, varying, C)
+        if split is not None:
+            return split
     if len(varying) > 1:
         return None, None, "splits the channel dimension across several dimensions"
     D = varying[0]
@@ -357,6 +362,24 @@ def _analyse(r: torch.Tensor, C: int) -> tuple[int | None, np.ndarray | None, st
     if v[0] != 0 or n % (inner * C) != 0 or not np.array_equal(v, pattern):
         return None, None, "selects channels at fixed positions (it would pick the wrong channels after pruning)"
     return D, v, None
+
+
+class Split(tuple):
+    """(outer dim, inner dim, inner size): channels viewed as (groups, channels per group)."""
+
+
+def _split(r: torch.Tensor, dims: list[int], C: int) -> tuple | None:
+    """Channels reshaped into (groups, per group) on two dimensions, outer first (channel shuffle)."""
+    d1, d2 = dims
+    a, b = r.shape[d1], r.shape[d2]
+    if a * b != C:
+        return None
+    idx = [0] * r.ndim
+    idx[d1], idx[d2] = slice(None), slice(None)
+    R = r[tuple(idx)].round().long()
+    if torch.equal(R, torch.arange(C).view(a, b)):
+        return Split((d1, d2, b)), None, None
+    return None
 
 
 def layout(tr: Tracer, name: str, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
@@ -386,6 +409,15 @@ def layout(tr: Tracer, name: str, func: Any, args: tuple, kwargs: dict, out: Any
     D, v, why = _analyse(r, C)
     if why is not None:
         tr.block(tg.ids, f"op '{name}' {why}")
+        return
+    if isinstance(D, Split):
+        # the per-group position is the channel now: position p of every group goes together,
+        # so the groups stay equal (and a later shuffle/merge stays valid) after pruning
+        _, inner, b = D
+        for p in range(b):
+            for G in range(1, C // b):
+                tr.uf.union(int(tg.ids[p]), int(tg.ids[G * b + p]))
+        tr.set_tag(outs[0], Tag(inner, tg.ids[:b]))
         return
     if D is None:
         if C > 1:
@@ -548,7 +580,7 @@ def setitem(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         D, v, why = _analyse(r, C)
     except Exception:
         D, v, why = None, None, "could not be analysed"
-    full = why is None and D is not None and len(v) == C and np.array_equal(v, np.arange(C))
+    full = why is None and D is not None and not isinstance(D, Split) and len(v) == C and np.array_equal(v, np.arange(C))
     if not full:
         tr.block(tx.ids, f"op '__setitem__' writes to channels at fixed positions")
         if tv is not None:
