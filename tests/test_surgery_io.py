@@ -112,3 +112,46 @@ def test_prune_twice_then_replay(tmp_path):
         load_pruned(SegNet, tmp_path)
     with pytest.raises(ValueError, match="not made by fastprune.prune"):
         save_pruned(m, plan, tmp_path / "x")
+
+
+def test_coupled_producers_must_agree():
+    m = ZOO["resnet_basic"][0]().eval()
+    x = torch.randn(1, 3, 32, 32)
+    snap = _snapshot(m)
+    with pytest.raises(ValueError, match="coupled"):
+        prune(m, {"conv1": [0, 1], "layers.0.0.conv2": [0, 2]}, x, inplace=True)
+    plan = fastprune.Plan(keep={"conv1": list(range(8)), "layers.0.0.conv2": list(range(1, 8))},
+                          channels={"conv1": 8, "layers.0.0.conv2": 8})
+    with pytest.raises(ValueError, match="coupled"):
+        prune(m, plan, x)
+    assert _same(m, snap)
+    p = prune(m, {"conv1": [0, 1], "layers.0.0.conv2": [1, 0]}, x)  # same channels: fine
+    assert p.conv1.out_channels == 6
+
+
+def test_inplace_failure_restores_the_model():
+    class HardCoded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.b = torch.nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(y.reshape(1, 8, 8, 8))  # channel count written into the code
+
+    m = HardCoded()
+    x = torch.randn(1, 3, 8, 8)
+    snap = _snapshot(m)
+    with pytest.raises(ValueError, match="hard-codes"):
+        prune(m, {"a": [0]}, x, inplace=True)
+    assert _same(m, snap) and m.a.out_channels == 8 and m.b.in_channels == 8
+
+
+def test_unreached_modules_warn():
+    m = ZOO["inception"][0]().eval()  # the aux head only runs in training
+    x = torch.randn(2, 3, 16, 16)
+    g = DependencyGraph(m, x)
+    assert g.unreached == ["aux"]
+    with pytest.warns(UserWarning, match="aux"):
+        prune(m, {"stem.0": [0]}, x, graph=g)

@@ -102,6 +102,10 @@ class DependencyGraph:
     def __init__(self, model: nn.Module, example_inputs: Any) -> None:
         self.trace: Trace = run_trace(model, example_inputs, dispatch)
         self.modules: dict[str, str] = dict(self.trace.module_types)
+        called = set(self.trace.order)
+        #: modules with their own parameters that the example input never ran
+        self.unreached: list[str] = [n for n, m in model.named_modules()
+                                     if n not in called and any(True for _ in m.parameters(recurse=False))]
         self._build()
 
     # -- construction ---------------------------------------------------------------------------

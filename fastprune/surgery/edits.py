@@ -24,6 +24,7 @@ def removed_classes(graph: DependencyGraph, removal: Mapping[str, Any], model: n
         raise TypeError(f"fastprune: removal must be a Plan or a dict {{producer name: indices}}, got {type(removal).__name__}")
     names = dict(model.named_modules())
     out: dict[int, set[int]] = defaultdict(set)
+    said: dict[int, tuple[str, set[int]]] = {}
     for name, idx in removal.items():
         if not isinstance(name, str) or name not in names:
             raise ValueError(f"fastprune: removal names a module that does not exist: {name!r}")
@@ -32,9 +33,16 @@ def removed_classes(graph: DependencyGraph, removal: Mapping[str, Any], model: n
             idx = [int(i) for i in idx]
         except (TypeError, ValueError):
             raise TypeError(f"fastprune: indices for '{name}' must be a list of integers") from None
+        mine: set[int] = set()
         for i in idx:
             grp, c = graph.locate(name, i)
-            out[grp.id].add(c)
+            mine.add(c)
+        prev = said.setdefault(g.id, (name, mine))
+        if prev[1] != mine:  # coupled producers must name the same channels (no silent widening)
+            raise ValueError(f"fastprune: '{prev[0]}' and '{name}' are coupled (group {g.id}) but the removal "
+                             "names different channels for them; name one producer or the same channels")
+        out[g.id].update(mine)
+    out = defaultdict(set, {k: v for k, v in out.items() if v})
     for gid, cs in out.items():
         grp = graph.groups[gid]
         if grp.blocked_by is not None:

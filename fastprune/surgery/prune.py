@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, Mapping
 
 import torch
@@ -18,8 +19,8 @@ EDITS_ATTR = "_fastprune_edits"
 
 def as_removal(removal: Plan | Mapping[str, Any]) -> dict[str, list[int]]:
     """A removal dict from a Plan or a dict {producer: indices}."""
-    if isinstance(removal, Plan):
-        return removal.removal()
+    if isinstance(removal, Plan):  # every listed producer, even one that keeps all (checked for coupling)
+        return {k: [i for i in range(removal.channels[k]) if i not in set(v)] for k, v in removal.keep.items()}
     if not isinstance(removal, Mapping):
         raise TypeError(f"fastprune: removal must be a Plan or a dict {{producer name: indices}}, got {type(removal).__name__}")
     return {k: list(v) for k, v in removal.items()}
@@ -59,13 +60,46 @@ def prune(model: nn.Module, removal: Plan | Mapping[str, Any], example_inputs: A
         raise TypeError(f"fastprune: expected an nn.Module, got {type(model).__name__}")
     graph = graph or DependencyGraph(model, example_inputs)
     edits = plan_edits(model, removal, example_inputs, allow_output, graph)
+    if graph.unreached and edits:
+        warnings.warn(f"fastprune: modules with parameters that the example input does not reach are left as they are: "
+                      f"{graph.unreached[:8]} (a forward that does reach them may fail after pruning)", stacklevel=2)
     target = model if inplace else copy.deepcopy(model)
+    undo = _undo_record(target, edits) if inplace else None
     apply_edits(target, edits)
     prev = getattr(model, EDITS_ATTR, None)
+    try:
+        if check:
+            _check_runs(graph.trace.output_shapes, target, example_inputs, allow_output)
+    except ValueError:
+        if undo is not None:
+            undo()
+        raise
     setattr(target, EDITS_ATTR, _merge(prev, edits) if prev else edits)
-    if check:
-        _check_runs(graph.trace.output_shapes, target, example_inputs, allow_output)
     return target
+
+
+def _undo_record(model: nn.Module, edits: Edits):
+    """A function that puts back the tensors and attributes the edits will replace."""
+    mods = dict(model.named_modules())
+    saved = []
+    for name, e in edits.items():
+        mod = mods.get(name)
+        if mod is None:
+            continue
+        tensors = {p: (mod._parameters[p] if p in mod._parameters else mod._buffers.get(p)) for p in e["params"]}
+        attrs = {a: getattr(mod, a) for a in e["attrs"] if hasattr(mod, a)}
+        saved.append((mod, tensors, attrs))
+
+    def undo() -> None:
+        for mod, tensors, attrs in saved:
+            for p, t in tensors.items():
+                if p in mod._parameters:
+                    mod._parameters[p] = t
+                else:
+                    mod._buffers[p] = t
+            for a, v in attrs.items():
+                setattr(mod, a, v)
+    return undo
 
 
 def _merge(prev: Edits, new: Edits) -> list:
