@@ -248,3 +248,51 @@ def test_channel_shuffle_couples_positions_across_groups():
     grp = g.group_of("units.0.branch.2.0")
     # chunk + shuffle of unit 0, then chunk of unit 1 on the interleaved order: 16 -> 8 -> 4 classes
     assert grp is g.group_of("stem.0") and grp.channels == 4
+
+
+ACTIVATIONS = [nn.ReLU(inplace=True), nn.ReLU6(), nn.LeakyReLU(0.2, inplace=True), nn.PReLU(8), nn.PReLU(), nn.ELU(),
+               nn.SELU(), nn.CELU(), nn.GELU(), nn.GELU("tanh"), nn.SiLU(inplace=True), nn.Mish(), nn.Hardswish(),
+               nn.Hardsigmoid(), nn.Hardtanh(-2, 2), nn.Sigmoid(), nn.Tanh(), nn.Softplus(), nn.Softsign(),
+               nn.Tanhshrink(), nn.Softshrink(), nn.Hardshrink(), nn.LogSigmoid(), nn.Threshold(0.1, 0.5),
+               nn.RReLU(), nn.Dropout(0.3), nn.Dropout2d(), nn.AlphaDropout(0.2), nn.Identity()]
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda a: repr(a))
+def test_every_elementwise_activation_passes_channels(act):
+    from fastprune.surgery import masked, prune
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), act, nn.Conv2d(8, 4, 1), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                      nn.Linear(16, 3)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    g = DependencyGraph(m, x)
+    assert g.group_of("0").prunable and [c.module for c in g.group_of("0").consumers] == ["2"]
+    p = prune(m, {"0": [1, 4, 6], "2": [0]}, x)
+    with masked(m, {"0": [1, 4, 6], "2": [0]}, x), torch.no_grad():
+        ref = m(x)
+    assert torch.allclose(p(x), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("body,ok", [
+    (lambda x: x.narrow(1, 0, x.shape[1]), True),
+    (lambda x: torch.narrow(x, 1, 2, 4).repeat(1, 2, 1, 1), False),
+    (lambda x: torch.split(x, 8, dim=1)[0], True),
+    (lambda x: torch.cat(torch.split(x, 4, dim=1), 1), False),
+    (lambda x: x[:, :100], True),
+    (lambda x: x[..., 1:-1, ::2], True),
+    (lambda x: x[:, :, None].squeeze(2).unsqueeze(-1).flatten(-2), True),
+    (lambda x: torch.cat(x.chunk(4, dim=1)[::-1], 1), True),
+    (lambda x: torch.cat(torch.tensor_split(x, 2, dim=1), 1), True),
+    (lambda x: torch.stack([x, x], 0).sum(0), True),
+])
+def test_slicing_along_channels(body, ok):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.b = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            return self.b(body(self.a(x)))
+
+    g = DependencyGraph(M(), torch.randn(1, 3, 6, 6))
+    assert g.group_of("a").prunable is ok, g.group_of("a").blocked_by

@@ -60,7 +60,8 @@ fmax fmin lerp addcmul addcdiv where masked_fill eq ne lt le gt ge greater great
 not_equal equal logical_and logical_or logical_xor logical_not bitwise_and bitwise_or bitwise_xor
 bitwise_not heaviside nextafter float_power ldexp
 relu relu6 elu selu celu gelu silu mish hardswish hardsigmoid hardtanh leaky_relu rrelu softplus
-softsign softshrink hardshrink tanhshrink threshold logsigmoid sigmoid_ tanh_ sigmoid relu_ elu_ celu_
+softsign softshrink hardshrink tanhshrink threshold logsigmoid log_sigmoid rrelu_with_noise sigmoid_ tanh_ relu_ elu_ celu_
+special_expit special_erf special_erfc special_logit special_exp2 special_expm1 special_sinc square_ conj real
 selu_ leaky_relu_ hardtanh_ rrelu_ threshold_
 dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout
 fill_ zero_ copy_ masked_fill_ clamp_
@@ -788,6 +789,8 @@ def prelu(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
 def dispatch(tr: Tracer, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
     """Apply the rule for `func` (the tracer's hook for every torch call)."""
     name = op_name(func)
+    if name.startswith("_") and not name.startswith("__") and name not in RULES:
+        name = name.lstrip("_")  # private aliases: _threshold, _max_pool2d ...
     if name in ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear"):
         RULES[name](tr, name, args, kwargs, out)
         return

@@ -283,7 +283,16 @@ class _Mode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        self.dispatch(self.tracer, func, args, kwargs, out)
+        try:
+            self.dispatch(self.tracer, func, args, kwargs, out)
+        except Exception as exc:  # a rule that cannot handle this call blocks, never breaks the trace
+            name = op_name(func)
+            for t in flat_tensors((args, kwargs, out)):
+                tg = self.tracer.tag(t)
+                if tg is not None:
+                    self.tracer.block(tg.ids, f"op '{name}' could not be analysed ({type(exc).__name__}: {exc})")
+            for t in flat_tensors(out):
+                self.tracer.set_tag(t, None)
         return out
 
 
