@@ -296,3 +296,31 @@ def test_slicing_along_channels(body, ok):
 
     g = DependencyGraph(M(), torch.randn(1, 3, 6, 6))
     assert g.group_of("a").prunable is ok, g.group_of("a").blocked_by
+
+
+def test_per_channel_constants_computed_from_buffers():
+    class FrozenBN(nn.Module):  # torchvision.ops.FrozenBatchNorm2d, re-implemented
+        def __init__(self, n):
+            super().__init__()
+            self.register_buffer("weight", torch.rand(n) + 0.5)
+            self.register_buffer("bias", torch.randn(n))
+            self.register_buffer("running_mean", torch.randn(n))
+            self.register_buffer("running_var", torch.rand(n) + 0.5)
+
+        def forward(self, x):
+            scale = self.weight * (self.running_var + 1e-5).rsqrt()
+            bias = self.bias - self.running_mean * scale
+            return x * scale.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FrozenBN(8), nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    g = DependencyGraph(m, x)
+    grp = g.group_of("0")
+    assert grp.prunable
+    assert {(mm.module, mm.param) for mm in grp.members if mm.kind == "param"} == {
+        ("1", "weight"), ("1", "bias"), ("1", "running_mean"), ("1", "running_var")}
+    from fastprune.surgery import masked, prune
+    p = prune(m, {"0": [0, 5]}, x)
+    assert p[1].running_var.shape == (6,)
+    with masked(m, {"0": [0, 5]}, x), torch.no_grad():
+        assert torch.allclose(p(x), m(x), atol=1e-6)

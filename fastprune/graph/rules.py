@@ -121,10 +121,14 @@ def elementwise(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> N
         if ids is None:
             continue
         own = tr.owner_of_view(t)
+        src = tr.param_sources(t) if own is None else None
         if own is not None and t.shape[k] == C:
             mod, pname, p = own
             axis = k if p is t else 0
             tr.record(ids, mod, "param", f"param:{pname}:{axis}")
+        elif src is not None and t.shape[k] == C == t.numel():
+            for mod, pname in src:  # a per-channel constant computed from 1-D parameters/buffers
+                tr.record(ids, mod, "param", f"param:{pname}:0")
         else:
             tr.block(ids, f"op '{name}' combines the channels with a tensor created in forward "
                           f"(a constant or the model input) that has {t.shape[k]} channels")
@@ -801,6 +805,8 @@ def dispatch(tr: Tracer, func: Any, args: tuple, kwargs: dict, out: Any) -> None
         return
     tagged = _tagged(tr, args, kwargs)
     if not tagged:
+        if name in _EW or name in LAYOUT_SET or name in UNARY_SET:
+            _derive(tr, args, kwargs, out)
         return
     if not flat_tensors(out):
         return  # size(), dim(), item() ...: no tensor comes out
@@ -816,3 +822,23 @@ def dispatch(tr: Tracer, func: Any, args: tuple, kwargs: dict, out: Any) -> None
 
 
 LAYOUT_SET = set(LAYOUT)
+UNARY_SET = set(UNARY)
+
+
+def _derive(tr: Tracer, args: tuple, kwargs: dict, out: Any) -> None:
+    """Track tensors computed elementwise from same-length 1-D parameters/buffers."""
+    ins = flat_tensors((args, kwargs))
+    outs = flat_tensors(out)
+    if not ins or len(outs) != 1:
+        return
+    n = outs[0].numel()
+    srcs: list[tuple[str, str]] = []
+    for t in ins:
+        if t.numel() == 1 and t.ndim <= 1 and tr.param_sources(t) is None:
+            continue  # a scalar (eps, a constant)
+        s = tr.param_sources(t)
+        if s is None or t.numel() != n:
+            return
+        srcs.extend(x for x in s if x not in srcs)
+    if srcs and n > 1 and sum(d > 1 for d in outs[0].shape) == 1:
+        tr.set_derived(outs[0], srcs)

@@ -182,6 +182,7 @@ class Tracer:
         self.uf = self.trace.uf
         self._tags: dict[int, tuple[weakref.ref, Tag]] = {}
         self._recorded: dict[tuple[str, str, int], int] = {}
+        self._derived: dict[int, tuple[weakref.ref, list[tuple[str, str]]]] = {}
         self.params: dict[int, tuple[str, str, torch.Tensor]] = {}
         for mname, mod in model.named_modules():
             self.trace.module_types[mname] = type(mod).__name__
@@ -267,6 +268,26 @@ class Tracer:
             if own is not None and base.ndim == 1 and base.numel() == t.numel():
                 return own[0], own[1], base
         return None
+
+
+    # -- per-channel constants computed from parameters (FrozenBatchNorm-style scale and shift) ------------
+    def param_sources(self, t: Any) -> list[tuple[str, str]] | None:
+        """1-D parameters/buffers `t` is computed from elementwise (same length), or None."""
+        if not isinstance(t, torch.Tensor):
+            return None
+        own = self.owner_of_view(t)
+        if own is not None and own[2].ndim == 1:
+            return [(own[0], own[1])]
+        e = self._derived.get(id(t))
+        if e is not None and e[0]() is t:
+            return e[1]
+        return None
+
+    def set_derived(self, t: torch.Tensor, sources: list[tuple[str, str]]) -> None:
+        try:
+            self._derived[id(t)] = (weakref.ref(t), sources)
+        except TypeError:
+            pass
 
 
 def flat_tensors(obj: Any) -> list[torch.Tensor]:
