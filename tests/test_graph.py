@@ -324,3 +324,29 @@ def test_per_channel_constants_computed_from_buffers():
     assert p[1].running_var.shape == (6,)
     with masked(m, {"0": [0, 5]}, x), torch.no_grad():
         assert torch.allclose(p(x), m(x), atol=1e-6)
+
+
+def test_shape_only_arguments_do_not_carry_channels():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.b = nn.Conv2d(8, 2, 1)
+            self.s = nn.Parameter(torch.rand(1, 8, 1, 1))
+
+        def forward(self, x):
+            y = self.a(x)
+            z = torch.zeros(1, 1, 1, 1).expand_as(y) if self.const else 0
+            return self.b(y * self.s.expand_as(y) + z)
+
+    m = M()
+    x = torch.randn(1, 3, 4, 4)
+    m.const = False
+    g = DependencyGraph(m, x)
+    assert g.group_of("a").prunable
+    assert [(mm.module, mm.param, mm.axis) for mm in g.group_of("a").members if mm.kind == "param"] == [("", "s", 1)]
+    from fastprune.surgery import prune
+    assert prune(m, {"a": [2]}, x).s.shape == (1, 7, 1, 1)
+    m.const = True
+    g = DependencyGraph(m, x)
+    assert g.group_of("a").prunable is False and "created in forward" in g.group_of("a").blocked_by

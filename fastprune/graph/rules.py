@@ -120,11 +120,10 @@ def elementwise(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> N
             continue
         if ids is None:
             continue
-        own = tr.owner_of_view(t)
+        own = tr.param_axis(t, k, C)
         src = tr.param_sources(t) if own is None else None
-        if own is not None and t.shape[k] == C:
-            mod, pname, p = own
-            axis = k if p is t else 0
+        if own is not None:
+            mod, pname, axis = own
             tr.record(ids, mod, "param", f"param:{pname}:{axis}")
         elif src is not None and t.shape[k] == C == t.numel():
             for mod, pname in src:  # a per-channel constant computed from 1-D parameters/buffers
@@ -389,13 +388,14 @@ def _split(r: torch.Tensor, dims: list[int], C: int) -> tuple | None:
 
 def layout(tr: Tracer, name: str, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
     tensors = flat_tensors((args, kwargs))
-    x = next((t for t in tensors if tr.tag(t) is not None), None)
     outs = flat_tensors(out)
-    if x is None or not outs:
-        return
+    x = args[0] if args and isinstance(args[0], torch.Tensor) else None
     tg = tr.tag(x)
-    if not any(a is x for a in args):
-        tr.block(tg.ids, f"op '{name}' uses the tensor in an unsupported position")
+    if tg is None or not outs:
+        # the values come from the first argument; other tensors only lend a shape (expand_as ...)
+        for t in tensors:
+            if t is not x and tr.tag(t) is not None and name == "__getitem__":
+                tr.block(tr.tag(t).ids, "indexing with a tensor of tracked channels")
         return
     others = [t for t in tensors if t is not x and tr.tag(t) is not None]
     if others and name == "__getitem__":

@@ -257,6 +257,20 @@ class Tracer:
             return e[0], e[1]
         return None
 
+    def param_axis(self, t: torch.Tensor, k: int, C: int) -> tuple[str, str, int] | None:
+        """(module, name, axis) when dim `k` of `t` (size C) is an axis of a parameter/buffer or of a view of one."""
+        own = self.owner(t)
+        if own is not None:
+            return (own[0], own[1], k) if t.shape[k] == C else None
+        base = getattr(t, "_base", None)
+        own = self.owner(base)
+        if own is None or t.shape[k] != C:
+            return None
+        big = [d for d in range(base.ndim) if base.shape[d] != 1]
+        if len(big) == 1 and base.shape[big[0]] == C:
+            return own[0], own[1], big[0]
+        return None
+
     def owner_of_view(self, t: torch.Tensor) -> tuple[str, str, torch.Tensor] | None:
         """(module, name, param) when `t` is a parameter or a same-size view of a 1-D one."""
         own = self.owner(t)
