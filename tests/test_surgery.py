@@ -13,6 +13,7 @@ from graph_util import dead_copy, n_params, one_thread, outputs, random_removal,
 from zoo import ZOO
 
 _threads = pytest.fixture(scope="module", autouse=True)(one_thread)
+pytestmark = pytest.mark.filterwarnings("ignore:fastprune. modules with parameters that the example input does not reach")
 
 
 def _make(name):
