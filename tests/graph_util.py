@@ -34,7 +34,7 @@ def random_removal(graph: DependencyGraph, frac: float = 0.5, seed: int = 0,
         cs = sorted(rng.sample(range(g.channels), k))
         chosen[g.id] = cs
         p = g.producers[rng.randrange(len(g.producers))]
-        removal.setdefault(p.module, []).extend(p.indices[c] * p.block for c in cs)
+        removal.setdefault(p.module, []).extend(p.indices[c] for c in cs)
     return removal, chosen
 
 

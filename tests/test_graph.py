@@ -29,7 +29,7 @@ def test_vgg_chain_and_flatten_blocks():
     grp = g.group_of("features.6")
     assert grp.channels == 24 and grp.prunable and not grp.touches_output
     (fc,) = member(grp, "classifier.1", "in")
-    assert fc.kind == "linear" and fc.block == 16 and fc.indices == list(range(24))
+    assert fc.kind == "linear" and fc.block == 16 and fc.indices == list(range(0, 24 * 16, 16))
     assert g.group_of("classifier.4").touches_output
     bn = member(g.group_of("features.0.0"), "features.0.1", "out")[0]
     assert bn.kind == "batchnorm"

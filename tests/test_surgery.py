@@ -149,3 +149,14 @@ def test_random_removals_match_dead_copy(seed, frac, name):
     removal, chosen = random_removal(g, frac, seed=seed)
     pruned = prune(model, removal, x, graph=g)
     assert rel_err(outputs(dead_copy(model, g, chosen), x), outputs(pruned, x)) <= 1e-5
+
+
+def test_any_channel_of_a_block_names_the_whole_block():
+    model, x = _make("coverage")
+    g = DependencyGraph(model, x)
+    (m,) = [p for p in g.group_of("c1").producers if p.module == "c1"]
+    assert m.indices == [0, 4, 8, 12] and m.block == 4  # GroupNorm(4, 16): whole groups
+    a = prune(model, {"c1": [5]}, x, graph=g)
+    b = prune(model, {"c1": [4, 5, 6, 7]}, x, graph=g)
+    assert a.c1.out_channels == b.c1.out_channels == 12 and a.gn1.num_groups == 3
+    assert rel_err(outputs(a, x), outputs(b, x)) == 0

@@ -20,9 +20,12 @@ CONSUMER_KINDS = ("conv", "conv_transpose", "linear", "grouped")
 class Member:
     """One module's share of a group.
 
-    Group channel i is, in this module, the channels `indices[i] * block ... + block - 1` of
+    Group channel i is, in this module, the channels `indices[i] ... indices[i] + block - 1` of
     dimension `dim` ('out': output channels / per-channel vectors, 'in': input channels or
-    features). `block` > 1 when a feature map was flattened into a Linear (channel x spatial).
+    features). `block` > 1 when a feature map was flattened into a Linear (channel x spatial
+    features), or when several channels go as one (a whole GroupNorm group, the outputs of a
+    depthwise conv with a channel multiplier, a pixel-shuffle block). Any of those channels
+    names the group channel in a removal.
     `param` names the raw parameter (kind 'param') and `axis` its sliced axis.
     """
 
@@ -36,7 +39,7 @@ class Member:
 
     def positions(self, i: int) -> range:
         """Member positions of group channel i."""
-        return range(self.indices[i] * self.block, (self.indices[i] + 1) * self.block)
+        return range(self.indices[i], self.indices[i] + self.block)
 
 
 @dataclass
@@ -83,7 +86,7 @@ def _members(key: tuple[str, str, str], per_class: list[list[int]]) -> list[Memb
     blocks = []
     for p in per_class:
         if p[0] % k == 0 and p == list(range(p[0], p[0] + k)):
-            blocks.append(p[0] // k)
+            blocks.append(p[0])
         else:
             blocks = None
             break
