@@ -82,3 +82,10 @@ def test_count_conv_macs_formula_matches_explicit_sum():
     L = cols.shape[-1]
     products = 2 * 9 * L * (6 // 3) * 3 * 2
     assert fastprune.count(conv, x).macs == products
+
+
+def test_count_errors():
+    with pytest.raises(ValueError, match="cannot count"):
+        fastprune.count(nn.Linear(3, 2), torch.randn(2, 4))
+    with pytest.raises(TypeError):
+        fastprune.count(lambda x: x, torch.randn(1))

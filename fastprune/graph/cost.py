@@ -123,6 +123,9 @@ def count(model: nn.Module, example_inputs: Any) -> Count:
     try:
         with preserved_state(model), torch.no_grad(), mode:
             call_model(model, example_inputs)
+    except Exception as exc:
+        raise ValueError(f"fastprune: cannot count {type(model).__name__}: its forward failed on the example input "
+                         f"({type(exc).__name__}: {exc})") from exc
     finally:
         stack.remove()
     per_layer: dict[str, tuple[int, int]] = {}

@@ -114,14 +114,15 @@ class DependencyGraph:
     # -- construction ---------------------------------------------------------------------------
     def _build(self) -> None:
         tr = self.trace
-        find = tr.uf.find
+        roots = tr.uf.roots().tolist()
+        self._roots = roots
         by_class: dict[int, list[Record]] = defaultdict(list)
         for r in tr.records:
-            by_class[find(r.node)].append(r)
+            by_class[roots[r.node]].append(r)
         blocked: dict[int, str] = {}
         for n, why in tr.blocked.items():
-            blocked.setdefault(find(n), why)
-        outputs = {find(n) for n in tr.output_nodes}
+            blocked.setdefault(roots[n], why)
+        outputs = {roots[n] for n in tr.output_nodes}
 
         # link classes that share a producer's output: one group per coupled producer set
         parent: dict[int, int] = {}
@@ -199,7 +200,7 @@ class DependencyGraph:
                 reasons.append(why)
         members: list[Member] = []
         for key, per in keys.items():
-            per = [sorted(set(p)) for p in per]
+            per = [p if len(p) == 1 else sorted(set(p)) for p in per]
             ms = _members(key, per)
             if ms is None:
                 reasons.append(f"'{key[0]}' reaches these channels an uneven number of times")
@@ -235,7 +236,7 @@ class DependencyGraph:
         n = self._out_count[module_name]
         if not (0 <= channel < n):
             raise ValueError(f"fastprune: channel index {channel} is out of range for '{module_name}' (0..{n - 1})")
-        root = self.trace.uf.find(self._out_node[(module_name, channel)])
+        root = self._roots[self._out_node[(module_name, channel)]]
         gid, i = self._class_group[root]
         return self.groups[gid], i
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -30,8 +30,7 @@ class Tag:
     ids: np.ndarray
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """Module `module` touches channel `pos` of its `role` ('out', 'in', 'norm' or 'param:<name>:<axis>')."""
 
     node: int
@@ -68,6 +67,15 @@ class UnionFind:
                 self.parent[rb] = ra
             else:
                 self.parent[ra] = rb
+
+    def roots(self) -> np.ndarray:
+        """Root of every id at once (pointer jumping; roots are the smallest id of each set)."""
+        p = np.asarray(self.parent, dtype=np.int64)
+        while True:
+            q = p[p]
+            if np.array_equal(q, p):
+                return p
+            p = q
 
     def union_arrays(self, a: np.ndarray, b: np.ndarray) -> None:
         for x, y in zip(a.tolist(), b.tolist()):
@@ -181,7 +189,7 @@ class Tracer:
         self.trace = Trace()
         self.uf = self.trace.uf
         self._tags: dict[int, tuple[weakref.ref, Tag]] = {}
-        self._recorded: dict[tuple[str, str, int], int] = {}
+        self._recorded: dict[tuple[str, str], np.ndarray] = {}
         self._derived: dict[int, tuple[weakref.ref, list[tuple[str, str]]]] = {}
         self.params: dict[int, tuple[str, str, torch.Tensor]] = {}
         for mname, mod in model.named_modules():
@@ -233,16 +241,15 @@ class Tracer:
 
     def record(self, ids: np.ndarray, module: str, kind: str, role: str) -> None:
         """Module `module` touches channel j (node ids[j]) of `role`."""
-        recs = self.trace.records
-        seen = self._recorded
-        for j, n in enumerate(ids.tolist()):
-            key = (module, role, j)
-            prev = seen.get(key)
-            if prev is None:
-                seen[key] = n
-                recs.append(Record(int(n), module, kind, role, j))
-            elif prev != n:  # the same weights used again: same channels
-                self.uf.union(prev, n)
+        prev = self._recorded.get((module, role))
+        if prev is None:
+            self._recorded[(module, role)] = ids
+            self.trace.records.extend(Record(n, module, kind, role, j) for j, n in enumerate(ids.tolist()))
+            return
+        if len(prev) != len(ids):
+            self.block(np.concatenate([prev, ids]), f"module '{module}' is called on different channel counts")
+            return
+        self.uf.union_arrays(prev, ids)  # the same weights used again: same channels
 
     def where(self) -> str:
         top = self.stack.top if self.stack is not None else None

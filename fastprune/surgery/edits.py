@@ -58,14 +58,14 @@ def removed_classes(graph: DependencyGraph, removal: Mapping[str, Any], model: n
 
 def _positions(graph: DependencyGraph, removed: dict[int, set[int]]) -> dict[tuple[str, str, str], set[int]]:
     """Removed positions per (module, kind, role)."""
-    find = graph.trace.uf.find
+    roots = graph._roots
     classes = set()
     for gid, cs in removed.items():
         grp = graph.groups[gid]
         classes.update(grp.classes[c] for c in cs)
     pos: dict[tuple[str, str, str], set[int]] = defaultdict(set)
     for r in graph.trace.records:
-        if find(r.node) in classes:
+        if roots[r.node] in classes:
             pos[(r.module, r.kind, r.role)].add(r.pos)
     return pos
 
