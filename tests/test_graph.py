@@ -350,3 +350,31 @@ def test_shape_only_arguments_do_not_carry_channels():
     m.const = True
     g = DependencyGraph(m, x)
     assert g.group_of("a").prunable is False and "created in forward" in g.group_of("a").blocked_by
+
+
+def test_se_with_linear_layers_and_views():
+    class SE(nn.Module):  # the squeeze-excite of SENet / SE-ResNeXt codebases
+        def __init__(self, c):
+            super().__init__()
+            self.conv = nn.Conv2d(3, c, 3, padding=1)
+            self.fc = nn.Sequential(nn.Linear(c, c // 4), nn.ReLU(inplace=True), nn.Linear(c // 4, c), nn.Sigmoid())
+            self.out = nn.Conv2d(c, 2, 1)
+
+        def forward(self, x):
+            x = self.conv(x)
+            b, c, _, _ = x.size()
+            y = F.adaptive_avg_pool2d(x, 1).view(b, c)
+            y = self.fc(y).view(b, c, 1, 1)
+            return self.out(x * y.expand_as(x))
+
+    m = SE(8).eval()
+    x = torch.randn(2, 3, 5, 5)
+    g = DependencyGraph(m, x)
+    grp = g.group_of("conv")
+    assert grp is g.group_of("fc.2") and grp.prunable
+    assert {c.module for c in grp.consumers} == {"fc.0", "out"}
+    from fastprune.surgery import masked, prune
+    p = prune(m, {"fc.2": [1, 2, 7]}, x)
+    assert p.conv.out_channels == 5 and p.fc[0].in_features == 5
+    with masked(m, {"conv": [1, 2, 7]}, x), torch.no_grad():
+        assert torch.allclose(p(x), m(x), atol=1e-6)

@@ -320,7 +320,7 @@ adjoint atleast_2d atleast_3d""".split()
 def _channel_map(x: torch.Tensor, dim: int) -> torch.Tensor:
     shape = [1] * x.ndim
     shape[dim] = x.shape[dim]
-    return torch.arange(x.shape[dim], dtype=torch.float32).view(shape).expand(x.shape)
+    return torch.arange(x.shape[dim], dtype=torch.float32, device=x.device).view(shape).expand(x.shape)
 
 
 def _replay(name: str, func: Any, m: torch.Tensor, x: torch.Tensor, args: tuple, kwargs: dict) -> Any:
@@ -357,7 +357,7 @@ def _analyse(r: torch.Tensor, C: int) -> tuple[int | None, np.ndarray | None, st
     D = varying[0]
     idx = [0] * r.ndim
     idx[D] = slice(None)
-    v = r[tuple(idx)].round().long().numpy()
+    v = r[tuple(idx)].round().long().cpu().numpy()
     inner = 1
     while inner < len(v) and v[inner] == v[0]:
         inner += 1
@@ -380,7 +380,7 @@ def _split(r: torch.Tensor, dims: list[int], C: int) -> tuple | None:
         return None
     idx = [0] * r.ndim
     idx[d1], idx[d2] = slice(None), slice(None)
-    R = r[tuple(idx)].round().long()
+    R = r[tuple(idx)].round().long().cpu()
     if torch.equal(R, torch.arange(C).view(a, b)):
         return Split((d1, d2, b)), None, None
     return None
