@@ -155,3 +155,13 @@ def test_unreached_modules_warn():
     assert g.unreached == ["aux"]
     with pytest.warns(UserWarning, match="aux"):
         prune(m, {"stem.0": [0]}, x, graph=g)
+
+
+def test_plan_that_splits_a_coupled_block_is_refused():
+    m = ZOO["coverage"][0]().eval()
+    x = torch.randn(2, 3, 8, 8)
+    plan = fastprune.Plan(keep={"c1": [i for i in range(16) if i != 5]}, channels={"c1": 16})  # GroupNorm group 4..7
+    with pytest.raises(ValueError, match="keeps channel 4 of 'c1'"):
+        prune(m, plan, x)
+    ok = fastprune.Plan(keep={"c1": [i for i in range(16) if not 4 <= i < 8]}, channels={"c1": 16})
+    assert prune(m, ok, x).c1.out_channels == 12

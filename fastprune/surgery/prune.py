@@ -34,6 +34,13 @@ def plan_edits(model: nn.Module, removal: Plan | Mapping[str, Any], example_inpu
     if isinstance(removal, Plan):
         _check_plan_counts(removal, graph)
     removed = removed_classes(graph, rem, model, allow_output)
+    if isinstance(removal, Plan):  # a kept channel must not be coupled to a removed one
+        for name, keep in removal.keep.items():
+            for i in keep:
+                grp, c = graph.locate(name, i)
+                if c in removed.get(grp.id, ()):
+                    raise ValueError(f"fastprune: the plan keeps channel {i} of '{name}' but removes channels coupled to it "
+                                     f"(group {grp.id} channel {c})")
     return compute_edits(graph, removed, model)
 
 
