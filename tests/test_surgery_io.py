@@ -76,11 +76,12 @@ def test_save_load_replay(tmp_path, name):
     m = fac().eval()
     x = torch.randn(shape)
     g = DependencyGraph(m, x)
-    removal, _ = random_removal(g, 0.5, seed=5)
+    removal, chosen = random_removal(g, 0.5, seed=5)
     keep = {}
-    for p, idx in removal.items():
-        n = g.producer_channels(p)
-        keep[p] = [i for i in range(n) if i not in set(idx)]
+    for p in removal:
+        grp = g.group_of(p)
+        gone = {q for m in grp.producers if m.module == p for c in chosen[grp.id] for q in m.positions(c)}
+        keep[p] = [i for i in range(g.producer_channels(p)) if i not in gone]
     plan = fastprune.Plan(keep=keep, channels={p: g.producer_channels(p) for p in keep}, meta={"fingerprint": g.fingerprint()})
     pruned = prune(m, plan, x, graph=g)
     # fine-tuned weights must come back too, not just the architecture
