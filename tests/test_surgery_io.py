@@ -158,11 +158,12 @@ def test_unreached_modules_warn():
         prune(m, {"stem.0": [0]}, x, graph=g)
 
 
-def test_plan_that_splits_a_coupled_block_is_refused():
+def test_plan_keeping_one_channel_of_a_block_keeps_the_block():
     m = ZOO["coverage"][0]().eval()
     x = torch.randn(2, 3, 8, 8)
-    plan = fastprune.Plan(keep={"c1": [i for i in range(16) if i != 5]}, channels={"c1": 16})  # GroupNorm group 4..7
-    with pytest.raises(ValueError, match="keeps channel 4 of 'c1'"):
-        prune(m, plan, x)
-    ok = fastprune.Plan(keep={"c1": [i for i in range(16) if not 4 <= i < 8]}, channels={"c1": 16})
-    assert prune(m, ok, x).c1.out_channels == 12
+    g = DependencyGraph(m, x)
+    (c1,) = [p for p in g.group_of("c1").producers if p.module == "c1"]
+    plan = fastprune.Plan(keep={"c1": [c1.indices[c] for c in (0, 2, 3)]}, channels={"c1": 16})  # GroupNorm groups
+    p = prune(m, plan, x, graph=g)
+    assert p.c1.out_channels == 12 and p.gn1.num_groups == 3
+    assert rel_err(outputs(p, x), outputs(prune(m, {"c1": [5]}, x, graph=g), x)) == 0

@@ -29,19 +29,23 @@ def as_removal(removal: Plan | Mapping[str, Any]) -> dict[str, list[int]]:
 def plan_edits(model: nn.Module, removal: Plan | Mapping[str, Any], example_inputs: Any,
                allow_output: bool = False, graph: DependencyGraph | None = None) -> Edits:
     """Validated per-module edits for `removal` (nothing is changed)."""
-    rem = as_removal(removal)
     graph = graph or DependencyGraph(model, example_inputs)
     if isinstance(removal, Plan):
         _check_plan_counts(removal, graph)
+        rem = _plan_removal(removal, graph)
+    else:
+        rem = as_removal(removal)
     removed = removed_classes(graph, rem, model, allow_output)
-    if isinstance(removal, Plan):  # a kept channel must not be coupled to a removed one
-        for name, keep in removal.keep.items():
-            for i in keep:
-                grp, c = graph.locate(name, i)
-                if c in removed.get(grp.id, ()):
-                    raise ValueError(f"fastprune: the plan keeps channel {i} of '{name}' but removes channels coupled to it "
-                                     f"(group {grp.id} channel {c})")
     return compute_edits(graph, removed, model)
+
+
+def _plan_removal(plan: Plan, graph: DependencyGraph) -> dict[str, list[int]]:
+    """Channels a plan removes: a kept channel keeps everything coupled to it (a whole block)."""
+    rem = {}
+    for name, keep in plan.keep.items():
+        kept = {graph.locate(name, i)[1] for i in keep}
+        rem[name] = [i for i in range(plan.channels[name]) if graph.locate(name, i)[1] not in kept]
+    return rem
 
 
 def _check_plan_counts(plan: Plan, graph: DependencyGraph) -> None:
