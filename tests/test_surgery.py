@@ -160,3 +160,20 @@ def test_any_channel_of_a_block_names_the_whole_block():
     b = prune(model, {"c1": [4, 5, 6, 7]}, x, graph=g)
     assert a.c1.out_channels == b.c1.out_channels == 12 and a.gn1.num_groups == 3
     assert rel_err(outputs(a, x), outputs(b, x)) == 0
+
+
+@pytest.mark.parametrize("name", ["coverage", "mobilenet_v2", "shufflenet"])
+def test_group_removal_helper(name):
+    model, x = _make(name)
+    g = DependencyGraph(model, x)
+    removal, chosen = {}, {}
+    for grp in g.groups:
+        if grp.prunable and not grp.touches_output:
+            cs = list(range(0, grp.channels, 2))
+            chosen[grp.id] = cs
+            for k, v in grp.removal(cs).items():
+                removal.setdefault(k, []).extend(v)
+    pruned = prune(model, removal, x, graph=g)
+    assert rel_err(outputs(dead_copy(model, g, chosen), x), outputs(pruned, x)) <= 1e-5
+    with pytest.raises(ValueError, match="channels; got"):
+        g.groups[0].removal([g.groups[0].channels])

@@ -59,6 +59,16 @@ class ChannelGroup:
     def prunable(self) -> bool:
         return self.blocked_by is None and self.channels > 1
 
+    def removal(self, channels: list[int]) -> dict[str, list[int]]:
+        """A removal dict ({producer: output channels}) that takes group channels `channels` away."""
+        bad = [c for c in channels if not 0 <= int(c) < self.channels]
+        if bad:
+            raise ValueError(f"fastprune: group {self.id} has {self.channels} channels; got {bad[:5]}")
+        out: dict[str, list[int]] = {}
+        for m in self.producers:
+            out.setdefault(m.module, []).extend(p for c in channels for p in m.positions(int(c)))
+        return {k: sorted(set(v)) for k, v in out.items()}
+
     def structure(self) -> dict[str, Any]:
         return {
             "channels": self.channels, "touches_output": self.touches_output, "blocked": self.blocked_by is not None,
