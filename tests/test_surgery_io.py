@@ -1,5 +1,4 @@
 """Bad input leaves the model untouched; plans and pruned models replay on a fresh model."""
-import copy
 
 import pytest
 import torch
