@@ -127,7 +127,7 @@ def test_weight_sharing_and_kwargs_inputs():
     (lambda s, x: F.layer_norm(x.permute(0, 2, 3, 1), (8,)).permute(0, 3, 1, 2), "layer_norm"),
     (lambda s, x: torch.einsum("nchw,nchw->nchw", x, x), "einsum"),
     (lambda s, x: F.softmax(x, dim=1), "softmax"),
-    (lambda s, x: x + torch.ones(1, 8, 1, 1), "created in forward"),
+    (lambda s, x: x + torch.linspace(0, 1, 8).view(1, 8, 1, 1), "created in forward"),
     (lambda s, x: F.group_norm(x, 1), "one group"),
     (lambda s, x: torch.fft.fft2(x).real, "fft"),
     (lambda s, x: x.view(1, 2, 256).flip(1).view(1, 8, 8, 8), "splits the channel dimension"),
@@ -378,3 +378,31 @@ def test_se_with_linear_layers_and_views():
     assert p.conv.out_channels == 5 and p.fc[0].in_features == 5
     with masked(m, {"conv": [1, 2, 7]}, x), torch.no_grad():
         assert torch.allclose(p(x), m(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("make,ok", [
+    (lambda y: torch.zeros(y.shape[0], y.shape[1], 1, 1), True),
+    (lambda y: torch.empty(y.shape[0], y.shape[1], 1, 1).bernoulli_(0.8).div_(0.8), True),
+    (lambda y: y.new_ones(y.shape) * 2, True),
+    (lambda y: torch.arange(y.shape[1]).view(1, -1, 1, 1).float(), False),
+    (lambda y: _written(torch.zeros(1, y.shape[1], 1, 1)), False),
+    (lambda y: torch.ones(1, y.shape[1], 1, 1).mul_(torch.randn(1, y.shape[1], 1, 1)), False),
+])
+def test_uniform_constants_made_in_forward(make, ok):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.b = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(y * make(y) + y)
+
+    g = DependencyGraph(M(), torch.randn(2, 3, 4, 4))
+    assert g.group_of("a").prunable is ok
+
+
+def _written(t):
+    t[:, 0] = 1.0
+    return t

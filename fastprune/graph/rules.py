@@ -120,6 +120,8 @@ def elementwise(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> N
             continue
         if ids is None:
             continue
+        if tr.is_uniform(t):
+            continue  # same value (or law) in every channel: a shape-derived constant prunes cleanly
         own = tr.param_axis(t, k, C)
         src = tr.param_sources(t) if own is None else None
         if own is not None:
@@ -799,14 +801,30 @@ def dispatch(tr: Tracer, func: Any, args: tuple, kwargs: dict, out: Any) -> None
         RULES[name](tr, name, args, kwargs, out)
         return
     if name == "__setitem__":
+        tr.clear_uniform(args[0])  # part of it may now differ
         setitem(tr, name, args, kwargs, out)
         return
+    if (name.endswith("_") and not name.startswith("__")) or name.startswith("__i"):
+        ins = flat_tensors((args, kwargs))
+        if ins and tr.is_uniform(ins[0]) and any(t is not ins[0] and t.numel() > 1 and not tr.is_uniform(t) for t in ins):
+            tr.clear_uniform(ins[0])
     if name in IGNORED:
+        if name in UNIFORM_NEW:
+            for t in flat_tensors(out):
+                tr.set_uniform(t)
         return
     tagged = _tagged(tr, args, kwargs)
     if not tagged:
-        if name in _EW or name in LAYOUT_SET or name in UNARY_SET:
-            _derive(tr, args, kwargs, out)
+        if name in UNIFORM_NEW:
+            for t in flat_tensors(out):
+                tr.set_uniform(t)
+        elif name in _EW or name in LAYOUT_SET or name in UNARY_SET:
+            ins = flat_tensors((args, kwargs))
+            if ins and all(tr.is_uniform(t) or t.numel() == 1 for t in ins) and any(tr.is_uniform(t) for t in ins):
+                for t in flat_tensors(out):
+                    tr.set_uniform(t)
+            else:
+                _derive(tr, args, kwargs, out)
         return
     if not flat_tensors(out):
         return  # size(), dim(), item() ...: no tensor comes out
@@ -822,6 +840,7 @@ def dispatch(tr: Tracer, func: Any, args: tuple, kwargs: dict, out: Any) -> None
 
 
 LAYOUT_SET = set(LAYOUT)
+UNIFORM_NEW = set("zeros ones full empty new_zeros new_ones new_full new_empty".split())
 UNARY_SET = set(UNARY)
 
 

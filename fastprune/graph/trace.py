@@ -191,6 +191,7 @@ class Tracer:
         self._tags: dict[int, tuple[weakref.ref, Tag]] = {}
         self._recorded: dict[tuple[str, str], np.ndarray] = {}
         self._derived: dict[int, tuple[weakref.ref, list[tuple[str, str]]]] = {}
+        self._uniform: dict[int, weakref.ref] = {}
         self.params: dict[int, tuple[str, str, torch.Tensor]] = {}
         for mname, mod in model.named_modules():
             self.trace.module_types[mname] = type(mod).__name__
@@ -303,6 +304,21 @@ class Tracer:
         if e is not None and e[0]() is t:
             return e[1]
         return None
+
+    def is_uniform(self, t: Any) -> bool:
+        """`t` was made in forward with the same law in every channel (zeros, ones, full, random fills)."""
+        e = self._uniform.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return e is not None and e() is t
+
+    def set_uniform(self, t: torch.Tensor) -> None:
+        try:
+            self._uniform[id(t)] = weakref.ref(t)
+        except TypeError:
+            pass
+
+    def clear_uniform(self, t: Any) -> None:
+        if isinstance(t, torch.Tensor):
+            self._uniform.pop(id(t), None)
 
     def set_derived(self, t: torch.Tensor, sources: list[tuple[str, str]]) -> None:
         try:
