@@ -43,12 +43,15 @@ def _out_channels(module: nn.Module, kind: str) -> int:
     return int(module.weight.shape[1 if kind == "conv_transpose" else 0])
 
 
-def _groups(model: nn.Module, example_inputs: Any, groups: Sequence[Any] | None) -> Sequence[Any]:
+def _groups_and_mask(model: nn.Module, example_inputs: Any, groups: Sequence[Any] | None):
+    """Channel groups (given, or from the dependency graph) and, with the graph, surgery's exact masking."""
     if groups is not None:
-        return groups
+        return groups, None
     from ...graph import DependencyGraph  # the graph layer sits below train; imported when needed
+    from ...surgery import masked
 
-    return DependencyGraph(model, example_inputs).groups
+    graph = DependencyGraph(model, example_inputs)
+    return graph.groups, lambda removal: masked(model, removal, example_inputs, graph=graph)
 
 
 def _build_plan(model: nn.Module, gates: Gates, sel: Selection, tol: Tolerance, baseline: float,
@@ -87,14 +90,14 @@ def _run(model: nn.Module, train_data: Iterable, val_data: Iterable, tolerance: 
         example_inputs = _example_inputs(train_data)
     loss = loss or F.cross_entropy
     baseline = validation_value(model, val_data, loss, evaluate)
-    gates = Gates(model, _groups(model, example_inputs, groups), example_inputs, init,
-                  torch.Generator().manual_seed(seed))
+    groups, mask = _groups_and_mask(model, example_inputs, groups)
+    gates = Gates(model, groups, example_inputs, init, torch.Generator().manual_seed(seed))
     try:
         train_gates(model, gates, train_data, loss, epochs=epochs, lr=lr, l1=l1, train_base=train_base,
                     base_lr=base_lr, progress=progress)
         gated_value = validation_value(model, val_data, loss, evaluate)
         sel = select_by_gates(gates, lambda: validation_value(model, val_data, loss, evaluate), baseline, tol,
-                              step=step, min_keep=min_keep, progress=progress)
+                              step=step, min_keep=min_keep, progress=progress, mask=mask)
     except BaseException:
         gates.detach()
         raise

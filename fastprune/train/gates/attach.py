@@ -20,7 +20,19 @@ from .init import init_gates
 
 NORM_KINDS = frozenset({"batchnorm", "groupnorm", "instancenorm", "layernorm"})
 # axis of the output channels in the weight of a producer we may fold a gate into
-_WEIGHT_OUT_AXIS = {"conv": 0, "depthwise": 0, "linear": 0, "conv_transpose": 1}
+_WEIGHT_OUT_AXIS = {"conv": 0, "depthwise": 0, "grouped": 0, "linear": 0, "conv_transpose": 1}
+
+
+def group_size(group: Any) -> int:
+    """Number of group channels (`channels` is a count, or a list of channel ids)."""
+    ch = group.channels
+    return int(ch) if isinstance(ch, int) else len(ch)
+
+
+def gateable(group: Any) -> bool:
+    """A group gets gates when it may be pruned without touching the model's output."""
+    return bool(getattr(group, "prunable", True)) and not getattr(group, "touches_output", False)
+
 
 
 @dataclass
@@ -29,7 +41,20 @@ class _Site:
 
     name: str
     kind: str
-    parts: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (group slot, member channel idx)
+    # (group slot, member channel positions, group channel of each position)
+    parts: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+def _positions(m: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Member channel positions of a member and the group channel each belongs to.
+
+    Group channel i covers member channels indices[i]*block ... indices[i]*block + block - 1
+    (block > 1 where a norm couples channels in blocks, e.g. GroupNorm groups).
+    """
+    block = int(getattr(m, "block", 1))
+    idx = torch.as_tensor(list(m.indices), dtype=torch.long)
+    pos = (idx[:, None] * block + torch.arange(block)[None, :]).flatten()
+    return pos, torch.arange(len(idx)).repeat_interleave(block)
 
 
 def _as_tuple(example_inputs: Any) -> tuple:
@@ -37,50 +62,69 @@ def _as_tuple(example_inputs: Any) -> tuple:
 
 
 def _norm_fed_producers(model: nn.Module, producers: set[str], norms: set[str], example_inputs: Any) -> set[str]:
-    """Producers whose output tensor is the very input of a norm (traced on one forward pass)."""
+    """Producers whose output tensor is the very input of a norm (traced on one forward pass).
+
+    The traced outputs are held alive until the pass ends, so no later tensor can reuse
+    their memory and be mistaken for them.
+    """
     mods = dict(model.named_modules())
-    outs: dict[str, list[tuple[int, tuple]]] = {p: [] for p in producers}
-    ins: list[tuple[int, tuple]] = []
+    outs: dict[str, list[torch.Tensor]] = {p: [] for p in producers}
+    ins: list[torch.Tensor] = []
     handles = []
     for p in producers:
         handles.append(mods[p].register_forward_hook(
-            lambda m, i, o, p=p: outs[p].append((o.data_ptr(), tuple(o.shape))) if torch.is_tensor(o) else None))
+            lambda m, i, o, p=p: outs[p].append(o) if torch.is_tensor(o) else None))
     for n in norms:
         handles.append(mods[n].register_forward_hook(
-            lambda m, i, o: ins.append((i[0].data_ptr(), tuple(i[0].shape))) if i and torch.is_tensor(i[0]) else None))
+            lambda m, i, o: ins.append(i[0]) if i and torch.is_tensor(i[0]) else None))
+    was = model.training
     try:
-        was = model.training
         model.eval()
         with torch.no_grad():
             model(*_as_tuple(example_inputs))
-        model.train(was)
     finally:
+        model.train(was)
         for h in handles:
             h.remove()
-    fed = set(ins)
-    return {p for p, seen in outs.items() if any(s in fed for s in seen)}
+    fed = {(t.data_ptr(), tuple(t.shape)) for t in ins}
+    return {p for p, seen in outs.items() if any((t.data_ptr(), tuple(t.shape)) in fed for t in seen)}
+
+
+def _norm_width(norm: nn.Module) -> int | None:
+    """Channel count of a non-affine norm we could give an affine, else None."""
+    n = getattr(norm, "num_features", None) or getattr(norm, "num_channels", None)
+    return None if n is None or getattr(norm, "bias", None) is not None else int(n)
+
+
+def _make_affine(norm: nn.Module, n: int) -> torch.Tensor:
+    """Give a non-affine norm an identity affine (weight 1, bias 0) so gates can be folded into it."""
+    like = next(iter(norm.buffers()), torch.empty(0))
+    norm.weight = nn.Parameter(torch.ones(n, device=like.device))
+    norm.bias = nn.Parameter(torch.zeros(n, device=like.device))
+    norm.affine = True
+    return norm.weight
 
 
 class Gates(nn.Module):
     """Importance weights of a model's prunable channel groups, live while attached.
 
     `groups` are `fastprune.graph.ChannelGroup`s (or objects with the same fields);
-    groups that are not `.prunable` get no gates. `alive` masks (one per group) zero
+    groups that are not `.prunable` or that touch the model's output get no gates. `alive` masks (one per group) zero
     gates without losing their trained values.
     """
 
     def __init__(self, model: nn.Module, groups: Iterable[Any], example_inputs: Any, init: str = "ones",
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
-        prunable = [g for g in groups if getattr(g, "prunable", True)]
+        prunable = [g for g in groups if gateable(g)]
         if not prunable:
             raise ValueError("fastprune: the model has no prunable channel group, so there is nothing to gate or prune")
         mods = dict(model.named_modules())
         self.groups = prunable
         self.weights = nn.ParameterList(
-            [nn.Parameter(init_gates(len(g.channels), init, generator)) for g in prunable])
+            [nn.Parameter(init_gates(group_size(g), init, generator)) for g in prunable])
         for i, g in enumerate(prunable):
-            self.register_buffer(f"alive{i}", torch.ones(len(g.channels)))
+            self.register_buffer(f"alive{i}", torch.ones(group_size(g)))
         producers = {m.module for g in prunable for m in g.producers}
         norms = {m.module for g in prunable for m in g.members if m.kind in NORM_KINDS}
         for name in producers | norms:
@@ -99,7 +143,7 @@ class Gates(nn.Module):
                     raise NotImplementedError(f"fastprune: cannot gate producer '{m.module}' of kind '{m.kind}'")
                 seen.add(m.module)
                 site = sites.setdefault(m.module, _Site(m.module, m.kind))
-                site.parts.append((slot, torch.as_tensor(list(m.indices), dtype=torch.long)))
+                site.parts.append((slot, *_positions(m)))
         self.sites = list(sites.values())
         self._model = [model]  # not a submodule: the gates are not part of the model's state
         self._handles: list[Any] = []
@@ -112,8 +156,9 @@ class Gates(nn.Module):
 
     def _multiplier(self, site: _Site, channels: int, like: torch.Tensor) -> torch.Tensor:
         mult = torch.ones(channels, dtype=like.dtype, device=like.device)
-        for slot, idx in site.parts:
-            mult = mult.index_put((idx.to(like.device),), self.effective(slot).to(like.dtype))
+        for slot, pos, src in site.parts:
+            gate = self.effective(slot).to(like.dtype)[src.to(like.device)]
+            mult = mult.index_put((pos.to(like.device),), gate)
         return mult
 
     def _hook(self, site: _Site):
@@ -189,19 +234,26 @@ class Gates(nn.Module):
             w = getattr(mod, "weight", None)
             if s.kind in NORM_KINDS:
                 if w is None:
-                    raise NotImplementedError(f"fastprune: cannot fold gates into norm '{s.name}' without affine weight")
-                if w.dim() != 1:
+                    channels = _norm_width(mod)
+                    if channels is None:
+                        raise NotImplementedError(f"fastprune: cannot fold gates into norm '{s.name}' without an affine weight")
+                elif w.dim() != 1:
                     raise NotImplementedError(f"fastprune: cannot fold gates into norm '{s.name}' with weight shape {tuple(w.shape)}")
-                axis, channels = 0, w.shape[0]
+                else:
+                    channels = w.shape[0]
+                axis = 0
             else:
                 if w is None:
                     raise NotImplementedError(f"fastprune: producer '{s.name}' has no weight to fold a gate into")
-                if s.kind == "conv_transpose" and getattr(mod, "groups", 1) != 1:
+                transposed = isinstance(mod, nn.modules.conv._ConvTransposeNd) or s.kind == "conv_transpose"
+                if transposed and getattr(mod, "groups", 1) != 1:
                     raise NotImplementedError(f"fastprune: folding into grouped transposed conv '{s.name}' is not supported")
-                axis = _WEIGHT_OUT_AXIS[s.kind]
+                axis = 1 if transposed else _WEIGHT_OUT_AXIS[s.kind]
                 channels = w.shape[axis]
             checks.append((mod, w, axis, channels, s))
         for mod, w, axis, channels, s in checks:
+            if w is None:  # a non-affine norm: exact with an identity affine first
+                w = _make_affine(mod, channels)
             mult = self._multiplier(s, channels, w)
             shape = [1] * w.dim()
             shape[axis] = -1

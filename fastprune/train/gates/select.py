@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -66,11 +66,15 @@ class Selection:
 
 
 def select_by_gates(gates: Gates, value: Callable[[], float], baseline: float, tolerance: Tolerance, *,
-                    step: int | float = 1, min_keep: int = 1, progress: bool = True) -> Selection:
+                    step: int | float = 1, min_keep: int = 1, progress: bool = True,
+                    mask: Callable[[dict[str, list[int]]], Any] | None = None) -> Selection:
     """Mask channels in ascending |gate|, `step` at a time, until `value()` leaves the tolerance.
 
-    `value()` measures the (masked, gated) model on the validation data. On return the gates
-    mask the last candidate that was within tolerance (nothing if none was).
+    `value()` measures the (masked, gated) model on the validation data. A masked channel's
+    gate is 0; `mask(removal)`, if given, additionally installs hooks that make the removed
+    channels exactly dead the way surgery would (`fastprune.surgery.masked`; it returns a
+    handle with `.remove()`), which matters where an activation maps 0 to non-zero. On return
+    the gates mask the last candidate that was within tolerance (nothing if none was).
     """
     scores = gates.scores()
     order = pruning_order(scores, min_keep)
@@ -78,7 +82,12 @@ def select_by_gates(gates: Gates, value: Callable[[], float], baseline: float, t
 
     def evaluate(k: int) -> float:
         gates.set_removed(_as_removed(order, k))
-        return value()
+        handle = mask(gates.removal()) if mask is not None and k > 0 else None
+        try:
+            return value()
+        finally:
+            if handle is not None:
+                handle.remove()
 
     idx, values = largest_within(counts, evaluate, baseline, tolerance, mode="linear", progress=progress)
     pruned = counts[idx] if idx >= 0 else 0
