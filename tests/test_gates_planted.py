@@ -133,6 +133,7 @@ def test_joint_training_and_finetune_never_worse():
 
 def _check_pruned(model, plan, report, val, baseline, eps):
     assert report["baseline"] == pytest.approx(baseline)
+    assert report["pruned"] == pytest.approx(report["selected"], rel=1e-5)  # removal = what the loop measured
     assert report["pruned"] - baseline <= eps and report["final"] <= report["pruned"] + 1e-12
     assert report["within_tolerance"]
     assert set(plan.removal()) == {"0", "3"} and all(set(REDUNDANT) <= set(v) for v in plan.removal().values())

@@ -116,8 +116,9 @@ def prune_with_gates(model: nn.Module, train_data: Iterable, val_data: Iterable,
     `higher_is_better=True` and an `evaluate(model) -> float` callable) or a bare ε for an
     absolute loss tolerance. `step`: channels masked per step (int) or fraction of the
     prunable channels (float). Returns (pruned and fine-tuned model, Plan, report) where the
-    report holds the baseline, the value of the pruned model before/after fine-tuning and
-    the loop's measurements.
+    report holds the baseline, the value the loop measured for the selected candidate
+    (`selected`, None if nothing was within tolerance), the value of the pruned model before
+    (`pruned`) and after (`final`) fine-tuning, and the loop's measurements.
     """
     work = copy.deepcopy(model)
     gates, sel, baseline, gated_value, example_inputs = _run(
@@ -139,7 +140,8 @@ def prune_with_gates(model: nn.Module, train_data: Iterable, val_data: Iterable,
     pruned_value = validation_value(work, val_data, loss_fn, evaluate)
     final, history = finetune(work, train_data, val_data, loss_fn, epochs=finetune_epochs, lr=finetune_lr,
                               evaluate=evaluate, higher_is_better=tol.higher_is_better, progress=progress)
-    report = {"baseline": baseline, "gated_unpruned": gated_value, "pruned": pruned_value, "final": final,
+    report = {"baseline": baseline, "gated_unpruned": gated_value, "selected": sel.value, "pruned": pruned_value,
+              "final": final,
               "within_tolerance": tol.within(baseline, final), "removal": removal, "steps": sel.counts,
               "values": sel.values, "thresholds": sel.thresholds, "finetune": history}
     return work, plan, report
