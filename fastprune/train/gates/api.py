@@ -113,8 +113,10 @@ def prune_with_gates(model: nn.Module, train_data: Iterable, val_data: Iterable,
     """Prune `model` as far as `tolerance` allows, by learned importance weights; the input model is untouched.
 
     `tolerance`: a `Tolerance` (absolute/relative ε on the loss, or on a metric with
-    `higher_is_better=True` and an `evaluate(model) -> float` callable) or a bare ε for an
-    absolute loss tolerance. `step`: channels masked per step (int) or fraction of the
+    `higher_is_better=True` and an `evaluate(model) -> float` callable, e.g.
+    `lambda m: fastprune.train.evaluate(m, val_dataset)["miou"]`) or a bare ε for an
+    absolute loss tolerance. Data are re-iterable collections of (inputs, targets) batches;
+    `loss(outputs, targets)` defaults to cross-entropy. `step`: channels masked per step (int) or fraction of the
     prunable channels (float). Returns (pruned and fine-tuned model, Plan, report) where the
     report holds the baseline, the value the loop measured for the selected candidate
     (`selected`, None if nothing was within tolerance), the value of the pruned model before
