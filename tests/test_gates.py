@@ -288,3 +288,26 @@ def test_other_bad_arguments():
     bad[0].producers[0].module = "nope"
     with pytest.raises(ValueError, match="does not have"):
         Gates(wide, bad, train[0][0])
+
+
+def test_block_members_share_one_gate_per_block():
+    """A GroupNorm couples channels in blocks: one gate scales a whole block (positions indices[i] + 0..block-1)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    blk = dict(dim="out", indices=[0, 2], block=2)
+    grp = SimpleNamespace(id=0, channels=2, prunable=True, touches_output=False,
+                          producers=[SimpleNamespace(module="0", kind="conv", **blk)],
+                          members=[SimpleNamespace(module="0", kind="conv", **blk),
+                                   SimpleNamespace(module="1", kind="groupnorm", **blk)])
+    x = torch.randn(2, 3, 5, 5)
+    g = Gates(m, [grp], x, init="uniform", generator=torch.Generator().manual_seed(1))
+    assert [s.name for s in g.sites] == ["1"]
+    out = m(x)
+    g.detach()
+    with torch.no_grad():
+        e = g.effective(0).repeat_interleave(2).view(1, -1, 1, 1)
+        ref = m[3](F.relu(m[1](m[0](x)) * e))
+    g.attach()
+    assert _rel(out, ref) <= 1e-5
+    g.fold()
+    assert _rel(m(x), ref) <= 1e-5

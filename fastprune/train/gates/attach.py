@@ -48,13 +48,16 @@ class _Site:
 def _positions(m: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Member channel positions of a member and the group channel each belongs to.
 
-    Group channel i covers member channels indices[i]*block ... indices[i]*block + block - 1
-    (block > 1 where a norm couples channels in blocks, e.g. GroupNorm groups).
+    Uses the member's own `positions(i)` (a group channel may cover a block of member
+    channels: a GroupNorm group, a depthwise multiplier's outputs); a member without that
+    method maps group channel i to member channel indices[i] + 0 .. block - 1.
     """
     block = int(getattr(m, "block", 1))
-    idx = torch.as_tensor(list(m.indices), dtype=torch.long)
-    pos = (idx[:, None] * block + torch.arange(block)[None, :]).flatten()
-    return pos, torch.arange(len(idx)).repeat_interleave(block)
+    spans = [list(m.positions(i)) if hasattr(m, "positions") else list(range(m.indices[i], m.indices[i] + block))
+             for i in range(len(m.indices))]
+    pos = torch.as_tensor([p for span in spans for p in span], dtype=torch.long)
+    src = torch.as_tensor([i for i, span in enumerate(spans) for _ in span], dtype=torch.long)
+    return pos, src
 
 
 def _as_tuple(example_inputs: Any) -> tuple:
