@@ -34,6 +34,8 @@ _LAZY = {
     "plan": "fastprune.planning",
     "Tolerance": "fastprune.planning.tolerance",
     "largest_within": "fastprune.planning.tolerance",
+    "prune_with_gates": "fastprune.train.gates",
+    "gates_plan": "fastprune.train.gates",
 }
 _SUBPACKAGES = {"stats", "graph", "criteria", "planning", "surgery", "train", "models", "data", "report", "cli"}
 
