@@ -52,7 +52,20 @@ inline vf fmadd(vf a, vf b, vf c) {
 #endif
 }
 
-inline vf splat(float x) { return vf{} + x; }
+// a broadcast (vf{} + x would add a zero: an extra dependent op per broadcast)
+inline vf splat(float x) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_set1_ps(x);
+#elif defined(__AVX2__)
+  return (vf)_mm256_set1_ps(x);
+#elif defined(__SSE2__)
+  return (vf)_mm_set1_ps(x);
+#else
+  vf v;
+  for (int l = 0; l < W; ++l) v[l] = x;
+  return v;
+#endif
+}
 inline vf vabs(vf v) { return (vf)((vu)v & 0x7fffffffu); }
 inline vf vload(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
@@ -296,13 +309,14 @@ inline void micro_tile(const float* panel, std::int64_t ld, std::int64_t kn, std
   for (std::int64_t k = 0; k < kn; ++k, row += ld) {
     const vf b0 = vload(row + j0), b1 = vload(row + j0 + W);
     const float* a = row + i0;
-    vf s;
-    s = splat(a[0]); c00 = fmadd(s, b0, c00); c01 = fmadd(s, b1, c01);
-    s = splat(a[1]); c10 = fmadd(s, b0, c10); c11 = fmadd(s, b1, c11);
-    s = splat(a[2]); c20 = fmadd(s, b0, c20); c21 = fmadd(s, b1, c21);
-    s = splat(a[3]); c30 = fmadd(s, b0, c30); c31 = fmadd(s, b1, c31);
-    s = splat(a[4]); c40 = fmadd(s, b0, c40); c41 = fmadd(s, b1, c41);
-    s = splat(a[5]); c50 = fmadd(s, b0, c50); c51 = fmadd(s, b1, c51);
+    const vf s0 = splat(a[0]), s1 = splat(a[1]), s2 = splat(a[2]);
+    const vf s3 = splat(a[3]), s4 = splat(a[4]), s5 = splat(a[5]);
+    c00 = fmadd(s0, b0, c00); c01 = fmadd(s0, b1, c01);
+    c10 = fmadd(s1, b0, c10); c11 = fmadd(s1, b1, c11);
+    c20 = fmadd(s2, b0, c20); c21 = fmadd(s2, b1, c21);
+    c30 = fmadd(s3, b0, c30); c31 = fmadd(s3, b1, c31);
+    c40 = fmadd(s4, b0, c40); c41 = fmadd(s4, b1, c41);
+    c50 = fmadd(s5, b0, c50); c51 = fmadd(s5, b1, c51);
   }
   float* o = g + i0 * ld + j0;
   vstore(o, c00); vstore(o + W, c01); o += ld;
