@@ -292,3 +292,27 @@ def test_cuda_matches_reference(dtype, layout):
     assert_matches(m, x)
     a, b = channel_moments(x.cuda()).state_dict(), channel_moments(x.cuda()).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # deterministic second-pass reduction
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 4), c=st.integers(1, 24), h=st.integers(2, 24), w=st.integers(2, 24),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]),
+       view_kind=st.sampled_from(["nchw", "channels_last", "sliced", "transposed_hw", "matrix_t"]),
+       seed=st.integers(0, 2**16))
+def test_any_dtype_and_strides_match_reference(n, c, h, w, dtype, view_kind, seed):
+    x = feature_maps(n, c, h + 1, w + 1, dtype=dtype, seed=seed)
+    if view_kind == "nchw":
+        x = x[:, :, :h, :w].contiguous()
+    elif view_kind == "channels_last":
+        x = x[:, :, :h, :w].to(memory_format=torch.channels_last)
+    elif view_kind == "sliced":
+        x = x[:, :, 1:, :w]
+    elif view_kind == "transposed_hw":
+        x = x.transpose(2, 3)
+    else:
+        x = x[:, :, 0, :].permute(0, 2, 1).reshape(-1, c).t().contiguous().t()
+    m = channel_moments(x)
+    ref = reference_moments(x)
+    for k in ["count", "mean", "var", "abs_mean", "zero_fraction", "min", "max", "cov"] + (
+            ["msd"] if x.dim() == 4 else []):
+        assert rel(getattr(m, k), ref[k]) <= 1e-5, k
