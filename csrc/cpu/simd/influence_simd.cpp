@@ -14,9 +14,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "fastprune/influence.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #if !defined(FASTPRUNE_ISA)
 #error "FASTPRUNE_ISA must be defined"
@@ -40,7 +45,9 @@ constexpr std::int64_t kTile = 512;  // positions summed in fp32 before the fp64
 
 typedef float vf __attribute__((vector_size(L * sizeof(float)), aligned(sizeof(float))));
 
-inline vf loadv(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+// Unaligned, aliasing-safe vector load (a plain vmovups; memcpy made GCC split it in halves).
+typedef float vf_load __attribute__((vector_size(L * sizeof(float)), aligned(sizeof(float)), may_alias));
+inline vf loadv(const float* p) { return *reinterpret_cast<const vf_load*>(p); }
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
@@ -59,6 +66,65 @@ struct Packed {
   std::int64_t nb = 0, rows = 0, wp = 0, block = 0;  // block = rows * wp * L floats
   std::int64_t nonfinite = 0;
 };
+
+#if defined(__AVX2__)
+// Non-finite lanes of v, by the exponent bits.
+inline int count_nonfinite8(__m256 v) {
+  const __m256i e = _mm256_set1_epi32(0x7f800000);
+  const __m256i m = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(v), e), e);
+  return __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(m))));
+}
+
+// 8 channel rows (8 consecutive x each) -> 8 positions of 8 channels at dst + k*L.
+inline void transpose8_store(const __m256 r[8], float* dst) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst + 0 * L, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + 1 * L, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * L, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * L, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * L, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * L, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * L, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * L, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+// NCHW fp32 row of nc channels (x contiguous) into zi[x*L + c]; returns the non-finite count
+// (counted only when `owned`).
+inline std::int64_t pack_row_f32_avx(const float* row, std::int64_t s1, std::int64_t nc, std::int64_t W,
+                                     bool owned, float* zi) {
+  std::int64_t bad = 0, c0 = 0;
+  for (; c0 + 8 <= nc; c0 += 8) {
+    std::int64_t xx = 0;
+    for (; xx + 8 <= W; xx += 8) {
+      __m256 r[8];
+      for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(row + (c0 + c) * s1 + xx);
+      if (owned)
+        for (int c = 0; c < 8; ++c) bad += count_nonfinite8(r[c]);
+      transpose8_store(r, zi + xx * L + c0);
+    }
+    for (; xx < W; ++xx)
+      for (int c = 0; c < 8; ++c) {
+        const float v = row[(c0 + c) * s1 + xx];
+        zi[xx * L + c0 + c] = v;
+        if (owned) bad += is_nonfinite(v);
+      }
+  }
+  for (; c0 < nc; ++c0)
+    for (std::int64_t xx = 0; xx < W; ++xx) {
+      const float v = row[c0 * s1 + xx];
+      zi[xx * L + c0] = v;
+      if (owned) bad += is_nonfinite(v);
+    }
+  return bad;
+}
+#endif
 
 template <class T>
 void pack_typed(const View& x, std::int64_t n, std::int64_t r0, std::int64_t r1, Packed& pk) {
@@ -79,6 +145,14 @@ void pack_typed(const View& x, std::int64_t n, std::int64_t r0, std::int64_t r1,
       if (nc < L) std::memset(zi, 0, sizeof(float) * W * L);
       const T* row = src + n * s0 + c0 * s1 + y * s2;
       const bool owned = y < r1;
+#if defined(__AVX2__)
+      if constexpr (std::is_same_v<T, float>) {
+        if (s3 == 1 && s1 != 1) {
+          bad += pack_row_f32_avx(row, s1, nc, W, owned, zi);
+          continue;
+        }
+      }
+#endif
       if (s3 == 1 && s1 != 1) {  // NCHW: x contiguous
         for (std::int64_t c = 0; c < nc; ++c) {
           const T* rc = row + c * s1;
@@ -130,15 +204,18 @@ template <int G>
 void shifted_dots(const float* a, std::ptrdiff_t row_step, std::ptrdiff_t col_step,
                   std::int64_t nrows, std::int64_t ncols, const std::ptrdiff_t* off, vf* out) {
   vf s[G];
+  #pragma GCC unroll 16
   for (int g = 0; g < G; ++g) s[g] = vf{};
   for (std::int64_t r = 0; r < nrows; ++r) {
     const float* ar = a + r * row_step;
     for (std::int64_t k = 0; k < ncols; ++k) {
       const float* p = ar + k * col_step;
       const vf av = loadv(p);
+      #pragma GCC unroll 16
       for (int g = 0; g < G; ++g) s[g] += av * loadv(p + off[g]);
     }
   }
+  #pragma GCC unroll 16
   for (int g = 0; g < G; ++g) out[g] = s[g];
 }
 
@@ -160,7 +237,9 @@ template <int NBJ>
 void cross_tile(const float* a, const float* b0, std::ptrdiff_t blk, std::ptrdiff_t row_step,
                 std::ptrdiff_t col_step, std::int64_t nrows, std::int64_t ncols, vf (*acc)[2]) {
   vf s[MR][NBJ];
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
     for (int b = 0; b < NBJ; ++b) s[r][b] = vf{};
   for (std::int64_t y = 0; y < nrows; ++y) {
     const float* ay = a + y * row_step;
@@ -169,9 +248,12 @@ void cross_tile(const float* a, const float* b0, std::ptrdiff_t blk, std::ptrdif
       const float* pa = ay + k * col_step;
       const float* pb = by + k * col_step;
       vf bv[NBJ];
+#pragma GCC unroll 2
       for (int b = 0; b < NBJ; ++b) bv[b] = loadv(pb + b * blk);
+#pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
         const float av = pa[r];
+#pragma GCC unroll 2
         for (int b = 0; b < NBJ; ++b) s[r][b] += av * bv[b];
       }
     }
