@@ -55,8 +55,11 @@ def _plan_args(plan: ShiftPlan, device: torch.device) -> tuple[Any, list[torch.T
 
 def _pair_sums(plan: ShiftPlan, out: torch.Tensor) -> torch.Tensor:
     """Per tap pair, the sum of its jobs: (npairs, *out.shape[1:])."""
-    res = torch.zeros((plan.pairs.shape[0],) + tuple(out.shape[1:]), dtype=torch.float64, device=out.device)
-    return res.index_add_(0, plan.pair_index.to(out.device), out[plan.job_index.to(out.device)])
+    s = torch.zeros(plan.pairs.shape[0], plan.njobs, dtype=torch.float64)
+    s.index_put_((plan.pair_index, plan.job_index), torch.ones(plan.pair_index.shape[0], dtype=torch.float64),
+                 accumulate=True)
+    res = s.to(out.device) @ out.reshape(plan.njobs, -1)  # a dense 0/1 scatter: one GEMM
+    return res.reshape((plan.pairs.shape[0],) + tuple(out.shape[1:]))
 
 
 def _geometry_tensor(channels: int, g: ConvGeometry) -> torch.Tensor:
@@ -287,12 +290,12 @@ class PatchGram:
             _raise_nonfinite(int(_C.gram_shift(view(t), args, view(out))), "input")
             del keep
             pairs = _pair_sums(plan, out)  # (npairs, C, C): [c, c'] of tap pair (t, t')
-            g4 = torch.zeros(c, g.taps, c, g.taps, dtype=torch.float64)
+            full = torch.zeros(g.taps, g.taps, c, c, dtype=torch.float64)  # [t, t', c, c']
             ti, tj = plan.pairs[:, 0], plan.pairs[:, 1]
             off = ti != tj
-            g4[:, tj[off], :, ti[off]] = pairs[off].transpose(1, 2)
-            g4[:, ti, :, tj] = pairs
-            upd = g4.reshape(d, d)
+            full[tj[off], ti[off]] = pairs[off].transpose(1, 2)
+            full[ti, tj] = pairs
+            upd = full.permute(2, 0, 3, 1).reshape(d, d)
             used = n * ho * wo
         else:
             pos = sample_positions(self.images, n, ho * wo, self.sample, self.seed).to(t.device)
