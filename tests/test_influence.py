@@ -275,3 +275,13 @@ def test_hypothesis_shapes_strides_dtypes(case, seed):
     ho, wo = g.out_size(h, w)
     assert count == n * ho * wo
     assert rel_err(gram, patch_gram_reference(xf, g)) <= TOL
+
+
+def test_taps_that_never_touch_the_image_give_zero():
+    # width 1 padded by 1, stride 2: every tap of the 1x1 kernel reads padding only
+    x = torch.randn(1, 2, 1, 1)
+    w = torch.randn(3, 2, 1, 1)
+    got = fastprune.conv_influence(x, w, stride=(1, 2), padding=(0, 1))
+    assert torch.equal(got, conv_influence_reference(x, w, (1, 2), (0, 1)))
+    gram, count = fastprune.patch_gram(x, 1, stride=(1, 2), padding=(0, 1))
+    assert count == 2 and not gram.any()

@@ -9,6 +9,7 @@ without unfolding. Both stream, merge by addition, and save as float64/int64 ten
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Sequence, Union
 
@@ -58,7 +59,8 @@ def _pair_sums(plan: ShiftPlan, out: torch.Tensor) -> torch.Tensor:
     s = torch.zeros(plan.pairs.shape[0], plan.njobs, dtype=torch.float64)
     s.index_put_((plan.pair_index, plan.job_index), torch.ones(plan.pair_index.shape[0], dtype=torch.float64),
                  accumulate=True)
-    res = s.to(out.device) @ out.reshape(plan.njobs, -1)  # a dense 0/1 scatter: one GEMM
+    width = math.prod(out.shape[1:])
+    res = s.to(out.device) @ out.reshape(plan.njobs, width)  # a dense 0/1 scatter: one GEMM
     return res.reshape((plan.pairs.shape[0],) + tuple(out.shape[1:]))
 
 
