@@ -77,24 +77,41 @@ std::int64_t band_rows(const View& x, std::int64_t max_dy, std::int64_t pad_x, s
   return std::max<std::int64_t>(std::max<std::int64_t>(1, fit - max_dy), std::min<std::int64_t>(8, x.shape[2]));
 }
 
-// Runs body(unit index, thread buffer) over units with a static schedule, then adds the thread
-// buffers (each `size` doubles) into out in thread order. Returns the summed counts.
+// Threads for `work` multiply-adds: one per ~4M (about 1 ms of work), so small maps do not pay
+// for waking threads (on a shared, loaded machine a barrier can cost a whole time slice). The
+// count depends only on the input's size and OMP's limit, so results stay reproducible.
+int threads_for(double work) {
+  const int most = std::max(1, omp_get_max_threads());
+  const double want = work / 4.0e6;
+  return want >= most ? most : std::max(1, static_cast<int>(want));
+}
+
+// Runs body(unit index, thread buffer) over units with a static schedule on nt threads, then
+// adds the thread buffers (each `size` doubles) into out in thread order. Returns the summed
+// counts (out untouched when it is not 0).
 template <class Body>
-std::int64_t run_units(std::int64_t nunits, std::size_t size, double* out, Body body) {
-  const int nt = std::max(1, omp_get_max_threads());
+std::int64_t run_units(int nt, std::int64_t nunits, std::size_t size, double* out, Body body) {
+  nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(nt, nunits)));
   std::vector<std::vector<double>> bufs(static_cast<std::size_t>(nt));
   std::vector<std::int64_t> counts(static_cast<std::size_t>(nt), 0);
-  int used = 1;
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num();
-#pragma omp single
-    used = omp_get_num_threads();
+  auto work = [&](int tid, int used) {
     std::vector<double>& buf = bufs[static_cast<std::size_t>(tid)];
     buf.assign(size, 0.0);
     std::vector<float> scratch;
-#pragma omp for schedule(static)
-    for (std::int64_t u = 0; u < nunits; ++u) counts[static_cast<std::size_t>(tid)] += body(u, buf.data(), scratch);
+    // the static schedule by hand: thread tid takes units [tid*n/used, (tid+1)*n/used)
+    const std::int64_t lo = nunits * tid / used, hi = nunits * (tid + 1) / used;
+    for (std::int64_t u = lo; u < hi; ++u) counts[static_cast<std::size_t>(tid)] += body(u, buf.data(), scratch);
+  };
+  int used = 1;
+  if (nt == 1) {
+    work(0, 1);
+  } else {
+#pragma omp parallel num_threads(nt)
+    {
+      const int got = omp_get_num_threads();
+      if (omp_get_thread_num() == 0) used = got;
+      work(omp_get_thread_num(), got);
+    }
   }
   std::int64_t bad = 0;
   for (int t = 0; t < used; ++t) bad += counts[static_cast<std::size_t>(t)];
@@ -122,7 +139,8 @@ std::int64_t influence_shift(const View& x, const ShiftPlanArgs& plan, const Vie
   const std::int64_t rb = band_rows(x, plan.max_dy, plan.pad_x, (C + L - 1) / L * L);
   const std::int64_t per = (H + rb - 1) / rb;
   double* o = reinterpret_cast<double*>(out.data);
-  return run_units(N * per, static_cast<std::size_t>(plan.njobs * C), o,
+  const double macs = static_cast<double>(x.numel()) * static_cast<double>(plan.nd);
+  return run_units(threads_for(macs), N * per, static_cast<std::size_t>(plan.njobs * C), o,
                    [&](std::int64_t u, double* buf, std::vector<float>& s) {
                      const std::int64_t n = u / per, r0 = (u % per) * rb;
                      return unit(x, plan, n, r0, std::min(H, r0 + rb), s, buf);
@@ -141,7 +159,8 @@ std::int64_t gram_shift(const View& x, const ShiftPlanArgs& plan, const View& ou
   const std::int64_t per = (H + rb - 1) / rb;
   const std::size_t size = static_cast<std::size_t>(plan.njobs * cpad * cpad);
   std::vector<double> padded(size, 0.0);
-  const std::int64_t bad = run_units(N * per, size, padded.data(),
+  const double macs = static_cast<double>(x.numel()) * static_cast<double>(plan.nd * C);
+  const std::int64_t bad = run_units(threads_for(macs), N * per, size, padded.data(),
                                      [&](std::int64_t u, double* buf, std::vector<float>& s) {
                                        const std::int64_t n = u / per, r0 = (u % per) * rb;
                                        return gunit(x, plan, n, r0, std::min(H, r0 + rb), s, buf, cpad);
@@ -190,7 +209,8 @@ std::int64_t gram_gather(const View& x, const PatchGeom& g, const std::int64_t* 
   const std::int64_t nchunks = (npos + kChunk - 1) / kChunk;
   const std::size_t size = static_cast<std::size_t>(dpad * dpad);
   std::vector<double> padded(size, 0.0);
-  run_units(nchunks, size, padded.data(), [&](std::int64_t u, double* buf, std::vector<float>& s) {
+  const double macs = static_cast<double>(npos) * static_cast<double>(D) * static_cast<double>(D) / 2;
+  run_units(threads_for(macs), nchunks, size, padded.data(), [&](std::int64_t u, double* buf, std::vector<float>& s) {
     const std::int64_t k0 = u * kChunk, cnt = std::min(kChunk, npos - k0);
     gchunk(x, g, positions + 2 * k0, cnt, s, buf, dpad);
     return std::int64_t{0};
