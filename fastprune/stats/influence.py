@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 from typing import Any, Sequence, Union
 
+import numpy as np
 import torch
 
 from .._ext import _C
@@ -54,13 +56,19 @@ def _plan_args(plan: ShiftPlan, device: torch.device) -> tuple[Any, list[torch.T
     return args, keep
 
 
+@lru_cache(maxsize=64)
+def _scatter_numpy(plan: ShiftPlan) -> np.ndarray:
+    return plan.scatter.numpy()
+
+
 def _pair_sums(plan: ShiftPlan, out: torch.Tensor) -> torch.Tensor:
-    """Per tap pair, the sum of its jobs: (npairs, *out.shape[1:])."""
-    s = torch.zeros(plan.pairs.shape[0], plan.njobs, dtype=torch.float64)
-    s.index_put_((plan.pair_index, plan.job_index), torch.ones(plan.pair_index.shape[0], dtype=torch.float64),
-                 accumulate=True)
+    """Per tap pair, the sum of its jobs (npairs, *out.shape[1:]): one GEMM with a 0/1 matrix.
+    On the CPU through numpy: torch's thread pool costs milliseconds on these tiny products."""
     width = math.prod(out.shape[1:])
-    res = s.to(out.device) @ out.reshape(plan.njobs, width)  # a dense 0/1 scatter: one GEMM
+    if out.device.type == "cpu":
+        res = torch.from_numpy(_scatter_numpy(plan) @ out.reshape(plan.njobs, width).numpy())
+    else:
+        res = plan.scatter.to(out.device) @ out.reshape(plan.njobs, width)
     return res.reshape((plan.pairs.shape[0],) + tuple(out.shape[1:]))
 
 

@@ -144,7 +144,7 @@ def _axis(n: int, k: int, s: int, d: int, p: int, n_out: int) -> _Axis:
     return _Axis(tuple(classes), tuple(members))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShiftPlan:
     """Jobs (cell, delta) of the shifted-moment kernels and how they sum into tap pairs."""
 
@@ -157,6 +157,14 @@ class ShiftPlan:
     pairs: torch.Tensor       # (npairs, 2) int64: tap indices t <= t'
     max_dy: int
     pad_x: int
+
+    @property
+    def scatter(self) -> torch.Tensor:
+        """(npairs, njobs) float64 0/1 matrix: pair sums = scatter @ job sums."""
+        s = torch.zeros(self.pairs.shape[0], self.njobs, dtype=torch.float64)
+        s.index_put_((self.pair_index, self.job_index), torch.ones(self.pair_index.shape[0], dtype=torch.float64),
+                     accumulate=True)
+        return s
 
     @property
     def njobs(self) -> int:
