@@ -57,19 +57,31 @@ def _plan_args(plan: ShiftPlan, device: torch.device) -> tuple[Any, list[torch.T
 
 
 @lru_cache(maxsize=64)
-def _scatter_numpy(plan: ShiftPlan) -> np.ndarray:
-    return plan.scatter.numpy()
+def _segments(plan: ShiftPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Jobs ordered by pair, the start of each non-empty pair's run, and those pairs."""
+    order = np.argsort(plan.pair_index.numpy(), kind="stable")
+    pairs_sorted = plan.pair_index.numpy()[order]
+    present, starts = np.unique(pairs_sorted, return_index=True)
+    return plan.job_index.numpy()[order], starts, present
 
 
 def _pair_sums(plan: ShiftPlan, out: torch.Tensor) -> torch.Tensor:
-    """Per tap pair, the sum of its jobs (npairs, *out.shape[1:]): one GEMM with a 0/1 matrix.
-    On the CPU through numpy: torch's thread pool costs milliseconds on these tiny products."""
+    """Per tap pair, the sum of its jobs (npairs, *out.shape[1:]).
+    On the CPU a single-threaded numpy gather + segmented sum: the products are tiny and a
+    thread pool costs milliseconds per call on a shared machine."""
     width = math.prod(out.shape[1:])
-    if out.device.type == "cpu":
-        res = torch.from_numpy(_scatter_numpy(plan) @ out.reshape(plan.njobs, width).numpy())
-    else:
+    npairs = plan.pairs.shape[0]
+    if out.device.type != "cpu":
         res = plan.scatter.to(out.device) @ out.reshape(plan.njobs, width)
-    return res.reshape((plan.pairs.shape[0],) + tuple(out.shape[1:]))
+        return res.reshape((npairs,) + tuple(out.shape[1:]))
+    res = np.zeros((npairs, width))
+    if plan.njobs:
+        jobs, starts, present = _segments(plan)
+        flat = out.reshape(plan.njobs, width).numpy()
+        ends = np.append(starts[1:], len(jobs))
+        for p, a, b in zip(present.tolist(), starts.tolist(), ends.tolist()):
+            np.sum(flat[jobs[a:b]], axis=0, out=res[p])
+    return torch.from_numpy(res.reshape((npairs,) + tuple(out.shape[1:])))
 
 
 def _geometry_tensor(channels: int, g: ConvGeometry) -> torch.Tensor:
@@ -268,15 +280,22 @@ class PatchGram:
         self.sample = sample
         self.seed = seed
         d = channels * self.geometry.taps
-        self._upper = torch.zeros(d, d, dtype=torch.float64)  # upper triangle is authoritative
+        self._gram = torch.zeros(d, d, dtype=torch.float64)
+        self._jobs: torch.Tensor | None = None  # reused kernel output (no page faults per batch)
         self.count = 0
         self.images = 0
 
     @property
     def gram(self) -> torch.Tensor:
         """The symmetric (C*kh*kw)^2 float64 Gram."""
-        u = torch.triu(self._upper)
-        return u + torch.triu(self._upper, 1).T
+        return self._gram.clone()
+
+    def _job_buffer(self, size: int) -> torch.Tensor:
+        if self._jobs is None or self._jobs.numel() < size:
+            self._jobs = torch.from_numpy(np.zeros(size))
+        buf = self._jobs[:size]
+        buf.numpy()[...] = 0.0  # single-threaded fill
+        return buf
 
     def _use_shift(self, t: torch.Tensor, plan: ShiftPlan) -> bool:
         if os.environ.get("FASTPRUNE_PATCH_GRAM") == "gather" or self.sample is not None or t.device.type != "cpu":
@@ -295,26 +314,25 @@ class PatchGram:
         plan = shift_plan(g, h, w)
         d = c * g.taps
         if self._use_shift(t, plan):
-            out = torch.zeros(plan.njobs, c, c, dtype=torch.float64)
+            out = self._job_buffer(plan.njobs * c * c).view(plan.njobs, c, c)
             args, keep = _plan_args(plan, t.device)
             _raise_nonfinite(int(_C.gram_shift(view(t), args, view(out))), "input")
             del keep
-            pairs = _pair_sums(plan, out)  # (npairs, C, C): [c, c'] of tap pair (t, t')
-            full = torch.zeros(g.taps, g.taps, c, c, dtype=torch.float64)  # [t, t', c, c']
-            ti, tj = plan.pairs[:, 0], plan.pairs[:, 1]
+            pairs = _pair_sums(plan, out).numpy()  # (npairs, C, C): [c, c'] of tap pair (t, t')
+            ti, tj = plan.pairs[:, 0].numpy(), plan.pairs[:, 1].numpy()
             off = ti != tj
-            full[tj[off], ti[off]] = pairs[off].transpose(1, 2)
-            full[ti, tj] = pairs
-            upd = full.permute(2, 0, 3, 1).reshape(d, d)
+            g4 = self._gram.numpy().reshape(c, g.taps, c, g.taps)  # a view: updated in place
+            g4[:, ti, :, tj] += pairs
+            g4[:, tj[off], :, ti[off]] += pairs[off].transpose(0, 2, 1)
             used = n * ho * wo
         else:
             pos = sample_positions(self.images, n, ho * wo, self.sample, self.seed).to(t.device)
             out = torch.zeros(d, d, dtype=torch.float64, device=t.device)
             geom = _C.PatchGeom(g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, ho, wo)
             _raise_nonfinite(int(_C.gram_gather(view(t), geom, pos.data_ptr(), int(pos.shape[0]), view(out))), "input")
-            upd = out.cpu()
+            upper = out.cpu().numpy()  # the kernel fills j >= i
+            self._gram.numpy()[...] += np.triu(upper) + np.triu(upper, 1).T
             used = int(pos.shape[0])
-        self._upper += torch.triu(upd)
         self.count += int(used)
         self.images += int(n)
         return self
@@ -326,7 +344,7 @@ class PatchGram:
         if (other.channels, other.geometry, _sample_spec(other.sample), other.seed) != (
                 self.channels, self.geometry, _sample_spec(self.sample), self.seed):
             raise ValueError("fastprune: cannot merge PatchGram of different channels, geometry or sampling")
-        self._upper += torch.triu(other._upper)
+        self._gram += other._gram
         self.count += other.count
         self.images += other.images
         return self
@@ -361,7 +379,8 @@ class PatchGram:
         obj = cls.__new__(cls)
         obj.channels, obj.geometry, obj.sample = channels, g, sample
         obj.seed = _scalar_int(state, "seed", what)
-        obj._upper = torch.triu(gram)
+        obj._gram = gram
+        obj._jobs = None
         obj.count = _scalar_int(state, "count", what)
         obj.images = _scalar_int(state, "images", what)
         return obj
