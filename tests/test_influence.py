@@ -286,3 +286,19 @@ def test_taps_that_never_touch_the_image_give_zero():
     assert torch.equal(got, conv_influence_reference(x, w, (1, 2), (0, 1)))
     gram, count = fastprune.patch_gram(x, 1, stride=(1, 2), padding=(0, 1))
     assert count == 2 and not gram.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("last", [False, True])
+def test_nonfinite_counted_on_vector_paths(dtype, last):
+    x = torch.randn(2, 16, 9, 20).to(dtype)  # 16 channels, rows of 20: full 8x8 tiles and tails
+    x[0, 3, 4, 5] = float("nan")
+    x[1, 9, 8, 17] = float("inf")
+    x[1, 15, 0, 19] = float("-inf")
+    x[0, 0, 8, 0] = float("nan")
+    if last:
+        x = x.to(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="4 non-finite"):
+        fastprune.conv_influence(x, torch.randn(2, 16, 3, 3), padding=1)
+    with pytest.raises(ValueError, match="4 non-finite"):
+        fastprune.patch_gram(x, 3, padding=1)

@@ -95,30 +95,42 @@ inline void transpose8_store(const __m256 r[8], float* dst) {
   _mm256_storeu_ps(dst + 7 * L, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
-// NCHW fp32 row of nc channels (x contiguous) into zi[x*L + c]; returns the non-finite count
+// 8 consecutive elements as fp32 (F16C for fp16, a shift for bf16).
+template <class T> __m256 load8(const T* p);
+template <> inline __m256 load8<float>(const float* p) { return _mm256_loadu_ps(p); }
+template <> inline __m256 load8<f16_t>(const f16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+template <> inline __m256 load8<bf16_t>(const bf16_t* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+// NCHW row of nc channels (x contiguous) into zi[x*L + c]; returns the non-finite count
 // (counted only when `owned`).
-inline std::int64_t pack_row_f32_avx(const float* row, std::int64_t s1, std::int64_t nc, std::int64_t W,
-                                     bool owned, float* zi) {
+template <class T>
+inline std::int64_t pack_row_avx(const T* row, std::int64_t s1, std::int64_t nc, std::int64_t W,
+                                 bool owned, float* zi) {
   std::int64_t bad = 0, c0 = 0;
   for (; c0 + 8 <= nc; c0 += 8) {
     std::int64_t xx = 0;
     for (; xx + 8 <= W; xx += 8) {
       __m256 r[8];
-      for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(row + (c0 + c) * s1 + xx);
+      for (int c = 0; c < 8; ++c) r[c] = load8<T>(row + (c0 + c) * s1 + xx);
       if (owned)
         for (int c = 0; c < 8; ++c) bad += count_nonfinite8(r[c]);
       transpose8_store(r, zi + xx * L + c0);
     }
     for (; xx < W; ++xx)
       for (int c = 0; c < 8; ++c) {
-        const float v = row[(c0 + c) * s1 + xx];
+        const float v = Ld<T>::get(row, (c0 + c) * s1 + xx);
         zi[xx * L + c0 + c] = v;
         if (owned) bad += is_nonfinite(v);
       }
   }
   for (; c0 < nc; ++c0)
     for (std::int64_t xx = 0; xx < W; ++xx) {
-      const float v = row[c0 * s1 + xx];
+      const float v = Ld<T>::get(row, c0 * s1 + xx);
       zi[xx * L + c0] = v;
       if (owned) bad += is_nonfinite(v);
     }
@@ -146,9 +158,20 @@ void pack_typed(const View& x, std::int64_t n, std::int64_t r0, std::int64_t r1,
       const T* row = src + n * s0 + c0 * s1 + y * s2;
       const bool owned = y < r1;
 #if defined(__AVX2__)
-      if constexpr (std::is_same_v<T, float>) {
+      if constexpr (!std::is_same_v<T, double>) {
         if (s3 == 1 && s1 != 1) {
-          bad += pack_row_f32_avx(row, s1, nc, W, owned, zi);
+          bad += pack_row_avx<T>(row, s1, nc, W, owned, zi);
+          continue;
+        }
+        if (s1 == 1 && nc % 8 == 0) {  // channels_last: 8 channels per load, no transpose
+          for (std::int64_t xx = 0; xx < W; ++xx) {
+            const T* rx = row + xx * s3;
+            for (std::int64_t c = 0; c < nc; c += 8) {
+              const __m256 v = load8<T>(rx + c);
+              if (owned) bad += count_nonfinite8(v);
+              _mm256_storeu_ps(zi + xx * L + c, v);
+            }
+          }
           continue;
         }
       }
