@@ -106,3 +106,19 @@ def test_bench_patch_gram_vs_unfold_matmul(benchmark, x):
                                 gram_mib=(C * K * K) ** 2 * 8 / 2**20)
     print(f"\npatch Gram {t_ours * 1e3:.0f} ms ({mem:.0f} MiB), unfold+matmul {t_base * 1e3:.0f} ms "
           f"({mem_base:.0f} MiB), ratio {t_ours / t_base:.3f}")
+
+
+def test_bench_nci_small_maps_vs_conv2d(benchmark):
+    """Per-batch cost on small maps (8, 64, 32, 32), where fixed overheads (plan, threads,
+    Python) dominate: what a forward hook pays per consumer per batch. No target; recorded."""
+    xs = torch.randn(8, C, 32, 32, generator=torch.Generator().manual_seed(2))
+    ws = torch.randn(C, C, K, K, generator=torch.Generator().manual_seed(3))
+    conv = lambda: F.conv2d(xs, ws, padding=1)  # noqa: E731
+    conv()
+    t_conv = best_of(conv, 20)
+    acc = InfluenceMoments(C, K, padding=1)
+    acc.update(xs)
+    benchmark.pedantic(lambda: acc.update(xs), rounds=20, iterations=1)
+    t_ours = benchmark.stats.stats.min
+    benchmark.extra_info.update(conv2d_s=t_conv, ours_s=t_ours, ratio=t_ours / t_conv)
+    print(f"\nnci small maps {t_ours * 1e3:.2f} ms, conv2d {t_conv * 1e3:.2f} ms, ratio {t_ours / t_conv:.3f}")
