@@ -65,10 +65,11 @@ def test_patch_gram_matches_unfold(k, s, d, p):
 def test_patch_gram_paths_agree_with_unfold(monkeypatch, path):
     if path == "gather":
         monkeypatch.setenv("FASTPRUNE_PATCH_GRAM", "gather")
-    x = torch.randn(3, 20, 12, 13)  # C not a multiple of the SIMD width
     g = ConvGeometry.parse(3, 1, 1, 1)
-    gram, _ = fastprune.patch_gram(x, 3, padding=1)
-    assert rel_err(gram, patch_gram_reference(x, g)) <= TOL
+    for c in (20, 37):  # C not a multiple of the SIMD width; an odd number of channel blocks
+        x = torch.randn(3, c, 12, 13)
+        gram, _ = fastprune.patch_gram(x, 3, padding=1)
+        assert rel_err(gram, patch_gram_reference(x, g)) <= TOL
 
 
 def test_auto_moments_match_unfold():
@@ -236,10 +237,15 @@ def test_accepts_dlpack_arrays():
 
 def test_large_offset_and_long_rows_stay_accurate():
     # fp32 products are summed over bounded tiles and flushed to fp64
-    x = torch.randn(1, 3, 6, 3000) * 0.1 + 100.0
-    w = torch.randn(4, 3, 3, 3)
+    # (mean 10^4 x std, rows of 3000 positions)
+    x = torch.randn(1, 37, 6, 3000) * 0.01 + 100.0
+    w = torch.randn(4, 37, 3, 3)
     got = fastprune.conv_influence(x, w, padding=1)
     assert elementwise_rel(got, conv_influence_reference(x, w, 1, 1)) <= TOL
+    g = ConvGeometry.parse(3, 1, 1, 1)
+    gram, _ = fastprune.patch_gram(x[:, :, :, :500], 3, padding=1)
+    want = patch_gram_reference(x[:, :, :, :500], g)
+    assert elementwise_rel(gram, want) <= TOL
 
 
 @st.composite
