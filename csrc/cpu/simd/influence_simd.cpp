@@ -42,6 +42,7 @@ constexpr int GMAX = 8;   // 16 vector registers
 #endif
 constexpr int MR = L / 2;            // rows of the cross-moment register tile
 constexpr std::int64_t kTile = 512;  // positions summed in fp32 before the fp64 flush
+constexpr std::int64_t kGramCols = 128;  // cross-moment column chunk: both panels stay in L1
 
 typedef float vf __attribute__((vector_size(L * sizeof(float)), aligned(sizeof(float))));
 
@@ -348,23 +349,26 @@ std::int64_t gram_unit(const View& x, const ShiftPlanArgs& p, std::int64_t n, st
     const RowSpan rs = cell_rows(cell, r0, r1);
     if (rs.count == 0) continue;
     const std::int64_t x0 = cell[3], sx = cell[5], ncols = ceil_div(cell[4] - x0, sx);
-    const std::int64_t rows_per_tile = std::max<std::int64_t>(1, kTile / ncols);
+    const std::int64_t wcols = std::min(ncols, kGramCols);
+    const std::int64_t rows_per_tile = std::max<std::int64_t>(1, kGramCols / wcols);
     const std::ptrdiff_t row_step = cell[2] * pk.wp * L, col_step = sx * L;
     for (std::int64_t j = p.cell_ptr[ci]; j < p.cell_ptr[ci + 1]; ++j) {
       const std::int64_t* d = p.deltas + 2 * p.job_delta[j];
       const std::ptrdiff_t off = (d[0] * pk.wp + d[1]) * L;
       double* oj = out + j * cpad * cpad;
-      for (std::int64_t y = 0; y < rs.count; y += rows_per_tile) {
+      for (std::int64_t y = 0; y < rs.count; y += rows_per_tile)
+      for (std::int64_t xc = 0; xc < ncols; xc += wcols) {
         const std::int64_t nr = std::min(rows_per_tile, rs.count - y);
-        const std::ptrdiff_t base = ((rs.first + y * cell[2] - r0) * pk.wp + p.pad_x + x0) * L;
+        const std::int64_t nx = std::min(wcols, ncols - xc);
+        const std::ptrdiff_t base = ((rs.first + y * cell[2] - r0) * pk.wp + p.pad_x + x0 + xc * sx) * L;
         for (std::int64_t cbi = 0; cbi < nb; ++cbi) {
           for (int ri = 0; ri < L; ri += MR) {
             const float* a = pk.z + cbi * pk.block + base + ri;
             for (std::int64_t cbj = 0; cbj < nb; cbj += 2) {
               const float* b = pk.z + cbj * pk.block + base + off;
               const int nbj = cbj + 1 < nb ? 2 : 1;
-              if (nbj == 2) cross_tile<2>(a, b, pk.block, row_step, col_step, nr, ncols, acc);
-              else cross_tile<1>(a, b, pk.block, row_step, col_step, nr, ncols, acc);
+              if (nbj == 2) cross_tile<2>(a, b, pk.block, row_step, col_step, nr, nx, acc);
+              else cross_tile<1>(a, b, pk.block, row_step, col_step, nr, nx, acc);
               for (int r = 0; r < MR; ++r) {
                 double* o = oj + (cbi * L + ri + r) * cpad + cbj * L;
                 for (int b = 0; b < nbj; ++b)
