@@ -302,7 +302,8 @@ class PatchGram:
             return False
         threads = max(1, int(_C.openmp_max_threads()))
         cpad = -(-self.channels // 16) * 16
-        return plan.njobs * cpad * cpad * 8 * (threads + 1) <= _SHIFT_GRAM_BYTES
+        # thread tables + the reduced table in C++ + the job buffer here
+        return plan.njobs * cpad * cpad * 8 * (threads + 2) <= _SHIFT_GRAM_BYTES
 
     def update(self, x: Any) -> "PatchGram":
         """Add a batch (N, C, H, W) (NCHW or channels_last, fp32/fp16/bf16, CPU or CUDA)."""
