@@ -111,9 +111,7 @@ def _axis(n: int, k: int, s: int, d: int, p: int, n_out: int) -> _Axis:
     ranges = []
     for i in range(k):
         off = i * d - p
-        q0 = max(0, -(off // s) if off < 0 else 0)  # smallest q with q*s + off >= 0
-        while q0 * s + off < 0:
-            q0 += 1
+        q0 = -(off // s) if off < 0 else 0  # smallest q with q*s + off >= 0: ceil(-off / s)
         q1 = min(n_out - 1, (n - 1 - off) // s)
         ranges.append((q0 * s + off, q1 * s + off) if q0 <= q1 else None)
     cuts = {0, n}
