@@ -26,6 +26,8 @@ _LAZY = {
     "DependencyGraph": "fastprune.graph",
     "ChannelGroup": "fastprune.graph",
     "count": "fastprune.graph.cost",
+    "Count": "fastprune.graph.cost",
+    "masked": "fastprune.surgery",
     "prune": "fastprune.surgery",
     "save_pruned": "fastprune.surgery",
     "load_pruned": "fastprune.surgery",
@@ -33,6 +35,8 @@ _LAZY = {
     "plan": "fastprune.planning",
     "Tolerance": "fastprune.planning.tolerance",
     "largest_within": "fastprune.planning.tolerance",
+    "prune_with_gates": "fastprune.train.gates",
+    "gates_plan": "fastprune.train.gates",
 }
 _SUBPACKAGES = {"stats", "graph", "criteria", "planning", "surgery", "train", "models", "data", "report", "cli"}
 
