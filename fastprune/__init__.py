@@ -20,6 +20,7 @@ _LAZY = {
     "PatchGram": "fastprune.stats.influence",
     "conv_influence": "fastprune.stats.influence",
     "patch_gram": "fastprune.stats.influence",
+    "nci_w": "fastprune.stats.influence",
     "Statistics": "fastprune.stats.statistics",
     "collect": "fastprune.stats.collect",
     "DependencyGraph": "fastprune.graph",
