@@ -2,10 +2,12 @@
 // one source: GCC vector extensions of the ISA's width, FMA where the ISA has it.
 //
 // A thread walks its sample range tile by tile (K samples of one image). Packing a tile converts
-// it to fp32, shifts it by a per-channel value near the mean and writes a sample-major K x ld
-// panel; the same loads fold the per-channel statistics. The upper triangle of the fp32 Gram of
-// the panel is then computed with 6 x (2 vectors) register micro-tiles, and the tile is merged
-// into the thread's fp64 totals with Chan's update (moments_tile.h).
+// it to fp32, shifts it by a per-channel value near the mean and writes a panel in the input's
+// own layout (no transpose); the same loads fold the per-channel statistics. The upper triangle
+// of the fp32 Gram of the panel is then computed: for planar (NCHW) input as inner products over
+// samples of channel rows (RI x RJ blocks of lane-partial sums, reduced once per tile), for
+// interleaved (channels_last) input with 6 x (2 vectors) outer-product micro-tiles. The tile is
+// merged into the thread's fp64 totals with Chan's update (moments_tile.h).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -35,6 +37,15 @@ constexpr int W = 4;
 #endif
 constexpr int MR = 6;       // micro-tile rows (broadcast)
 constexpr int NR = 2 * W;   // micro-tile columns (two vectors)
+// inner-product blocks of the channel-major Gram: RI x RJ vector accumulators, RJ + 1 loads
+// in flight (32 registers with AVX-512, 16 with AVX2 and SSE)
+#if defined(__AVX512F__)
+constexpr int RI = 5, RJ = 5;
+#elif defined(__AVX2__)
+constexpr int RI = 4, RJ = 3;
+#else
+constexpr int RI = 3, RJ = 3;
+#endif
 
 typedef float vf __attribute__((vector_size(W * 4)));
 typedef std::int32_t vi __attribute__((vector_size(W * 4)));
@@ -117,20 +128,32 @@ std::unique_ptr<T[], AlignedFree> aligned_zeros(std::size_t n) {
 }
 
 // Per-thread scratch of one tile: the shifted panel, its fp32 Gram and the per-channel sums.
+// Planar (NCHW) input keeps its layout: the panel is channel-major (row c = K shifted samples of
+// channel c, rows past C zero) and the Gram is formed by inner products over samples; interleaved
+// (channels_last) input gives a sample-major K x ld panel and outer-product micro-tiles.
 struct Tile {
   std::int64_t C, ld, K;
+  bool planar;
   std::unique_ptr<float[], AlignedFree> panel, gram, shift, s1, s2, abs, mn, mx;
   std::unique_ptr<std::int32_t[], AlignedFree> zeros, nonfin;
 
-  Tile(std::int64_t channels, bool cov, bool planar) : C(channels) {
+  Tile(std::int64_t channels, bool cov, bool planar_input) : C(channels), planar(planar_input) {
     const std::int64_t a = NR > 16 ? NR : 16;
     ld = ((C + a - 1) / a) * a;
-    // panel <= 128 KiB (L2), between 64 and 512 samples: bounded fp32 accumulation
-    K = std::min<std::int64_t>(512, std::max<std::int64_t>(64, (32768 / ld) / 16 * 16));
-    // no panel: planar tiles are long runs per channel (fewer merges; sums are blocked), an
-    // interleaved tile stays in L1 (the pack walks it once per vector of channels)
-    if (!cov) K = planar ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (8192 / ld) / 16 * 16));
-    if (cov) {
+    if (!cov) {
+      // no panel: planar tiles are long runs per channel (fewer merges; sums are blocked), an
+      // interleaved tile stays in L1 (the pack walks it once per vector of channels)
+      K = planar ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (8192 / ld) / 16 * 16));
+    } else if (planar) {
+      // channel-major panel <= 256 KiB (L2); the RI rows of an inner-product block stay in L1
+      // while the others stream; lane sums hold K / W terms each
+      ld = ((C + 8 + 15) / 16) * 16;  // rows past C (up to C + 8) are zero padding
+      K = std::min<std::int64_t>(2048, std::max<std::int64_t>(64, (65536 / C) / 16 * 16));
+      panel = aligned_zeros<float>(static_cast<std::size_t>(ld * K));
+      gram = aligned_zeros<float>(static_cast<std::size_t>(ld * ld));
+    } else {
+      // sample-major panel <= 128 KiB (L2), between 64 and 512 samples: bounded fp32 accumulation
+      K = std::min<std::int64_t>(512, std::max<std::int64_t>(64, (32768 / ld) / 16 * 16));
       panel = aligned_zeros<float>(static_cast<std::size_t>(K * ld + 64));
       gram = aligned_zeros<float>(static_cast<std::size_t>((ld + MR) * ld));
     }
@@ -138,65 +161,9 @@ struct Tile {
     zeros = aligned_zeros<std::int32_t>(ld);
     nonfin = aligned_zeros<std::int32_t>(ld);
   }
+  // kn rounded up to whole vectors (the zero-padded length of a channel-major panel row)
+  std::int64_t kv(std::int64_t kn) const { return (kn + W - 1) / W * W; }
 };
-
-#if defined(__AVX2__)
-constexpr bool kTransposeBlocks = true;
-// 8 consecutive elements as fp32 (AVX2 width, also used by the AVX-512 build).
-template <DType D> inline __m256 load8(const typename Elem<D>::T* p);
-template <> inline __m256 load8<DType::f32>(const float* p) { return _mm256_loadu_ps(p); }
-template <> inline __m256 load8<DType::f64>(const double* p) {
-  return _mm256_set_m128(_mm256_cvtpd_ps(_mm256_loadu_pd(p + 4)), _mm256_cvtpd_ps(_mm256_loadu_pd(p)));
-}
-template <> inline __m256 load8<DType::f16>(const std::uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-template <> inline __m256 load8<DType::bf16>(const std::uint16_t* p) {
-  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
-
-// Panel rows k0..k0+8, columns c0..c0+8 <- shifted x[c][k]: an 8 x 8 register transpose.
-template <DType D>
-inline void transpose8(const typename Elem<D>::T* x, std::int64_t sc, const float* shift, float* dst,
-                       std::int64_t ld) {
-  __m256 r[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_sub_ps(load8<D>(x + i * sc), _mm256_set1_ps(shift[i]));
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  _mm256_storeu_ps(dst + 0 * ld, _mm256_permute2f128_ps(u0, u4, 0x20));
-  _mm256_storeu_ps(dst + 1 * ld, _mm256_permute2f128_ps(u1, u5, 0x20));
-  _mm256_storeu_ps(dst + 2 * ld, _mm256_permute2f128_ps(u2, u6, 0x20));
-  _mm256_storeu_ps(dst + 3 * ld, _mm256_permute2f128_ps(u3, u7, 0x20));
-  _mm256_storeu_ps(dst + 4 * ld, _mm256_permute2f128_ps(u0, u4, 0x31));
-  _mm256_storeu_ps(dst + 5 * ld, _mm256_permute2f128_ps(u1, u5, 0x31));
-  _mm256_storeu_ps(dst + 6 * ld, _mm256_permute2f128_ps(u2, u6, 0x31));
-  _mm256_storeu_ps(dst + 7 * ld, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-
-// The shifted panel of a planar tile (channels c in [0, C), samples [0, kn)): 8 x 8 blocks,
-// scalar edges. Reads the tile again, from cache (the statistics pass just loaded it).
-template <DType D>
-void transpose_planar(const typename Elem<D>::T* x, std::int64_t sc, std::int64_t kn, Tile& t) {
-  const std::int64_t C8 = t.C / 8 * 8, K8 = kn / 8 * 8;
-  for (std::int64_t c0 = 0; c0 < C8; c0 += 8)
-    for (std::int64_t k0 = 0; k0 < K8; k0 += 8)
-      transpose8<D>(x + c0 * sc + k0, sc, t.shift.get() + c0, t.panel.get() + k0 * t.ld + c0, t.ld);
-  for (std::int64_t c = 0; c < t.C; ++c) {
-    const float sh = t.shift[c];
-    for (std::int64_t k = c < C8 ? K8 : 0; k < kn; ++k)
-      t.panel[k * t.ld + c] = Elem<D>::one(x + c * sc + k) - sh;
-  }
-}
-#else
-constexpr bool kTransposeBlocks = false;
-#endif
 
 // Statistics of one channel over k planar (contiguous) samples; panel column c when cov.
 template <DType D, bool COV>
@@ -205,7 +172,7 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
   const vf vsh = splat(sh);
   vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
   vi z{}, nf{};
-  float* col = COV ? t.panel.get() + c : nullptr;
+  float* row = COV ? t.panel.get() + c * t.K : nullptr;
   std::int64_t k = 0;
   for (; k + W <= kn; k += W) {
     __builtin_prefetch(x + k + t.K, 0, 2);  // the next tile of this channel, into L2
@@ -218,6 +185,7 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
     mx = v > mx ? v : mx;
     z -= (v == 0.0f);
     nf -= ((v - v) != 0.0f);
+    if constexpr (COV) vstore(row + k, d);
   }
   float fs1 = 0, fs2 = 0, fab = 0, fmn = mn[0], fmx = mx[0];
   std::int32_t fz = 0, fnf = 0;
@@ -235,11 +203,10 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
     fmx = v > fmx ? v : fmx;
     fz += v == 0.0f;
     fnf += moments::nonfinite(v);
+    if constexpr (COV) row[k] = d;
   }
   if constexpr (COV) {
-    if (!kTransposeBlocks) {
-      for (k = 0; k < kn; ++k) col[k * t.ld] = Elem<D>::one(x + k) - sh;
-    }
+    for (k = kn; k < t.kv(kn); ++k) row[k] = 0.0f;  // pad to whole vectors
   }
   t.s1[c] = fs1; t.s2[c] = fs2; t.abs[c] = fab; t.mn[c] = fmn; t.mx[c] = fmx;
   t.zeros[c] = fz; t.nonfin[c] = fnf;
@@ -327,7 +294,59 @@ inline void micro_tile(const float* panel, std::int64_t ld, std::int64_t kn, std
   vstore(o, c50); vstore(o + W, c51);
 }
 
-// Upper triangle (plus the few entries the micro-tiles straddle) of the panel's Gram.
+// Sum of the lanes, in a fixed order.
+inline float hsum(vf v) {
+#if defined(__AVX2__)
+#if defined(__AVX512F__)
+  __m256 h[2];  // halves (gcc 12's _mm512_reduce_add_ps trips -Wmaybe-uninitialized)
+  std::memcpy(h, &v, sizeof v);
+  const __m256 u = _mm256_add_ps(h[0], h[1]);
+#else
+  const __m256 u = (__m256)v;
+#endif
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+#else
+  float s = 0;
+  for (int l = 0; l < W; ++l) s += v[l];
+  return s;
+#endif
+}
+
+// g[i0 + i][j0 + j] = sum_k p[i0 + i][k] * p[j0 + j][k], i < RI, j < RJ: rows of a channel-major
+// panel (row stride kp), over kv samples (a multiple of W). Lane partial sums, reduced at the end.
+inline void inner_tile(const float* p, std::int64_t kp, std::int64_t kv, std::int64_t i0,
+                       std::int64_t j0, float* g, std::int64_t ld) {
+  vf acc[RI][RJ] = {};
+  const float* ri = p + i0 * kp;
+  const float* rj = p + j0 * kp;
+  for (std::int64_t k = 0; k < kv; k += W) {
+    vf b[RJ];
+#pragma GCC unroll 8
+    for (int j = 0; j < RJ; ++j) b[j] = vload(rj + j * kp + k);
+#pragma GCC unroll 8
+    for (int i = 0; i < RI; ++i) {
+      const vf a = vload(ri + i * kp + k);
+#pragma GCC unroll 8
+      for (int j = 0; j < RJ; ++j) acc[i][j] = fmadd(a, b[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < RI; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < RJ; ++j) g[(i0 + i) * ld + j0 + j] = hsum(acc[i][j]);
+}
+
+// Upper triangle (plus the few entries the blocks straddle) of a channel-major panel's Gram.
+void gram_inner(const Tile& t, std::int64_t kn) {
+  const std::int64_t kv = t.kv(kn);
+  for (std::int64_t i0 = 0; i0 < t.C; i0 += RI)
+    for (std::int64_t j0 = (i0 / RJ) * RJ; j0 < t.C; j0 += RJ)
+      inner_tile(t.panel.get(), t.K, kv, i0, j0, t.gram.get(), t.ld);
+}
+
+// Upper triangle (plus the few entries the micro-tiles straddle) of a sample-major panel's Gram.
 void gram_upper(const Tile& t, std::int64_t kn) {
   for (std::int64_t i0 = 0; i0 < t.C; i0 += MR)
     for (std::int64_t j0 = (i0 / NR) * NR; j0 < t.C; j0 += NR)
@@ -419,14 +438,14 @@ void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
           if (b.cov) pack_planar_channel<D, true>(base + c * b.sC + p, kn, c, t);
           else pack_planar_channel<D, false>(base + c * b.sC + p, kn, c, t);
         }
-#if defined(__AVX2__)
-        if (b.cov) transpose_planar<D>(base + p, b.sC, kn, t);
-#endif
       } else {
         if (b.cov) pack_interleaved<D, true>(base + p * b.sP, b.sP, kn, t);
         else pack_interleaved<D, false>(base + p * b.sP, b.sP, kn, t);
       }
-      if (b.cov) gram_upper(t, kn);
+      if (b.cov) {
+        if (b.planar) gram_inner(t, kn);
+        else gram_upper(t, kn);
+      }
       merge_tile(t, kn, acc, &img, d);
     }
     if (b.per_image) {
