@@ -37,12 +37,12 @@ constexpr int W = 4;
 #endif
 constexpr int MR = 6;       // micro-tile rows (broadcast)
 constexpr int NR = 2 * W;   // micro-tile columns (two vectors)
-// inner-product blocks of the channel-major Gram: RI x RJ vector accumulators, RJ + 1 loads
-// in flight (32 registers with AVX-512, 16 with AVX2 and SSE)
+// inner-product blocks of the channel-major Gram: RI x RJ vector accumulators and
+// min(RI, RJ) + 1 loaded vectors (32 registers with AVX-512, 16 with AVX2 and SSE)
 #if defined(__AVX512F__)
 constexpr int RI = 5, RJ = 5;
 #elif defined(__AVX2__)
-constexpr int RI = 4, RJ = 3;
+constexpr int RI = 3, RJ = 4;
 #else
 constexpr int RI = 3, RJ = 3;
 #endif
@@ -322,14 +322,26 @@ inline void inner_tile(const float* p, std::int64_t kp, std::int64_t kv, std::in
   const float* ri = p + i0 * kp;
   const float* rj = p + j0 * kp;
   for (std::int64_t k = 0; k < kv; k += W) {
-    vf b[RJ];
+    if constexpr (RI <= RJ) {  // hold the i vectors, stream the j vectors
+      vf a[RI];
 #pragma GCC unroll 8
-    for (int j = 0; j < RJ; ++j) b[j] = vload(rj + j * kp + k);
+      for (int i = 0; i < RI; ++i) a[i] = vload(ri + i * kp + k);
 #pragma GCC unroll 8
-    for (int i = 0; i < RI; ++i) {
-      const vf a = vload(ri + i * kp + k);
+      for (int j = 0; j < RJ; ++j) {
+        const vf b = vload(rj + j * kp + k);
 #pragma GCC unroll 8
-      for (int j = 0; j < RJ; ++j) acc[i][j] = fmadd(a, b[j], acc[i][j]);
+        for (int i = 0; i < RI; ++i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
+      }
+    } else {
+      vf b[RJ];
+#pragma GCC unroll 8
+      for (int j = 0; j < RJ; ++j) b[j] = vload(rj + j * kp + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < RI; ++i) {
+        const vf a = vload(ri + i * kp + k);
+#pragma GCC unroll 8
+        for (int j = 0; j < RJ; ++j) acc[i][j] = fmadd(a, b[j], acc[i][j]);
+      }
     }
   }
 #pragma GCC unroll 8
