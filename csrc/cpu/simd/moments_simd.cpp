@@ -165,13 +165,23 @@ struct Tile {
   std::int64_t kv(std::int64_t kn) const { return (kn + W - 1) / W * W; }
 };
 
-// Statistics of one channel over k planar (contiguous) samples; panel column c when cov.
+// Non-finite values among n samples (stride s) whose |x| sum is abs_sum: a NaN or Inf makes that
+// sum non-finite, so the hot loops only sum |x| and the (rare) count is taken here, again.
+template <DType D>
+std::int32_t count_nonfinite(float abs_sum, const typename Elem<D>::T* x, std::int64_t n, std::int64_t s) {
+  if (!moments::nonfinite(abs_sum)) return 0;
+  std::int32_t count = 0;
+  for (std::int64_t k = 0; k < n; ++k) count += moments::nonfinite(Elem<D>::one(x + k * s));
+  return count;
+}
+
+// Statistics of one channel over k planar (contiguous) samples; panel row c when cov.
 template <DType D, bool COV>
 void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int64_t c, Tile& t) {
   const float sh = t.shift[c];
   const vf vsh = splat(sh);
   vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
-  vi z{}, nf{};
+  vi z{};
   float* row = COV ? t.panel.get() + c * t.K : nullptr;
   std::int64_t k = 0;
   for (; k + W <= kn; k += W) {
@@ -184,7 +194,6 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
     mn = v < mn ? v : mn;
     mx = v > mx ? v : mx;
     z -= (v == 0.0f);
-    nf -= ((v - v) != 0.0f);
     if constexpr (COV) vstore(row + k, d);
   }
   float fs1 = 0, fs2 = 0, fab = 0, fmn = mn[0], fmx = mx[0];
@@ -193,8 +202,9 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
     fs1 += s1[l]; fs2 += s2[l]; fab += ab[l];
     fmn = mn[l] < fmn ? mn[l] : fmn;
     fmx = mx[l] > fmx ? mx[l] : fmx;
-    fz += z[l]; fnf += nf[l];
+    fz += z[l];
   }
+  fnf = count_nonfinite<D>(fab, x, k, 1);
   for (; k < kn; ++k) {
     const float v = Elem<D>::one(x + k);
     const float d = v - sh;
@@ -225,7 +235,7 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
   for (std::int64_t c0 = 0; c0 < cv; c0 += W) {
     const vf vsh = vload(t.shift.get() + c0);
     vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
-    vi z{}, nf{};
+    vi z{};
     // sums in blocks of 32 samples, then added: keeps the fp32 rounding of long tiles small
     for (std::int64_t kb = 0; kb < kn; kb += 32) {
       vf b1{}, b2{}, bab{};
@@ -239,7 +249,6 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
         mn = v < mn ? v : mn;
         mx = v > mx ? v : mx;
         z -= (v == 0.0f);
-        nf -= ((v - v) != 0.0f);
         if constexpr (COV) vstore(t.panel.get() + k * t.ld + c0, d);
       }
       s1 += b1; s2 += b2; ab += bab;
@@ -247,7 +256,7 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
     vstore(t.s1.get() + c0, s1); vstore(t.s2.get() + c0, s2); vstore(t.abs.get() + c0, ab);
     vstore(t.mn.get() + c0, mn); vstore(t.mx.get() + c0, mx);
     std::memcpy(t.zeros.get() + c0, &z, sizeof z);
-    std::memcpy(t.nonfin.get() + c0, &nf, sizeof nf);
+    for (int l = 0; l < W; ++l) t.nonfin[c0 + l] = count_nonfinite<D>(ab[l], x + c0 + l, kn, sp);
   }
   for (std::int64_t c = cv; c < C; ++c) {
     const float sh = t.shift[c];
