@@ -1,0 +1,1 @@
+"""Streaming statistics: accumulators, the hooks that feed them, merge, save/load."""
