@@ -1,1 +1,2 @@
-"""Streaming statistics: accumulators, the hooks that feed them, merge, save/load."""
+"""Streaming statistics of feature maps: mergeable accumulators fed batch by batch, the hooks
+that feed them (collect), merge, save/load."""
