@@ -66,8 +66,10 @@ def lasso_path_scores(q: np.ndarray, n_lambdas: int = 60, tol: float = 1e-10, ma
 def lasso(ctx: GroupContext) -> Scored:
     grams = ctx.stats.patch_gram.get(ctx.gid, {})
     if not grams:
-        raise ValueError(f"fastprune: 'lasso' needs the patch Gram of group {ctx.gid}: collect with patch_gram=True "
-                         "(its consumers must be ungrouped 2-D convolutions)")
+        if ctx.stats.meta.get("patch_gram"):  # no ungrouped conv consumer: rank by influence
+            from .nci import _influence
+            return Scored(_influence(ctx), info={"lasso": "no patch Gram (consumer is not an ungrouped conv): nci"})
+        raise ValueError(f"fastprune: 'lasso' needs the patch Gram of group {ctx.gid}: collect with patch_gram=True")
     by_name = {c["module"]: c for c in ctx.group.consumers}
     q = np.zeros((ctx.channels, ctx.channels))
     for cname, acc in grams.items():

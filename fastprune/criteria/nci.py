@@ -7,17 +7,46 @@ from .context import GroupContext, Scored, as_numpy
 from .linalg import components_for_variance, correlation
 
 
+def _dense_energy(ctx: GroupContext, consumer: dict) -> np.ndarray:
+    """Energy of channel c through a consumer without spatial overlap between the positions
+    it reads: a linear layer, or a transposed conv with stride >= kernel (the U-Net 2x2/2
+    up-convolution): sum_p a_c(p)^2 * ||W_c||^2, from the moments (the primary consumer's)."""
+    import torch
+    mod = ctx.module(consumer["module"])
+    w = mod.weight.detach().to(torch.float64).cpu()
+    idx = torch.tensor(consumer["indices"])
+    if isinstance(mod, torch.nn.Linear):
+        wn = w.index_select(1, idx).square().sum(0)
+    elif isinstance(mod, torch.nn.modules.conv._ConvTransposeNd):
+        if mod.groups != 1 or any(s < (k - 1) * d + 1 for s, k, d in zip(mod.stride, mod.kernel_size, mod.dilation)):
+            raise ValueError(f"fastprune: NCI through '{consumer['module']}' needs stride >= kernel "
+                             "(overlapping transposed convolutions are not supported)")
+        wn = w.index_select(0, idx).flatten(1).square().sum(1)
+    else:
+        raise ValueError(f"fastprune: no next-layer influence for consumer '{consumer['module']}' ({consumer['kind']})")
+    m = ctx.moments()
+    n = as_numpy(m.count)
+    sq = as_numpy(m.var) * (n - 1) + n * as_numpy(m.mean) ** 2  # sum of squares per channel
+    return sq * as_numpy(wn)
+
+
 def _influence(ctx: GroupContext) -> np.ndarray:
-    """I_c = sum over consuming convs of E||conv(A_c, W_next[:, c])||^2 (exact, from R_c(delta))."""
+    """I_c = sum over consumers of E||conv(A_c, W_next[:, c])||^2 (exact, from R_c(delta), for
+    convolutions; from the moments for linear layers and non-overlapping up-convolutions)."""
     accs = ctx.stats.influence.get(ctx.gid, {})
-    if not accs:
-        raise ValueError(f"fastprune: group {ctx.gid} has no next-convolution statistics "
-                         "(collect with influence=True; its consumers must be 2-D convolutions)")
     total = np.zeros(ctx.channels)
-    by_name = {c["module"]: c for c in ctx.group.consumers}
-    for cname, acc in accs.items():
-        w, groups = ctx.consumer_weight(by_name[cname])
-        total += as_numpy(acc.influence(w, groups))
+    found = False
+    for c in ctx.group.consumers:
+        if c["module"] in accs:
+            w, groups = ctx.consumer_weight(c)
+            total += as_numpy(accs[c["module"]].influence(w, groups))
+            found = True
+        elif c["kind"] in ("linear", "conv_transpose"):
+            total += _dense_energy(ctx, c)
+            found = True
+    if not found:
+        raise ValueError(f"fastprune: group {ctx.gid} has no next-layer statistics "
+                         "(collect with influence=True; its consumers must be convolutions or linear layers)")
     return total
 
 
@@ -30,11 +59,19 @@ def nci_w(ctx: GroupContext) -> Scored:
     from fastprune.stats.influence import nci_w as _nci_w
     total = np.zeros(ctx.channels)
     found = False
+    import torch
     for c in ctx.group.consumers:
-        if c["kind"] not in ("conv", "depthwise"):
+        mod = ctx.module(c["module"])
+        idx = torch.tensor(c["indices"])
+        if c["kind"] in ("conv", "depthwise"):
+            w, groups = ctx.consumer_weight(c)
+            total += as_numpy(_nci_w(w, groups))
+        elif isinstance(mod, torch.nn.Linear):
+            total += as_numpy(mod.weight.detach().index_select(1, idx).abs().sum(0))
+        elif isinstance(mod, torch.nn.modules.conv._ConvTransposeNd) and mod.groups == 1:
+            total += as_numpy(mod.weight.detach().index_select(0, idx).flatten(1).abs().sum(1))
+        else:
             continue
-        w, groups = ctx.consumer_weight(c)
-        total += as_numpy(_nci_w(w, groups))
         found = True
     if not found:
         raise ValueError(f"fastprune: group {ctx.gid} has no consuming convolution for nci_w")
