@@ -185,3 +185,18 @@ def test_lasso_refit_reconstructs_the_consumer_output_better_than_slicing():
     err_slice = (consumer_out(sliced) - y).square().sum()
     err_refit = (consumer_out(refit) - y).square().sum()
     assert err_refit < 0.9 * err_slice
+
+
+@pytest.mark.parametrize("method", ["nci", "lfa", "msd_nci", "lasso"])
+def test_unet_global_target_with_skip_connections_and_up_convolutions(method):
+    models = pytest.importorskip("fastprune.models")
+    torch.manual_seed(0)
+    model = models.UNet(3, 2, base_width=8, depth=2).eval()
+    data = [torch.rand(2, 3, 32, 32) for _ in range(2)]
+    stats = fastprune.collect(model, data, patch_gram=(method == "lasso"), sample=128)
+    ex = stats.example_inputs(model)
+    p = plan(model, stats, method=method, target_macs=0.4)
+    pruned = fastprune.prune(model, p, ex)
+    before, after = fastprune.count(model, ex), fastprune.count(pruned, ex)
+    assert abs((1 - after.macs / before.macs) - 0.4) <= 0.02
+    assert pruned(data[0]).shape == (2, 2, 32, 32)
