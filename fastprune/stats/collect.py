@@ -131,13 +131,18 @@ class _Collector:
     def __init__(self, model: torch.nn.Module, stats: Statistics, tiling: _Tiling | None, taylor: bool) -> None:
         self.stats, self.tiling, self.taylor = stats, tiling, taylor
         self.modules = dict(model.named_modules())
-        self.tasks: dict[str, list[tuple[str, str, torch.Tensor | None]]] = {}
+        self.tasks: dict[str, list[tuple[str, str, Any]]] = {}
         for gid, g in stats.groups.items():
             for c in g.consumers:
                 idx = c["indices"]
                 mod = self.modules[c["module"]]
                 full = _in_channels(mod)
-                sel = None if full is not None and idx == list(range(full)) else torch.tensor(idx, dtype=torch.long)
+                if full is not None and idx == list(range(full)):
+                    sel = None
+                elif idx == list(range(idx[0], idx[0] + len(idx))):
+                    sel = (idx[0], len(idx))  # a contiguous block (a concatenation's part): a view
+                else:
+                    sel = torch.tensor(idx, dtype=torch.long)
                 self.tasks.setdefault(c["module"], []).append((gid, c["module"], sel))
         self.handles = [self.modules[name].register_forward_pre_hook(self._hook(name)) for name in self.tasks]
 
@@ -145,23 +150,37 @@ class _Collector:
         for h in self.handles:
             h.remove()
 
+    def _nonfinite(self, name: str) -> FloatingPointError:
+        groups = sorted({t[0] for t in self.tasks[name]})
+        producers = [p["module"] for gid in groups for p in self.stats.groups[gid].producers]
+        return FloatingPointError(
+            f"fastprune: non-finite activations (NaN/inf) entering layer '{name}' "
+            f"(output of {', '.join(producers) or 'the input'}); statistics up to the last checkpoint are kept")
+
     def _hook(self, name: str) -> Callable:
+        # the moments kernel finds NaN/inf in the same pass (and raises, state unchanged); a
+        # consumer that feeds no moments is checked here with one reduction
+        checked = any(self.stats.groups[gid].primary == cname and gid in self.stats.moments
+                      for gid, cname, _ in self.tasks[name])
+
         def hook(module: torch.nn.Module, args: tuple) -> None:
             x = args[0]
             if not isinstance(x, torch.Tensor):
                 return
-            if not torch.isfinite(x.detach().sum()) and not torch.isfinite(x).all():
-                groups = sorted({t[0] for t in self.tasks[name]})
-                producers = [p["module"] for gid in groups for p in self.stats.groups[gid].producers]
-                raise FloatingPointError(
-                    f"fastprune: non-finite activations (NaN/inf) entering layer '{name}' "
-                    f"(output of {', '.join(producers) or 'the input'}); statistics up to the last checkpoint are kept")
+            if not checked and not torch.isfinite(x.detach().sum()) and not torch.isfinite(x).all():
+                raise self._nonfinite(name)
             if self.tiling is not None:
                 x = self.tiling.cut(x)
-            for gid, cname, sel in self.tasks[name]:
-                xd = x.detach() if sel is None else x.detach().index_select(1, sel.to(x.device))
+            tasks = sorted(self.tasks[name], key=lambda t: self.stats.groups[t[0]].primary != t[1])  # moments first
+            for gid, cname, sel in tasks:
+                xd = _select(x.detach(), sel)
                 if self.stats.groups[gid].primary == cname and gid in self.stats.moments:
-                    self.stats.moments[gid].update(xd)
+                    try:
+                        self.stats.moments[gid].update(xd)
+                    except ValueError as exc:
+                        if "non-finite" in str(exc):
+                            raise self._nonfinite(name) from exc
+                        raise
                     if self.taylor and x.requires_grad:
                         x.register_hook(self._taylor_hook(gid, xd, sel))
                 infl = self.stats.influence.get(gid, {}).get(cname)
@@ -172,15 +191,24 @@ class _Collector:
                     pg.update(xd)
         return hook
 
-    def _taylor_hook(self, gid: str, act: torch.Tensor, sel: torch.Tensor | None) -> Callable:
+    def _taylor_hook(self, gid: str, act: torch.Tensor, sel: Any) -> Callable:
         def on_grad(grad: torch.Tensor) -> None:
             # first-order Taylor (Molchanov et al. 2017): |mean over positions of a*g| per image
-            g = grad.detach() if sel is None else grad.detach().index_select(1, sel.to(grad.device))
+            g = _select(grad.detach(), sel)
             dims = tuple(range(2, act.dim()))
             t = (act * g).mean(dim=dims) if dims else act * g
             self.stats.taylor[gid] += t.abs().sum(0).to(torch.float64).cpu()
             self.stats.taylor_count[gid] += int(act.shape[0])
         return on_grad
+
+
+def _select(x: torch.Tensor, sel: Any) -> torch.Tensor:
+    """The group's channels of a consumer's input: all, a contiguous block (view), or gathered."""
+    if sel is None:
+        return x
+    if isinstance(sel, tuple):
+        return x.narrow(1, sel[0], sel[1])
+    return x.index_select(1, sel.to(x.device))
 
 
 def _in_channels(mod: torch.nn.Module) -> int | None:
