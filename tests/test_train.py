@@ -86,19 +86,52 @@ def test_warmup_cosine_shape():
     assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] > 0.01 and f[-1] < 0.02
 
 
-def test_unet_learns_synthetic_buildings():
-    """A small U-Net trained a few epochs on this CPU separates buildings; a random one does not."""
+@pytest.fixture(scope="module")
+def trained_unet():
+    """A small U-Net trained a few epochs on synthetic aerial scenes (shared by two tests)."""
     torch.manual_seed(0)
     train = open_dataset("synthetic:n=64,size=64,seed=0")
     val = open_dataset("synthetic:n=16,size=64,seed=1")
     model = UNet(base_width=8, depth=3)
     before = evaluate(model, val)["building_iou"]
     hist = fit(model, train, val, epochs=12, lr=5e-3, batch_size=8, progress=False)
+    return model, train, val, before, hist
+
+
+def test_unet_learns_synthetic_buildings(trained_unet):
+    """A small U-Net trained a few epochs on this CPU separates buildings; a random one does not."""
+    model, _, val, before, hist = trained_unet
     after = evaluate(model, val)
     assert before < 0.3
     assert after["building_iou"] > 0.5, hist["epochs"][-1]
     assert hist["epochs"][-1]["loss"] < hist["epochs"][0]["loss"] / 2
     assert after["pixel_accuracy"] > 0.9
+
+
+def test_finetune_recovers_after_random_half_filter_removal(trained_unet):
+    """Remove 50% of every conv's filters at random (fastprune.prune, coupled channels follow),
+    then fine-tune briefly: most of the building-IoU gap to the unpruned model is recovered."""
+    try:
+        from fastprune.surgery import prune
+    except ImportError as e:
+        pytest.skip(f"fastprune.prune (graph/surgery layer) not available on this branch: {e}")
+    import copy
+    model, train, val, _, _ = trained_unet
+    full = evaluate(model, val)["building_iou"]
+    g = torch.Generator().manual_seed(0)
+    removal = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and name != "outc":
+            n = m.out_channels
+            removal[name] = sorted(torch.randperm(n, generator=g)[: n // 2].tolist())
+    pruned = prune(copy.deepcopy(model), removal, torch.randn(1, 3, 64, 64))
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert params(pruned) < 0.4 * params(model)
+    dropped = evaluate(pruned, val)["building_iou"]
+    fit(pruned, train, epochs=4, lr=2e-3, batch_size=8, progress=False)
+    recovered = evaluate(pruned, val)["building_iou"]
+    assert dropped < full - 0.05, (full, dropped)  # random removal does hurt
+    assert recovered >= dropped + 0.6 * (full - dropped), (full, dropped, recovered)
 
 
 def _tiny(bn=True):
