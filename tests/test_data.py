@@ -239,3 +239,42 @@ def test_full_tile_evaluation_stitches_exactly():
     assert sum(map(sum, tiled["confusion"])) == 3 * 100 * 100
     with pytest.raises(ValueError, match="overlap"):
         evaluate_tiles(pointwise, data, tile=48, overlap=48)
+
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastprune.data.tiff import TiffImage
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(h=st.integers(1, 90), w=st.integers(1, 90), bands=st.sampled_from([0, 3, 4]),
+       dtype=st.sampled_from([np.uint8, np.uint16]),
+       layout=st.sampled_from(["plain", "strips", "tiles", "tiles-zlib", "strips-zlib", "planar"]),
+       data=st.data())
+def test_tiff_windows_match_numpy_slices(tmp_path_factory, h, w, bands, dtype, layout, data):
+    rng = np.random.default_rng(h * 1000 + w)
+    shape = (h, w) if bands == 0 else (h, w, bands)
+    a = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    path = tmp_path_factory.mktemp("tif") / "a.tif"
+    opts = {"plain": {}, "strips": dict(rowsperstrip=7), "tiles": dict(tile=(16, 32)),
+            "tiles-zlib": dict(tile=(32, 16), compression="zlib"),
+            "strips-zlib": dict(rowsperstrip=5, compression="zlib"),
+            "planar": dict(planarconfig="separate", rowsperstrip=9)}[layout]
+    if layout == "planar" and bands == 0:
+        opts = {}
+    photometric = "rgb" if bands == 3 or (bands == 4 and layout != "planar") else "minisblack"
+    if bands == 4:
+        opts = {**opts, "extrasamples": ["unassalpha"]} if photometric == "rgb" else opts
+    tifffile.imwrite(path, a, photometric=photometric, **opts)
+    t = TiffImage(path)
+    assert t.shape == a.shape
+    for _ in range(3):
+        y = data.draw(st.integers(0, h - 1))
+        x = data.draw(st.integers(0, w - 1))
+        hh = data.draw(st.integers(1, h - y))
+        ww = data.draw(st.integers(1, w - x))
+        np.testing.assert_array_equal(t.read((y, x, hh, ww)), a[y:y + hh, x:x + ww])
+    with pytest.raises(ValueError, match="outside"):
+        t.read((0, 0, h + 1, w))
+    t.close()
