@@ -243,3 +243,18 @@ def test_distillation_pulls_student_to_teacher():
     assert agree_teacher > (pred_l == t_logits.argmax(1)).float().mean() + 0.1
     with pytest.raises(ValueError, match="distill"):
         fit(UNet(base_width=4, depth=1), data, epochs=1, teacher=teacher, distill=1.5)
+
+
+def test_one_logit_binary_models_train_and_evaluate():
+    """TernausNet-style single-logit output: loss is binary cross-entropy, evaluation has 2 classes."""
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(2, 1, 5, 6, generator=g)
+    t = torch.randint(0, 2, (2, 5, 6), generator=g)
+    from fastprune.train.losses import segmentation_loss
+    bce = nn.functional.binary_cross_entropy_with_logits(z[:, 0], t.float())
+    assert float(segmentation_loss(z, t)) == pytest.approx(float(bce), rel=1e-6)
+    data = open_dataset("synthetic:n=4,size=32,seed=2")
+    m = nn.Conv2d(3, 1, 1)
+    out = evaluate(m, data)
+    assert len(out["iou"]) == 2
+    fit(m, data, epochs=1, batch_size=2, progress=False)
