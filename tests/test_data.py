@@ -5,11 +5,14 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from fastprune.data import RandomCrops, SlidingTiles, SyntheticSource, open_dataset, parse_spec, window_starts
 from fastprune.data.camvid import PALETTE, VOID
 from fastprune.data.synthetic import generate_scene
+from fastprune.data.tiff import TiffImage
 from fastprune.train import evaluate, evaluate_tiles
 
 
@@ -240,11 +243,6 @@ def test_full_tile_evaluation_stitches_exactly():
     with pytest.raises(ValueError, match="overlap"):
         evaluate_tiles(pointwise, data, tile=48, overlap=48)
 
-
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from fastprune.data.tiff import TiffImage
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
