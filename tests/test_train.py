@@ -258,3 +258,15 @@ def test_one_logit_binary_models_train_and_evaluate():
     out = evaluate(m, data)
     assert len(out["iou"]) == 2
     fit(m, data, epochs=1, batch_size=2, progress=False)
+
+
+@pytest.mark.gpu
+def test_amp_on_cuda_trains():
+    """fp16 autocast + grad scaling on CUDA: finite weights, loss falls, same metrics API."""
+    torch.manual_seed(0)
+    data = open_dataset("synthetic:n=16,size=64,seed=0")
+    m = UNet(base_width=8, depth=2).cuda()
+    h = fit(m, data, epochs=4, lr=5e-3, batch_size=8, amp=True, progress=False)
+    assert h["epochs"][-1]["loss"] < h["epochs"][0]["loss"]
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    assert 0 <= evaluate(m, data)["building_iou"] <= 1
