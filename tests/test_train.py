@@ -270,3 +270,15 @@ def test_amp_on_cuda_trains():
     assert h["epochs"][-1]["loss"] < h["epochs"][0]["loss"]
     assert all(torch.isfinite(p).all() for p in m.parameters())
     assert 0 <= evaluate(m, data)["building_iou"] <= 1
+
+
+def test_keep_best_restores_best_epoch():
+    torch.manual_seed(0)
+    data = open_dataset("synthetic:n=8,size=32,seed=6")
+    m = UNet(base_width=4, depth=1)
+    h = fit(m, data, data, epochs=4, lr=3e-2, batch_size=4, progress=False, keep_best="miou")
+    best = max(r["val"]["miou"] for r in h["epochs"])
+    assert h["best"]["miou"] == best
+    assert evaluate(m, data)["miou"] == pytest.approx(best)
+    with pytest.raises(ValueError, match="keep_best"):
+        fit(m, data, epochs=1, keep_best="miou")
