@@ -145,10 +145,11 @@ struct Tile {
       // interleaved tile stays in L1 (the pack walks it once per vector of channels)
       K = planar ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (8192 / ld) / 16 * 16));
     } else if (planar) {
-      // channel-major panel <= 256 KiB (L2); the RI rows of an inner-product block stay in L1
-      // while the others stream; lane sums hold K / W terms each
+      // channel-major panel <= 1 MiB (L2) for C >= 256 and K = 1024 below: the RI rows of an
+      // inner-product block stay in L1 while the others stream; the per-tile lane reduction and
+      // fp64 merge are amortised over >= 128 samples; lane sums hold K / W <= 256 terms each
       ld = ((C + 8 + 15) / 16) * 16;  // rows past C (up to C + 8) are zero padding
-      K = std::min<std::int64_t>(2048, std::max<std::int64_t>(64, (65536 / C) / 16 * 16));
+      K = std::min<std::int64_t>(1024, std::max<std::int64_t>(128, (262144 / C) / 16 * 16));
       panel = aligned_zeros<float>(static_cast<std::size_t>(ld * K));
       gram = aligned_zeros<float>(static_cast<std::size_t>(ld * ld));
     } else {
