@@ -18,10 +18,12 @@ def test_build_info_reports_what_was_built():
         assert info["cuda_archs"], "a CUDA build must say which archs it holds"
 
 
-def test_env_override_forces_baseline_isa():
+def test_env_override_forces_baseline_isa(tmp_path):
     code = "import fastprune; print(fastprune.cpu_isa())"
-    env = dict(os.environ, FASTPRUNE_CPU_ISA="baseline")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastprune.__file__)))
+    env = dict(os.environ, FASTPRUNE_CPU_ISA="baseline", PYTHONPATH=root)  # the fastprune under test
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "baseline"
 
 
