@@ -4,7 +4,7 @@
 Layout of a folder (marker file `fastprune-model.json`):
   {"format": "fastprune.model", "version": 1, "spec": "unet:base_width=16",
    "weights": "weights.safetensors"}                         # plain
-  {..., "pruned": "pruned", "plan": "plan.json"}             # pruned (save_pruned's output)
+  {..., "pruned": "pruned"}       # pruned: save_pruned's folder (plan.json, edits.json, weights)
 plus optional "method", "metrics_before_finetune", "history".
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def load_model(text: str, weights: str | None = None) -> LoadedModel:
             from ..surgery import load_pruned
 
             model = load_pruned(factory_for(spec), folder / doc["pruned"])
-            plan = Plan.load(folder / doc.get("plan", "plan.json"))
+            plan = Plan.load(folder / doc["pruned"] / "plan.json")
         else:
             model = build(spec)
             load_weights(model, folder / doc["weights"], f"model {spec.text!r}")
@@ -72,8 +72,7 @@ def save_model(folder: str | Path, loaded: LoadedModel, **extra: Any) -> Path:
         from ..surgery import save_pruned
 
         save_pruned(loaded.model, loaded.plan, folder / PRUNED_NAME)
-        loaded.plan.save(folder / "plan.json")
-        doc.update(pruned=PRUNED_NAME, plan="plan.json")
+        doc["pruned"] = PRUNED_NAME
         if loaded.plan.meta.get("method"):
             doc["method"] = loaded.plan.meta["method"]
     else:

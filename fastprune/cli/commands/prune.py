@@ -8,7 +8,7 @@ HELP = "apply a plan to a model; writes a pruned model folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="SPEC", help="model SPEC (the unpruned model)")
+    p.add_argument("--model", required=True, metavar="SPEC", help="model SPEC or model folder (pruning again is fine)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint of the unpruned model")
     p.add_argument("--plan", required=True, metavar="plan.json", help="plan written by `fastprune plan`")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the pruned model")
@@ -27,8 +27,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"plan file not found: {args.plan}")
     plan = Plan.load(args.plan)
     loaded = load_model(args.model, args.weights)
-    if loaded.pruned:
-        raise UsageError(f"{args.model} is already pruned: prune the unpruned model with a new plan")
     example = example_input(loaded.model, parse_size(args.input_size))
     from ...graph.cost import count
     from ...surgery import prune
