@@ -72,7 +72,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     from .. import __version__
     from ..graph.cost import count
     from ..planning import plan as make_plan
-    from ..report import assemble, render_report, summary
+    from ..report import ModelResult, assemble, measure_latencies, render_report, summary
     from ..report.records import metrics_from_evaluation
     from ..stats.collect import collect
     from ..surgery import prune
@@ -95,11 +95,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     with clock.phase(f"train {cfg.model} on {len(train)} tiles for {cfg.epochs} epochs"):
         history = fit(model, train, val, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
     save_model(out / "baseline", LoadedModel(model, spec))
-    lat = dict(warmup=cfg.latency_warmup, repeats=cfg.latency_repeats, threads=threads)
-    with clock.phase("evaluate and time the unpruned model"):
-        results = {"baseline": assemble.model_result(model, val, example, batch_size=cfg.batch_size, **lat)}
-    log(f"         unpruned: building IoU {100 * results['baseline'].iou:.2f}%, "
-        f"{results['baseline'].params:,} params, {results['baseline'].latency_ms:.1f} ms")
+    with clock.phase("evaluate the unpruned model"):
+        metrics = {"baseline": metrics_from_evaluation(evaluate(model, val, batch_size=cfg.batch_size))}
+    log(f"         unpruned: building IoU {100 * metrics['baseline']['iou']:.2f}%")
 
     with clock.phase("collect statistics (one streaming pass)"):
         loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=False)
@@ -110,7 +108,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
         stats.save(out / "stats.fps")
 
     before = count(model, example)
-    layers, pruned_models, plans = {}, {}, {}
+    teacher = copy.deepcopy(model).eval()  # fit may freeze a teacher's parameters; keep `model` trainable
+    layers, pruned_models, plans, before_ft = {}, {}, {}, {}
     for method, rule in cfg.methods.items():
         with clock.phase(f"{method}: plan {rule}, prune"):
             plan = make_plan(model, stats, method=method, **rule)
@@ -120,18 +119,29 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
         after = count(pruned, example)
         log(f"         {method}: params {100 * (1 - after.params / before.params):.1f}% fewer, "
             f"MACs {100 * (1 - after.macs / before.macs):.1f}% fewer")
-        before_ft = metrics_from_evaluation(evaluate(pruned, val, batch_size=cfg.batch_size))
+        before_ft[method] = metrics_from_evaluation(evaluate(pruned, val, batch_size=cfg.batch_size))
         with clock.phase(f"{method}: fine-tune {cfg.finetune_epochs} epochs (teacher: the unpruned model)"):
             fit(pruned, train, val, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size,
-                seed=cfg.seed, teacher=model if cfg.distill > 0 else None, distill=cfg.distill)
-        with clock.phase(f"{method}: evaluate and time"):
-            results[method] = assemble.model_result(pruned, val, example, batch_size=cfg.batch_size,
-                                                    before_finetune=before_ft, extra={"rule": rule}, **lat)
-        log(f"         {method}: building IoU {100 * before_ft['iou']:.2f}% after pruning, "
-            f"{100 * results[method].iou:.2f}% after fine-tuning")
-        save_model(out / method, LoadedModel(pruned, spec, plan), metrics_before_finetune=before_ft)
+                seed=cfg.seed, teacher=teacher if cfg.distill > 0 else None, distill=cfg.distill)
+        metrics[method] = metrics_from_evaluation(evaluate(pruned, val, batch_size=cfg.batch_size))
+        log(f"         {method}: building IoU {100 * before_ft[method]['iou']:.2f}% after pruning, "
+            f"{100 * metrics[method]['iou']:.2f}% after fine-tuning")
+        save_model(out / method, LoadedModel(pruned, spec, plan), metrics_before_finetune=before_ft[method],
+                   metrics=metrics[method])
         layers[method] = assemble.layer_records(plan, before, after)
         pruned_models[method], plans[method] = pruned, plan
+
+    models = {"baseline": model, **pruned_models}
+    with clock.phase(f"CPU latency of {len(models)} models, interleaved ({threads} threads)"):
+        lats = measure_latencies(models, example, warmup=cfg.latency_warmup, repeats=cfg.latency_repeats,
+                                 threads=threads)
+    results = {}
+    for name, m in models.items():
+        cost = before if name == "baseline" else count(m, example)
+        results[name] = ModelResult(params=cost.params, macs=cost.macs, latency_ms=lats[name].median_ms,
+                                    latency=lats[name].to_dict(), before_finetune=before_ft.get(name),
+                                    extra={"rule": cfg.methods[name]} if name in cfg.methods else {},
+                                    **metrics[name])
 
     with clock.phase("write the report"):
         first = next(iter(plans.values()), None)
@@ -140,8 +150,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
         meta = {
             "fastprune": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "processor": platform.processor() or "unknown",
-            "torch_threads": threads, "latency": f"median of {cfg.latency_repeats} CPU forward passes after "
-                                                 f"{cfg.latency_warmup} warm-up, input {list(example.shape)}",
+            "torch_threads": threads, "latency": f"median of {cfg.latency_repeats} CPU forward passes per model after {cfg.latency_warmup} "
+                       f"warm-up rounds, models interleaved round by round, input {list(example.shape)}",
             "macs": f"multiply-accumulates of one forward pass on {list(example.shape)}",
             "config": asdict(cfg), "baseline_history": _history(history),
         }

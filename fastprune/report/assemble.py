@@ -8,20 +8,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from .latency import measure_latency
+from .latency import Latency, measure_latency
 from .records import LayerRecord, ModelResult, Sample, metrics_from_evaluation
 
 
 def model_result(model: nn.Module, data: Any, example: torch.Tensor, *, batch_size: int = 8,
-                 before_finetune: Mapping[str, float] | None = None, warmup: int = 3, repeats: int = 10,
-                 threads: int | None = None, extra: Mapping[str, Any] | None = None) -> ModelResult:
-    """Evaluate `model` on `data`, count its params/MACs on `example`, time it on the CPU."""
+                 before_finetune: Mapping[str, float] | None = None, latency: Latency | None = None,
+                 warmup: int = 3, repeats: int = 10, threads: int | None = None,
+                 extra: Mapping[str, Any] | None = None) -> ModelResult:
+    """Evaluate `model` on `data`, count its params/MACs on `example`, and time it on the CPU
+    (unless `latency` was measured already, e.g. interleaved with other models)."""
     from ..graph.cost import count
     from ..train import evaluate
 
     metrics = metrics_from_evaluation(evaluate(model, data, batch_size=batch_size))
     cost = count(model, example)
-    lat = measure_latency(model, example, warmup=warmup, repeats=repeats, threads=threads)
+    lat = latency or measure_latency(model, example, warmup=warmup, repeats=repeats, threads=threads)
     return ModelResult(params=cost.params, macs=cost.macs, latency_ms=lat.median_ms, latency=lat.to_dict(),
                        before_finetune=dict(before_finetune) if before_finetune else None,
                        extra=dict(extra or {}), **metrics)
@@ -78,12 +80,17 @@ def predictions(model: nn.Module, images: torch.Tensor) -> np.ndarray:
         model.train(was)
 
 
-def samples(data: Any, models: Mapping[str, nn.Module], k: int = 3) -> list[Sample]:
-    """The first `k` tiles of `data` with each model's prediction."""
-    k = min(k, len(data))
-    if k == 0:
+def samples(data: Any, models: Mapping[str, nn.Module], k: int = 3, scan: int = 32,
+            target_class: int = 1) -> list[Sample]:
+    """`k` tiles with each model's prediction: of the first `scan` tiles, those where
+    `target_class` (buildings) covers the most pixels, so the figure shows what matters."""
+    n = min(scan, len(data))
+    if k <= 0 or n == 0:
         return []
-    pairs = [data[i] for i in range(k)]
+    cover = [(int((torch.as_tensor(data[i][1]) == target_class).sum()), -i) for i in range(n)]
+    chosen = sorted(-i for _, i in sorted(cover, reverse=True)[:k])
+    pairs = [data[i] for i in chosen]
     images = torch.stack([torch.as_tensor(p[0]) for p in pairs])
     preds = {name: predictions(m, images) for name, m in models.items()}
-    return [Sample(images[i].numpy(), np.asarray(pairs[i][1]), {n: p[i] for n, p in preds.items()}) for i in range(k)]
+    return [Sample(images[i].numpy(), np.asarray(pairs[i][1]), {n: p[i] for n, p in preds.items()})
+            for i in range(len(pairs))]

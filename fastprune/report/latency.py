@@ -84,3 +84,52 @@ def measure_latency(
         threads=used,
         input_shape=tuple(int(s) for s in example.shape),
     )
+
+
+def measure_latencies(
+    models: dict[str, nn.Module],
+    example: torch.Tensor,
+    *,
+    warmup: int = 3,
+    repeats: int = 10,
+    threads: int | None = None,
+) -> dict[str, Latency]:
+    """Time several models on the same input, interleaved: each round runs every model once.
+
+    On a shared machine the load changes from second to second; interleaving exposes every
+    model to the same load, so the ratios between them hold even when the absolute times drift.
+    """
+    if not models:
+        raise ValueError("fastprune: measure_latencies needs at least one model")
+    for name, m in models.items():
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"fastprune: '{name}' is not an nn.Module")
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"fastprune: need warmup >= 0 and repeats >= 1 (got {warmup}, {repeats})")
+    if threads is not None and threads < 1:
+        raise ValueError(f"fastprune: threads must be >= 1 (got {threads})")
+    old_threads = torch.get_num_threads()
+    modes = {name: m.training for name, m in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        used = torch.get_num_threads()
+        for m in models.values():
+            m.eval()
+        with torch.inference_mode():
+            for _ in range(warmup):
+                for m in models.values():
+                    m(example)
+            for _ in range(repeats):
+                for name, m in models.items():
+                    t0 = time.perf_counter()
+                    m(example)
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(old_threads)
+        for name, m in models.items():
+            m.train(modes[name])
+    shape = tuple(int(s) for s in example.shape)
+    return {name: Latency(float(statistics.median(t)), float(min(t)), float(max(t)), repeats, warmup, used, shape)
+            for name, t in times.items()}
