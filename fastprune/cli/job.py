@@ -33,6 +33,7 @@ class DemoConfig:
     finetune_epochs: int = 3
     finetune_lr: float = 1e-3
     distill: float = 0.5
+    keep_classifier_input: bool = True
     latency_size: int = 256
     latency_repeats: int = 10
     latency_warmup: int = 3
@@ -110,9 +111,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     before = count(model, example)
     teacher = copy.deepcopy(model).eval()  # fit may freeze a teacher's parameters; keep `model` trainable
     layers, pruned_models, plans, before_ft = {}, {}, {}, {}
+    exclude = classifier_input(model) if cfg.keep_classifier_input else []
     for method, rule in cfg.methods.items():
         with clock.phase(f"{method}: plan {rule}, prune"):
-            plan = make_plan(model, stats, method=method, **rule)
+            plan = make_plan(model, stats, method=method, **{"exclude": exclude, **rule})
             (out / "plans").mkdir(exist_ok=True)
             plan.save(out / "plans" / f"{method}.json")
             pruned = prune(model, plan, example)
@@ -164,6 +166,14 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     log(closing_table(summ))
     log(f"\ntotal {clock.total:.0f} s; report: {out / 'report' / 'index.html'}")
     return summ
+
+
+def classifier_input(model: torch.nn.Module) -> list[str]:
+    """The convolution feeding the final (classifier) convolution, in module order: its channels
+    carry the class evidence, and energy-based criteria cannot tell discriminative channels from
+    common-mode ones there, so the demo keeps that layer whole."""
+    convs = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    return convs[-2:-1]
 
 
 def _history(h: Any) -> Any:
