@@ -30,6 +30,8 @@ _LAZY = {
     "load_pruned": "fastprune.surgery",
     "Plan": "fastprune.planning.plan",
     "plan": "fastprune.planning",
+    "Tolerance": "fastprune.planning.tolerance",
+    "largest_within": "fastprune.planning.tolerance",
 }
 _SUBPACKAGES = {"stats", "graph", "criteria", "planning", "surgery", "train", "models", "data", "report", "cli"}
 

@@ -1,0 +1,1 @@
+"""Streaming statistics of feature maps: mergeable accumulators fed batch by batch."""

@@ -1,0 +1,10 @@
+"""Fine-tuning and evaluation of segmentation networks."""
+from .checkpoint import load_checkpoint, save_checkpoint
+from .evaluate import evaluate, evaluate_tiles, predict_scene
+from .loop import fit
+from .losses import dice_loss, distillation_loss, segmentation_loss
+from .metrics import confusion_update, metrics_from_confusion
+
+__all__ = ["fit", "evaluate", "evaluate_tiles", "predict_scene", "save_checkpoint", "load_checkpoint",
+           "dice_loss", "distillation_loss", "segmentation_loss", "confusion_update",
+           "metrics_from_confusion"]

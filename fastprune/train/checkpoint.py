@@ -1,0 +1,98 @@
+"""Checkpoints without pickle: tensors in safetensors files, everything else in JSON.
+
+A checkpoint is a folder: ``model.safetensors`` (state dict), ``optimizer.safetensors``
+(optimizer state tensors, keyed ``state.<param index>.<name>``), ``state.json`` (optimizer
+param groups and non-tensor state, scheduler state, epoch, step, history).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def _tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    return x
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: Any = None, **state: Any) -> Path:
+    """Write a checkpoint folder (files replaced atomically: written under a temp name, renamed)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DDP
+    tensors: dict[str, torch.Tensor] = {}
+    opt_json: dict[str, Any] = {}
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        other: dict[str, dict[str, Any]] = {}
+        for idx, st in sd["state"].items():
+            for name, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    tensors[f"state.{idx}.{name}"] = v
+                else:
+                    other.setdefault(str(idx), {})[name] = v
+        opt_json = {"param_groups": sd["param_groups"], "other": other}
+    meta = {"optimizer": opt_json, "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            **state}
+    for name, write in (("model.safetensors", lambda p: save_file(_tensors(model.state_dict()), p)),
+                        ("optimizer.safetensors", lambda p: save_file(_tensors(tensors), p)),
+                        ("state.json", lambda p: Path(p).write_text(json.dumps(_json_safe(meta), indent=1)))):
+        tmp = path / (name + ".tmp")
+        write(str(tmp))
+        os.replace(tmp, path / name)
+    return path
+
+
+def has_checkpoint(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return all((path / f).is_file() for f in ("model.safetensors", "optimizer.safetensors", "state.json"))
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: Any = None) -> dict[str, Any]:
+    """Restore model (and optimizer / scheduler) in place; returns the JSON state (epoch, ...)."""
+    path = Path(path)
+    if not has_checkpoint(path):
+        raise ValueError(f"{path}: not a checkpoint folder (needs model.safetensors, "
+                         "optimizer.safetensors, state.json)")
+    model = getattr(model, "module", model)
+    try:
+        meta = json.loads((path / "state.json").read_text())
+        weights = load_file(str(path / "model.safetensors"))
+    except Exception as e:  # noqa: BLE001 - report which file is bad
+        raise ValueError(f"{path}: unreadable checkpoint: {e}") from e
+    missing = model.load_state_dict(weights, strict=False)
+    if missing.missing_keys or missing.unexpected_keys:
+        raise ValueError(f"{path}: checkpoint does not fit the model (missing {missing.missing_keys[:5]}, "
+                         f"unexpected {missing.unexpected_keys[:5]})")
+    if optimizer is not None and meta.get("optimizer"):
+        flat = load_file(str(path / "optimizer.safetensors"))
+        state: dict[int, dict[str, Any]] = {}
+        for key, v in flat.items():
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+        for idx, d in meta["optimizer"].get("other", {}).items():
+            state.setdefault(int(idx), {}).update(d)
+        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    if scheduler is not None and meta.get("scheduler") is not None:
+        scheduler.load_state_dict(meta["scheduler"])
+    return meta

@@ -1,0 +1,40 @@
+"""Losses for segmentation fine-tuning: cross-entropy, soft Dice, distillation."""
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None,
+              eps: float = 1.0) -> torch.Tensor:
+    """1 - mean over classes of the soft Dice coefficient (softmax probabilities vs one-hot)."""
+    c = logits.shape[1]
+    prob = logits.float().softmax(1)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    if ignore_index is not None:
+        valid = target != ignore_index
+    t = torch.where(valid, target, torch.zeros_like(target)).clamp(0, c - 1)
+    onehot = F.one_hot(t, c).permute(0, 3, 1, 2).to(prob.dtype)
+    v = valid.unsqueeze(1).to(prob.dtype)
+    inter = (prob * onehot * v).sum((0, 2, 3))
+    denom = ((prob + onehot) * v).sum((0, 2, 3))
+    return 1 - ((2 * inter + eps) / (denom + eps)).mean()
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice: float = 0.0,
+                      ignore_index: int | None = None,
+                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy (+ ``dice`` x Dice loss)."""
+    ce = F.cross_entropy(logits.float(), target, weight=class_weights,
+                         ignore_index=-100 if ignore_index is None else ignore_index)
+    return ce + dice * dice_loss(logits, target, ignore_index) if dice else ce
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """Per-pixel KL(teacher || student) of temperature-softened class distributions, times T^2
+    (Hinton et al., 2015), averaged over pixels."""
+    t = temperature
+    log_s = F.log_softmax(student.float() / t, dim=1)
+    log_t = F.log_softmax(teacher.float() / t, dim=1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(1)
+    return kl.mean() * t * t

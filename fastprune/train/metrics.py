@@ -1,0 +1,44 @@
+"""Segmentation metrics from a confusion matrix (rows: target class, columns: prediction)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def confusion_update(confusion: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
+                     ignore_index: int | None = None) -> torch.Tensor:
+    """Add the (target, pred) pairs of one batch to ``confusion`` (int64, C x C) in place.
+
+    Pixels whose target is ``ignore_index`` or outside [0, C) are skipped.
+    """
+    c = confusion.shape[0]
+    t = target.reshape(-1).to(torch.int64)
+    p = pred.reshape(-1).to(torch.int64)
+    keep = (t >= 0) & (t < c)
+    if ignore_index is not None:
+        keep &= t != ignore_index
+    idx = t[keep] * c + p[keep].clamp(0, c - 1)
+    confusion += torch.bincount(idx, minlength=c * c).reshape(c, c).to(confusion.device)
+    return confusion
+
+
+def metrics_from_confusion(confusion: torch.Tensor, ignore_index: int | None = None) -> dict:
+    """Pixel accuracy, per-class IoU (NaN where a class is absent from target and prediction),
+    mIoU (mean of the defined IoUs, ``ignore_index`` left out), building IoU (class 1: the
+    building class of binary aerial masks, of the synthetic multi-class set and of CamVid's
+    11 classes), and the confusion matrix as nested lists."""
+    cm = confusion.to(torch.float64).cpu()
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    iou = [float(tp[k] / union[k]) if union[k] > 0 else math.nan for k in range(cm.shape[0])]
+    total = cm.sum()
+    defined = [v for k, v in enumerate(iou) if not math.isnan(v) and k != ignore_index]
+    return {
+        "pixel_accuracy": float(tp.sum() / total) if total > 0 else math.nan,
+        "iou": iou,
+        "miou": sum(defined) / len(defined) if defined else math.nan,
+        "building_iou": iou[1] if len(iou) > 1 else math.nan,
+        "confusion": confusion.to(torch.int64).cpu().tolist(),
+        "pixels": int(total),
+    }
