@@ -21,18 +21,20 @@ import torch
 class DemoConfig:
     """What the demo runs. `methods` maps a method name to its planning rule options."""
 
-    model: str = "unet:base_width=16,depth=3"
-    train: str = "synthetic:n=128,size=64,seed=0"
-    val: str = "synthetic:n=32,size=64,seed=1"
-    epochs: int = 8
+    model: str = "unet:base_width=16,depth=3,upsample=bilinear"
+    train: str = "synthetic:n=256,size=64,seed=0"
+    val: str = "synthetic:n=32,size=64,seed=1"     # picks the best epoch (keep_best)
+    test: str = "synthetic:n=64,size=64,seed=2"    # every reported metric
+    epochs: int = 15
     lr: float = 3e-3
     batch_size: int = 8
     stats_batches: int = 8
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "pca_nci": {"variance": 0.9}, "lfa": {"variance": 0.9}})
-    finetune_epochs: int = 3
-    finetune_lr: float = 1e-3
+        "pca_nci": {"variance": 0.99}, "lfa": {"factors": "variance", "variance": 0.99}})
+    finetune_epochs: int = 6
+    finetune_lr: float = 2e-3
     distill: float = 0.5
+    keep_best: str | None = "building_iou"
     keep_classifier_input: bool = True
     latency_size: int = 256
     latency_repeats: int = 10
@@ -89,15 +91,16 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     threads = cfg.threads or torch.get_num_threads()
 
     spec = parse_model_spec(cfg.model)
-    train, val = open_data(cfg.train), open_data(cfg.val)
+    train, val, test = open_data(cfg.train), open_data(cfg.val), open_data(cfg.test)
     model = build(spec)
     example = torch.zeros(1, 3, cfg.latency_size, cfg.latency_size)
 
     with clock.phase(f"train {cfg.model} on {len(train)} tiles for {cfg.epochs} epochs"):
-        history = fit(model, train, val, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
+        history = fit(model, train, val, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+                      keep_best=cfg.keep_best)
     save_model(out / "baseline", LoadedModel(model, spec))
     with clock.phase("evaluate the unpruned model"):
-        metrics = {"baseline": metrics_from_evaluation(evaluate(model, val, batch_size=cfg.batch_size))}
+        metrics = {"baseline": metrics_from_evaluation(evaluate(model, test, batch_size=cfg.batch_size))}
     log(f"         unpruned: building IoU {100 * metrics['baseline']['iou']:.2f}%")
 
     with clock.phase("collect statistics (one streaming pass)"):
@@ -121,11 +124,12 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
         after = count(pruned, example)
         log(f"         {method}: params {100 * (1 - after.params / before.params):.1f}% fewer, "
             f"MACs {100 * (1 - after.macs / before.macs):.1f}% fewer")
-        before_ft[method] = metrics_from_evaluation(evaluate(pruned, val, batch_size=cfg.batch_size))
+        before_ft[method] = metrics_from_evaluation(evaluate(pruned, test, batch_size=cfg.batch_size))
         with clock.phase(f"{method}: fine-tune {cfg.finetune_epochs} epochs (teacher: the unpruned model)"):
             fit(pruned, train, val, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size,
-                seed=cfg.seed, teacher=teacher if cfg.distill > 0 else None, distill=cfg.distill)
-        metrics[method] = metrics_from_evaluation(evaluate(pruned, val, batch_size=cfg.batch_size))
+                seed=cfg.seed, teacher=teacher if cfg.distill > 0 else None, distill=cfg.distill,
+                keep_best=cfg.keep_best)
+        metrics[method] = metrics_from_evaluation(evaluate(pruned, test, batch_size=cfg.batch_size))
         log(f"         {method}: building IoU {100 * before_ft[method]['iou']:.2f}% after pruning, "
             f"{100 * metrics[method]['iou']:.2f}% after fine-tuning")
         save_model(out / method, LoadedModel(pruned, spec, plan), metrics_before_finetune=before_ft[method],
@@ -148,7 +152,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     with clock.phase("write the report"):
         first = next(iter(plans.values()), None)
         tau = next((r["variance"] for r in cfg.methods.values() if "variance" in r), None)
-        tiles = assemble.samples(val, {"baseline": model, **pruned_models}, cfg.samples)
+        tiles = assemble.samples(test, {"baseline": model, **pruned_models}, cfg.samples)
         meta = {
             "fastprune": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "processor": platform.processor() or "unknown",
@@ -158,7 +162,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
             "config": asdict(cfg), "baseline_history": _history(history),
         }
         render_report(out / "report", results, layers, assemble.spectra(stats, first) if first else None, tau,
-                      tiles, meta=meta, num_classes=getattr(val, "num_classes", 2), title="fastprune demo")
+                      tiles, meta=meta, num_classes=getattr(test, "num_classes", 2), title="fastprune demo")
     meta["seconds"] = {**clock.phases, "total": round(clock.total, 1)}
     (out / "report" / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     summ = summary(results)
