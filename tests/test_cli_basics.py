@@ -186,3 +186,30 @@ def test_one_line_strips_prefix_and_newlines():
     assert one_line(ValueError("fastprune: bad\n  thing")) == "bad thing"
     assert one_line(KeyError("k")) == "missing key 'k'"
     assert one_line(FileNotFoundError(2, "No such file or directory", "/x")) == "No such file or directory: /x"
+
+
+def test_bench_summary_ratios():
+    from fastprune.cli.commands.bench import summarize
+
+    doc = {"benchmarks": [
+        {"name": "test_gram_torch", "group": "gram", "stats": {"median": 0.02}, "extra_info": {"flops": 2e9}},
+        {"name": "test_gram_fastprune", "group": "gram", "stats": {"median": 0.01}, "extra_info": {"flops": 2e9}},
+        {"name": "test_stream", "group": "stats", "stats": {"median": 0.5}, "extra_info": {"bytes": 4e9}},
+    ]}
+    rows = summarize(doc, {"sgemm_gflops": 100.0, "copy_gbps": 16.0})
+    assert rows[0]["gflops"] == pytest.approx(100.0) and rows[0]["of_sgemm"] == pytest.approx(1.0)
+    assert rows[1]["of_sgemm"] == pytest.approx(2.0)
+    assert rows[1]["speedup_vs_test_gram_torch"] == pytest.approx(2.0)
+    assert rows[2]["gbps"] == pytest.approx(8.0) and rows[2]["of_copy"] == pytest.approx(0.5)
+    assert not any(k.startswith("speedup") for k in rows[2])
+
+
+def test_bench_missing_folder_is_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["bench", "--path", str(tmp_path / "nope")], capsys)
+    assert_user_error(code, err, "benchmarks folder not found")
+
+
+def test_machine_limits_are_positive():
+    from fastprune.report.machine import copy_gbps, sgemm_gflops
+
+    assert sgemm_gflops(128, 2) > 0 and copy_gbps(4, 2) > 0

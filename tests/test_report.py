@@ -12,7 +12,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from fastprune.report import LayerRecord, ModelResult, Sample, measure_latency, metrics_from_evaluation, render_report, summary
+from fastprune.report import (LayerRecord, ModelResult, Sample, measure_latencies, measure_latency,
+                              metrics_from_evaluation, render_report, summary)
 from fastprune.report import figures
 
 
@@ -185,3 +186,26 @@ def test_latency_rejects_bad_arguments(kwargs, match):
 def test_latency_rejects_non_module():
     with pytest.raises(TypeError):
         measure_latency(lambda x: x, torch.zeros(1))
+
+
+def test_latencies_interleave_models_and_restore_state():
+    order = []
+
+    class Tag(nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            order.append(self.name)
+            return x
+
+    a, b = Tag("a").train(), Tag("b").eval()
+    res = measure_latencies({"a": a, "b": b}, torch.zeros(1, 3, 4, 4), warmup=1, repeats=3, threads=1)
+    assert order == ["a", "b"] * 4  # round by round, warm-up included
+    assert set(res) == {"a", "b"} and res["a"].repeats == 3 and res["a"].threads == 1
+    assert a.training and not b.training
+    with pytest.raises(ValueError):
+        measure_latencies({}, torch.zeros(1))
+    with pytest.raises(TypeError):
+        measure_latencies({"f": lambda x: x}, torch.zeros(1))

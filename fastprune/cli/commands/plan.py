@@ -14,11 +14,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--variance", type=float, metavar="TAU", help="explained-variance threshold τ in (0, 1]")
     rule.add_argument("--ratio", type=float, metavar="R", help="fraction of channels to remove in every layer")
-    rule.add_argument("--target-macs", type=float, metavar="R", help="keep this fraction of the model's MACs")
-    rule.add_argument("--target-params", type=float, metavar="R", help="keep this fraction of the parameters")
+    rule.add_argument("--target-macs", type=float, metavar="R", help="remove this fraction of the model's MACs")
+    rule.add_argument("--target-params", type=float, metavar="R", help="remove this fraction of the parameters")
     rule.add_argument("--tolerance", type=float, metavar="EPS", help="error tolerance ε (methods that support it)")
+    p.add_argument("--factors", choices=("kaiser", "variance", "se_scree"),
+                   help="lfa: how many factors (kaiser: eigenvalues >= 1; variance: with --variance; se_scree)")
+    p.add_argument("--alpha", type=float, help="msd_nci: prune below mean - alpha*std of the score distribution")
+    p.add_argument("--percentile", type=float, help="msd_nci: prune below this percentile instead")
+    p.add_argument("--exclude", nargs="+", default=None, metavar="LAYER", help="layers that keep every channel")
     p.add_argument("--min-channels", type=int, default=None, help="never keep fewer channels in a layer")
     p.add_argument("--round-to", type=int, default=None, help="round kept counts to a multiple of this")
+    p.add_argument("--data", metavar="SPEC", help="validation data for --tolerance (the metric below is kept within ε)")
+    p.add_argument("--metric", default="building_iou", choices=("building_iou", "miou", "pixel_accuracy"),
+                   help="metric --tolerance guards (default building_iou)")
     p.add_argument("--model", metavar="SPEC", help="model SPEC (default: the one recorded in the statistics)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint (default: the one recorded in the statistics)")
     p.add_argument("--out", required=True, metavar="plan.json", help="plan file to write")
@@ -26,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def rule_options(args: argparse.Namespace) -> dict:
     opts = {k: getattr(args, k) for k in ("variance", "ratio", "target_macs", "target_params", "tolerance",
-                                          "min_channels", "round_to") if getattr(args, k, None) is not None}
+                                          "factors", "alpha", "percentile", "exclude", "min_channels", "round_to")
+            if getattr(args, k, None) is not None}
     return opts
 
 
@@ -51,7 +60,17 @@ def run(args: argparse.Namespace) -> int:
     stats.check_model(loaded.model, stats.example_inputs(loaded.model))
     from ...planning import plan as make_plan
 
-    plan = make_plan(loaded.model, stats, method=args.method, **rule_options(args))
+    opts = rule_options(args)
+    if args.tolerance is not None:
+        if not args.data:
+            raise UsageError("--tolerance needs --data (validation data the metric is measured on)")
+        from ...train import evaluate
+
+        from ..specs import open_data
+
+        val = open_data(args.data)
+        opts.update(evaluate=lambda m: evaluate(m, val, progress=False)[args.metric], higher_is_better=True)
+    plan = make_plan(loaded.model, stats, method=args.method, **opts)
     plan.meta.setdefault("method", args.method)
     plan.meta["model"] = loaded.spec.text
     out = Path(args.out)
