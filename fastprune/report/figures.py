@@ -192,10 +192,13 @@ def spectrum_figure(
         ax2.tick_params(labelsize=7)
         if tau is not None:
             ax2.axhline(tau, color="#555555", linestyle="--", linewidth=1, label=f"τ = {tau:g}")
+        by_count: dict[int, list[str]] = {}
         for meth, counts in kept.items():
             if name in counts:
-                ax2.axvline(counts[name], color=colors[meth], linestyle=":", linewidth=1.2,
-                            label=f"{meth} keeps {counts[name]}")
+                by_count.setdefault(int(counts[name]), []).append(meth)
+        for k, meths in by_count.items():  # methods keeping the same count share one line
+            ax2.axvline(k, color=colors[meths[0]] if len(meths) == 1 else "#444444", linestyle=":",
+                        linewidth=1.2, label=f"{', '.join(meths)} keep{'s' if len(meths) == 1 else ''} {k}")
         ax2.legend(fontsize=6, loc="lower right")
     for ax in axes[n:]:
         ax.set_visible(False)
