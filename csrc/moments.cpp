@@ -2,6 +2,8 @@
 // layout normalisation to images x channels x pixels, dispatch to the CPU or CUDA back-end.
 #include "fastprune/moments.h"
 
+#include "fastprune/device.h"
+
 #include <stdexcept>
 #include <string>
 
@@ -82,10 +84,9 @@ void update(const View& x, std::uintptr_t out, std::int64_t out_len, bool cov) {
     cpu::run(b, reinterpret_cast<double*>(out));
     return;
   }
-#if defined(FASTPRUNE_WITH_CUDA) && defined(FASTPRUNE_MOMENTS_CUDA)
+#if defined(FASTPRUNE_WITH_CUDA)
+  FP_CHECK(cuda_device_count() > 0, "a CUDA tensor was given but no CUDA device is visible");
   cuda::run(b, reinterpret_cast<double*>(out));
-#elif defined(FASTPRUNE_WITH_CUDA)
-  throw std::runtime_error("fastprune: the CUDA moments kernel is not in this build yet (issue 2)");
 #else
   FP_CHECK(false, "a CUDA tensor was given but this build of fastprune has no CUDA back-end");
 #endif

@@ -20,11 +20,14 @@ _LAZY = {
     "PatchGram": "fastprune.stats.influence",
     "conv_influence": "fastprune.stats.influence",
     "patch_gram": "fastprune.stats.influence",
+    "nci_w": "fastprune.stats.influence",
     "Statistics": "fastprune.stats.statistics",
     "collect": "fastprune.stats.collect",
     "DependencyGraph": "fastprune.graph",
     "ChannelGroup": "fastprune.graph",
     "count": "fastprune.graph.cost",
+    "Count": "fastprune.graph.cost",
+    "masked": "fastprune.surgery",
     "prune": "fastprune.surgery",
     "save_pruned": "fastprune.surgery",
     "load_pruned": "fastprune.surgery",
@@ -32,6 +35,8 @@ _LAZY = {
     "plan": "fastprune.planning",
     "Tolerance": "fastprune.planning.tolerance",
     "largest_within": "fastprune.planning.tolerance",
+    "prune_with_gates": "fastprune.train.gates",
+    "gates_plan": "fastprune.train.gates",
 }
 _SUBPACKAGES = {"stats", "graph", "criteria", "planning", "surgery", "train", "models", "data", "report", "cli"}
 

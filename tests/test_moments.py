@@ -28,7 +28,24 @@ def assert_matches(m: ChannelMoments, x: torch.Tensor, tol: float = 1e-5, stats=
         assert err <= tol, f"{k}: relative error {err:.3g} > {tol:g}"
 
 
-@pytest.fixture(params=["baseline", "auto"])
+def _isa_params() -> list:
+    """Every compiled ISA variant; those this CPU cannot run are skipped."""
+    out = []
+    for name in ("baseline", "avx2", "avx512"):
+        marks = []
+        if name not in _C.compiled_cpu_isas().split(","):
+            marks = [pytest.mark.skip(reason=f"{name} not compiled")]
+        else:
+            try:
+                fastprune.set_cpu_isa(name)
+            except ValueError:
+                marks = [pytest.mark.skip(reason=f"this CPU does not run {name}")]
+            fastprune.set_cpu_isa("auto")
+        out.append(pytest.param(name, marks=marks))
+    return out
+
+
+@pytest.fixture(params=_isa_params())
 def isa(request):
     fastprune.set_cpu_isa(request.param)
     yield fastprune.cpu_isa()
@@ -190,12 +207,13 @@ def test_wrong_rank_and_channel_count_raise_value_error():
         ChannelMoments(0)
 
 
-@pytest.mark.skipif(_C.cuda_built(), reason="this build has the CUDA back-end")
-def test_cuda_input_without_cuda_build_raises():
+@pytest.mark.skipif(fastprune.cuda_available(), reason="a CUDA device is present")
+def test_cuda_input_without_cuda_build_or_device_raises():
     x = torch.ones(2, 3)
     v = _C.View(x.data_ptr(), _C.DType.f32, [2, 3], [3, 1], _C.Device.cuda, 0, 0)
     out = torch.empty(_C.moments_out_size(3, True), dtype=torch.float64)
-    with pytest.raises(ValueError, match="no CUDA back-end"):
+    why = "no CUDA device is visible" if _C.cuda_built() else "no CUDA back-end"
+    with pytest.raises(ValueError, match=why):
         _C.moments_update(v, out.data_ptr(), out.numel(), True)
 
 
@@ -274,3 +292,27 @@ def test_cuda_matches_reference(dtype, layout):
     assert_matches(m, x)
     a, b = channel_moments(x.cuda()).state_dict(), channel_moments(x.cuda()).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # deterministic second-pass reduction
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 4), c=st.integers(1, 24), h=st.integers(2, 24), w=st.integers(2, 24),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]),
+       view_kind=st.sampled_from(["nchw", "channels_last", "sliced", "transposed_hw", "matrix_t"]),
+       seed=st.integers(0, 2**16))
+def test_any_dtype_and_strides_match_reference(n, c, h, w, dtype, view_kind, seed):
+    x = feature_maps(n, c, h + 1, w + 1, dtype=dtype, seed=seed)
+    if view_kind == "nchw":
+        x = x[:, :, :h, :w].contiguous()
+    elif view_kind == "channels_last":
+        x = x[:, :, :h, :w].to(memory_format=torch.channels_last)
+    elif view_kind == "sliced":
+        x = x[:, :, 1:, :w]
+    elif view_kind == "transposed_hw":
+        x = x.transpose(2, 3)
+    else:
+        x = x[:, :, 0, :].permute(0, 2, 1).reshape(-1, c).t().contiguous().t()
+    m = channel_moments(x)
+    ref = reference_moments(x)
+    for k in ["count", "mean", "var", "abs_mean", "zero_fraction", "min", "max", "cov"] + (
+            ["msd"] if x.dim() == 4 else []):
+        assert rel(getattr(m, k), ref[k]) <= 1e-5, k

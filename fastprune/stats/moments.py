@@ -17,7 +17,7 @@ row) holding a non-finite value in any channel is dropped from every statistic (
 keep one common count, so the covariance stays a covariance), and the non-finite values are
 counted per channel in `.nonfinite`.
 
-On CUDA the state lives on the input's device and merges are stream-ordered torch ops; checking
+On CUDA the state lives on the latest input's device and merges are stream-ordered torch ops; checking
 for non-finite values reads one count back to the host per update (a stream synchronisation).
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ class ChannelMoments:
         self._msd = torch.zeros(C, dtype=_F64, device=d)
 
     def _to(self, device: torch.device) -> None:
-        """Moves an empty state to `device` (the first update's device)."""
+        """Moves the state to `device` (that of the data being accumulated)."""
         self._device = device
         for k in ("_mean", "_m2", "_abs", "_zeros", "_min", "_max", "_nonfinite", "_msd"):
             setattr(self, k, getattr(self, k).to(device))
@@ -141,16 +141,12 @@ class ChannelMoments:
             raise ValueError(
                 f"fastprune: input has {t.shape[1]} channels (shape {tuple(t.shape)}) but this "
                 f"ChannelMoments accumulates {self.channels}")
-        if self._n > 0 or self._images > 0:
-            if t.device != self._device:
-                raise ValueError(f"fastprune: input is on {t.device} but this accumulator's state is on "
-                                 f"{self._device}")
         return t if _memory_ok(t) else t.contiguous()
 
     def update(self, x: Any, allow_nonfinite: bool = False) -> "ChannelMoments":
         """Accumulates one batch: (N, C, H, W) or (N, C). Returns self."""
         t = self._checked(x)
-        if self._n == 0 and self._images == 0 and t.device != self._device:
+        if t.device != self._device:  # the (small) state follows the data
             self._to(t.device)
         b = self._kernel(t)
         nonfinite = b["nonfinite"]
@@ -200,7 +196,7 @@ class ChannelMoments:
                 f"{other.covariance}) into ChannelMoments(channels={self.channels}, covariance="
                 f"{self.covariance})")
         if self._n == 0 and self._images == 0 and other._device != self._device:
-            self._to(other._device)
+            self._to(other._device)  # otherwise other's state is copied to this device
         self._absorb(other._n, other._images, other._mean, other._m2, other._abs, other._zeros,
                      other._min, other._max, other._nonfinite, other._msd)
         return self

@@ -1,4 +1,4 @@
-"""Fine-tuning and evaluation of segmentation networks."""
+"""Fine-tuning and evaluation of segmentation networks; learned importance weights in `fastprune.train.gates`."""
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import evaluate, evaluate_tiles, predict_scene
 from .loop import fit

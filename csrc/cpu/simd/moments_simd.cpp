@@ -52,7 +52,20 @@ inline vf fmadd(vf a, vf b, vf c) {
 #endif
 }
 
-inline vf splat(float x) { return vf{} + x; }
+// a broadcast (vf{} + x would add a zero: an extra dependent op per broadcast)
+inline vf splat(float x) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_set1_ps(x);
+#elif defined(__AVX2__)
+  return (vf)_mm256_set1_ps(x);
+#elif defined(__SSE2__)
+  return (vf)_mm_set1_ps(x);
+#else
+  vf v;
+  for (int l = 0; l < W; ++l) v[l] = x;
+  return v;
+#endif
+}
 inline vf vabs(vf v) { return (vf)((vu)v & 0x7fffffffu); }
 inline vf vload(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
@@ -109,11 +122,14 @@ struct Tile {
   std::unique_ptr<float[], AlignedFree> panel, gram, shift, s1, s2, abs, mn, mx;
   std::unique_ptr<std::int32_t[], AlignedFree> zeros, nonfin;
 
-  Tile(std::int64_t channels, bool cov) : C(channels) {
+  Tile(std::int64_t channels, bool cov, bool planar) : C(channels) {
     const std::int64_t a = NR > 16 ? NR : 16;
     ld = ((C + a - 1) / a) * a;
     // panel <= 128 KiB (L2), between 64 and 512 samples: bounded fp32 accumulation
     K = std::min<std::int64_t>(512, std::max<std::int64_t>(64, (32768 / ld) / 16 * 16));
+    // no panel: planar tiles are long runs per channel (fewer merges; sums are blocked), an
+    // interleaved tile stays in L1 (the pack walks it once per vector of channels)
+    if (!cov) K = planar ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (8192 / ld) / 16 * 16));
     if (cov) {
       panel = aligned_zeros<float>(static_cast<std::size_t>(K * ld + 64));
       gram = aligned_zeros<float>(static_cast<std::size_t>((ld + MR) * ld));
@@ -123,6 +139,64 @@ struct Tile {
     nonfin = aligned_zeros<std::int32_t>(ld);
   }
 };
+
+#if defined(__AVX2__)
+constexpr bool kTransposeBlocks = true;
+// 8 consecutive elements as fp32 (AVX2 width, also used by the AVX-512 build).
+template <DType D> inline __m256 load8(const typename Elem<D>::T* p);
+template <> inline __m256 load8<DType::f32>(const float* p) { return _mm256_loadu_ps(p); }
+template <> inline __m256 load8<DType::f64>(const double* p) {
+  return _mm256_set_m128(_mm256_cvtpd_ps(_mm256_loadu_pd(p + 4)), _mm256_cvtpd_ps(_mm256_loadu_pd(p)));
+}
+template <> inline __m256 load8<DType::f16>(const std::uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+template <> inline __m256 load8<DType::bf16>(const std::uint16_t* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+// Panel rows k0..k0+8, columns c0..c0+8 <- shifted x[c][k]: an 8 x 8 register transpose.
+template <DType D>
+inline void transpose8(const typename Elem<D>::T* x, std::int64_t sc, const float* shift, float* dst,
+                       std::int64_t ld) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_sub_ps(load8<D>(x + i * sc), _mm256_set1_ps(shift[i]));
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst + 0 * ld, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + 1 * ld, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ld, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ld, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ld, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ld, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ld, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ld, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+// The shifted panel of a planar tile (channels c in [0, C), samples [0, kn)): 8 x 8 blocks,
+// scalar edges. Reads the tile again, from cache (the statistics pass just loaded it).
+template <DType D>
+void transpose_planar(const typename Elem<D>::T* x, std::int64_t sc, std::int64_t kn, Tile& t) {
+  const std::int64_t C8 = t.C / 8 * 8, K8 = kn / 8 * 8;
+  for (std::int64_t c0 = 0; c0 < C8; c0 += 8)
+    for (std::int64_t k0 = 0; k0 < K8; k0 += 8)
+      transpose8<D>(x + c0 * sc + k0, sc, t.shift.get() + c0, t.panel.get() + k0 * t.ld + c0, t.ld);
+  for (std::int64_t c = 0; c < t.C; ++c) {
+    const float sh = t.shift[c];
+    for (std::int64_t k = c < C8 ? K8 : 0; k < kn; ++k)
+      t.panel[k * t.ld + c] = Elem<D>::one(x + c * sc + k) - sh;
+  }
+}
+#else
+constexpr bool kTransposeBlocks = false;
+#endif
 
 // Statistics of one channel over k planar (contiguous) samples; panel column c when cov.
 template <DType D, bool COV>
@@ -134,6 +208,7 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
   float* col = COV ? t.panel.get() + c : nullptr;
   std::int64_t k = 0;
   for (; k + W <= kn; k += W) {
+    __builtin_prefetch(x + k + t.K, 0, 2);  // the next tile of this channel, into L2
     const vf v = Elem<D>::vec(x + k);
     const vf d = v - vsh;
     s1 += d;
@@ -143,9 +218,6 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
     mx = v > mx ? v : mx;
     z -= (v == 0.0f);
     nf -= ((v - v) != 0.0f);
-    if constexpr (COV) {
-      for (int l = 0; l < W; ++l) col[(k + l) * t.ld] = d[l];
-    }
   }
   float fs1 = 0, fs2 = 0, fab = 0, fmn = mn[0], fmx = mx[0];
   std::int32_t fz = 0, fnf = 0;
@@ -163,7 +235,11 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
     fmx = v > fmx ? v : fmx;
     fz += v == 0.0f;
     fnf += moments::nonfinite(v);
-    if constexpr (COV) col[k * t.ld] = d;
+  }
+  if constexpr (COV) {
+    if (!kTransposeBlocks) {
+      for (k = 0; k < kn; ++k) col[k * t.ld] = Elem<D>::one(x + k) - sh;
+    }
   }
   t.s1[c] = fs1; t.s2[c] = fs2; t.abs[c] = fab; t.mn[c] = fmn; t.mx[c] = fmx;
   t.zeros[c] = fz; t.nonfin[c] = fnf;
@@ -173,6 +249,12 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
 template <DType D, bool COV>
 void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_t kn, Tile& t) {
   const std::int64_t C = t.C, cv = C / W * W;
+  // the next tile, into L2: a strided walk over rows defeats the hardware prefetcher
+  const char* next = reinterpret_cast<const char*>(x + kn * sp);
+  const std::int64_t row_bytes = C * static_cast<std::int64_t>(sizeof(typename Elem<D>::T));
+  const std::int64_t stride_bytes = sp * static_cast<std::int64_t>(sizeof(typename Elem<D>::T));
+  for (std::int64_t k = 0; k < kn; ++k)
+    for (std::int64_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(next + k * stride_bytes + o, 0, 2);
   for (std::int64_t c0 = 0; c0 < cv; c0 += W) {
     const vf vsh = vload(t.shift.get() + c0);
     vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
@@ -227,13 +309,14 @@ inline void micro_tile(const float* panel, std::int64_t ld, std::int64_t kn, std
   for (std::int64_t k = 0; k < kn; ++k, row += ld) {
     const vf b0 = vload(row + j0), b1 = vload(row + j0 + W);
     const float* a = row + i0;
-    vf s;
-    s = splat(a[0]); c00 = fmadd(s, b0, c00); c01 = fmadd(s, b1, c01);
-    s = splat(a[1]); c10 = fmadd(s, b0, c10); c11 = fmadd(s, b1, c11);
-    s = splat(a[2]); c20 = fmadd(s, b0, c20); c21 = fmadd(s, b1, c21);
-    s = splat(a[3]); c30 = fmadd(s, b0, c30); c31 = fmadd(s, b1, c31);
-    s = splat(a[4]); c40 = fmadd(s, b0, c40); c41 = fmadd(s, b1, c41);
-    s = splat(a[5]); c50 = fmadd(s, b0, c50); c51 = fmadd(s, b1, c51);
+    const vf s0 = splat(a[0]), s1 = splat(a[1]), s2 = splat(a[2]);
+    const vf s3 = splat(a[3]), s4 = splat(a[4]), s5 = splat(a[5]);
+    c00 = fmadd(s0, b0, c00); c01 = fmadd(s0, b1, c01);
+    c10 = fmadd(s1, b0, c10); c11 = fmadd(s1, b1, c11);
+    c20 = fmadd(s2, b0, c20); c21 = fmadd(s2, b1, c21);
+    c30 = fmadd(s3, b0, c30); c31 = fmadd(s3, b1, c31);
+    c40 = fmadd(s4, b0, c40); c41 = fmadd(s4, b1, c41);
+    c50 = fmadd(s5, b0, c50); c51 = fmadd(s5, b1, c51);
   }
   float* o = g + i0 * ld + j0;
   vstore(o, c00); vstore(o + W, c01); o += ld;
@@ -305,7 +388,7 @@ template <DType D>
 void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
   using T = typename Elem<D>::T;
   const T* data = reinterpret_cast<const T*>(b.data);
-  Tile t(b.C, b.cov);
+  Tile t(b.C, b.cov, b.planar);
   std::vector<double> d(b.C);
   ImageAcc img;
   img.mean.assign(b.C, 0.0);
@@ -320,10 +403,11 @@ void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
     std::fill(img.m2.begin(), img.m2.end(), 0.0);
     for (std::int64_t p = p_begin; p < p_end; p += t.K) {
       const std::int64_t kn = std::min(t.K, p_end - p);
-      // shift: the running mean, or the mean of a thread's first tile (an extra read of it)
+      // shift: the running mean of this image (so that the per-image spatial variance of msd
+      // does not cancel), or for an image's first tile its mean (an extra read from cache)
       for (std::int64_t c = 0; c < b.C; ++c) {
-        if (acc.n > 0) {
-          t.shift[c] = static_cast<float>(acc.mean[c]);
+        if (img.n > 0) {
+          t.shift[c] = static_cast<float>(img.mean[c]);
         } else {
           double sum = 0;
           for (std::int64_t k = 0; k < kn; ++k) sum += Elem<D>::one(base + c * b.sC + (p + k) * b.sP);
@@ -335,12 +419,15 @@ void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
           if (b.cov) pack_planar_channel<D, true>(base + c * b.sC + p, kn, c, t);
           else pack_planar_channel<D, false>(base + c * b.sC + p, kn, c, t);
         }
+#if defined(__AVX2__)
+        if (b.cov) transpose_planar<D>(base + p, b.sC, kn, t);
+#endif
       } else {
         if (b.cov) pack_interleaved<D, true>(base + p * b.sP, b.sP, kn, t);
         else pack_interleaved<D, false>(base + p * b.sP, b.sP, kn, t);
       }
       if (b.cov) gram_upper(t, kn);
-      merge_tile(t, kn, acc, b.per_image ? &img : nullptr, d);
+      merge_tile(t, kn, acc, &img, d);
     }
     if (b.per_image) {
       if (p_begin == 0 && p_end == b.P) {

@@ -22,32 +22,29 @@ namespace fastprune::moments {
 struct OutLayout {
   std::int64_t C;
   bool cov;
-  std::int64_t mean() const { return 2; }
-  std::int64_t abs_sum() const { return 2 + C; }
-  std::int64_t zeros() const { return 2 + 2 * C; }
-  std::int64_t min() const { return 2 + 3 * C; }
-  std::int64_t max() const { return 2 + 4 * C; }
-  std::int64_t nonfinite() const { return 2 + 5 * C; }
-  std::int64_t msd_sum() const { return 2 + 6 * C; }
-  std::int64_t m2() const { return 2 + 7 * C; }
-  std::int64_t size() const { return m2() + (cov ? C * C : C); }
+  FP_HD std::int64_t mean() const { return 2; }
+  FP_HD std::int64_t abs_sum() const { return 2 + C; }
+  FP_HD std::int64_t zeros() const { return 2 + 2 * C; }
+  FP_HD std::int64_t min() const { return 2 + 3 * C; }
+  FP_HD std::int64_t max() const { return 2 + 4 * C; }
+  FP_HD std::int64_t nonfinite() const { return 2 + 5 * C; }
+  FP_HD std::int64_t msd_sum() const { return 2 + 6 * C; }
+  FP_HD std::int64_t m2() const { return 2 + 7 * C; }
+  FP_HD std::int64_t size() const { return m2() + (cov ? C * C : C); }
 };
 
 // Mean of a tile of k samples from its shift and fp32 shifted sum.
-FP_HD double tile_mean(float shift, float s1, double k) {
-  return static_cast<double>(shift) + static_cast<double>(s1) / k;
-}
+// (fp32 tile sums promote exactly to double; the CUDA back-end passes fp64 sums of fp32 chunks.)
+FP_HD double tile_mean(double shift, double s1, double k) { return shift + s1 / k; }
 
 // Centred sum of squares of a tile, clamped at 0 against fp32 rounding.
-FP_HD double tile_m2(float s2, float s1, double k) {
-  const double m = static_cast<double>(s2) - static_cast<double>(s1) * static_cast<double>(s1) / k;
+FP_HD double tile_m2(double s2, double s1, double k) {
+  const double m = s2 - s1 * s1 / k;
   return m > 0 ? m : 0.0;
 }
 
 // Centred co-moment of a tile from the fp32 shifted co-moment g and shifted sums.
-FP_HD double tile_comoment(float g, float s1_i, float s1_j, double k) {
-  return static_cast<double>(g) - static_cast<double>(s1_i) * static_cast<double>(s1_j) / k;
-}
+FP_HD double tile_comoment(double g, double s1_i, double s1_j, double k) { return g - s1_i * s1_j / k; }
 
 // Chan's merge weight n_a n_b / (n_a + n_b); 0 when either side is empty.
 FP_HD double chan_weight(double na, double nb) {

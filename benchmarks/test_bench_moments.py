@@ -1,0 +1,108 @@
+"""Moments engine speed, as ratios against torch baselines timed in the same run.
+
+pytest benchmarks/test_bench_moments.py --benchmark-only -s   (prints the tables; figures in README)
+
+- full moments + covariance vs torch `X @ X.T` on the same data already laid out as C x M
+  (target <= 0.6x), and statistics without covariance vs one `torch.sum` (target <= 1.3x), on
+  (8, 64, 512, 512) fp32;
+- a scaling table over C, dtype and memory layout;
+- on a CUDA device: achieved GB/s against a device-to-device copy.
+Ratios are printed and stored in the benchmark's extra_info; nothing is asserted.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import pytest
+import torch
+
+import fastprune
+from fastprune import channel_moments
+
+
+def best_of(fn: Callable[[], object], repeat: int = 3, sync: Callable[[], None] = lambda: None) -> float:
+    """Best wall time of `repeat` runs after one warm-up (seconds)."""
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@pytest.fixture(scope="module")
+def big() -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(8, 64, 512, 512).relu_()
+    X = x.transpose(0, 1).reshape(64, -1)  # the same data as a C x M matrix (a copy)
+    return x, X
+
+
+def test_moments_with_covariance_vs_gram(benchmark, big):
+    x, X = big
+    t_gemm = best_of(lambda: X @ X.T)
+    benchmark.pedantic(lambda: channel_moments(x), rounds=3, warmup_rounds=1)
+    t_ours = benchmark.stats.stats.min
+    ratio = t_ours / t_gemm
+    benchmark.extra_info.update(torch_gram_s=t_gemm, ratio=ratio, target=0.6, isa=fastprune.cpu_isa())
+    print(f"\nmoments+cov {t_ours * 1e3:.0f} ms, torch X@X.T {t_gemm * 1e3:.0f} ms: {ratio:.2f}x (target 0.6x)")
+
+
+def test_statistics_without_covariance_vs_sum(benchmark, big):
+    x, _ = big
+    t_sum = best_of(lambda: x.sum())
+    benchmark.pedantic(lambda: channel_moments(x, covariance=False), rounds=3, warmup_rounds=1)
+    t_ours = benchmark.stats.stats.min
+    ratio = t_ours / t_sum
+    benchmark.extra_info.update(torch_sum_s=t_sum, ratio=ratio, target=1.3, isa=fastprune.cpu_isa())
+    print(f"\nstatistics {t_ours * 1e3:.0f} ms, torch.sum {t_sum * 1e3:.0f} ms: {ratio:.2f}x (target 1.3x)")
+
+
+def test_scaling_table(benchmark):
+    """C x dtype x layout, about 16M elements each; ratios to torch X@X.T / torch.sum of fp32 data."""
+    rows = []
+
+    def table() -> None:
+        rows.clear()
+        for C in (16, 64, 256, 512):
+            side = int((16 * 2**20 / (2 * C)) ** 0.5)
+            base = torch.randn(2, C, side, side).relu_()
+            X = base.transpose(0, 1).reshape(C, -1)
+            t_gemm, t_sum = best_of(lambda: X @ X.T, 2), best_of(lambda: base.sum(), 2)
+            for dtype in (torch.float32, torch.bfloat16):
+                for layout in ("nchw", "channels_last"):
+                    x = base.to(dtype)
+                    if layout == "channels_last":
+                        x = x.to(memory_format=torch.channels_last)
+                    t_cov = best_of(lambda: channel_moments(x), 2)
+                    t_st = best_of(lambda: channel_moments(x, covariance=False), 2)
+                    rows.append((C, str(dtype).split(".")[1], layout, t_cov * 1e3, t_cov / t_gemm,
+                                 t_st * 1e3, t_st / t_sum))
+
+    benchmark.pedantic(table, rounds=1, iterations=1)
+    lines = ["| C | dtype | layout | moments+cov ms | / torch X@X.T | stats ms | / torch.sum |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {c} | {d} | {l} | {a:.1f} | {b:.2f} | {e:.1f} | {f:.2f} |" for c, d, l, a, b, e, f in rows]
+    benchmark.extra_info["table"] = lines
+    print("\n" + "\n".join(lines))
+
+
+@pytest.mark.gpu
+def test_cuda_bandwidth_vs_copy(benchmark):
+    if not fastprune.cuda_available():
+        pytest.skip("needs a CUDA device and fastprune's CUDA back-end")
+    x = torch.randn(8, 64, 512, 512, device="cuda").relu_()
+    y = torch.empty_like(x)
+    sync = torch.cuda.synchronize
+    t_copy = best_of(lambda: y.copy_(x), 5, sync)
+    copy_gbs = 2 * x.numel() * 4 / t_copy / 1e9  # read + write
+    out = {}
+    for cov in (True, False):
+        t = best_of(lambda: channel_moments(x, covariance=cov), 5, sync)
+        out[cov] = x.numel() * 4 / t / 1e9
+    benchmark.pedantic(lambda: (channel_moments(x), sync()), rounds=3, warmup_rounds=1)
+    benchmark.extra_info.update(copy_gbs=copy_gbs, moments_cov_gbs=out[True], stats_gbs=out[False])
+    print(f"\nGPU: copy {copy_gbs:.0f} GB/s, moments+cov {out[True]:.0f} GB/s, stats {out[False]:.0f} GB/s")

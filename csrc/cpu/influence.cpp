@@ -1,0 +1,224 @@
+// Front-end of the influence kernels: argument checks, device dispatch, and the CPU's OpenMP
+// split. Work is cut into units (image, band of rows) or chunks of positions, handed out with a
+// static schedule; each thread sums into a private fp64 buffer and the buffers are added in
+// thread order, so results are bitwise reproducible for a given thread count.
+#include "fastprune/influence.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "fastprune/isa.h"
+
+namespace fastprune {
+namespace {
+
+int lanes() { FP_ISA_DISPATCH(influence_lanes); }
+
+std::int64_t unit(const View& x, const ShiftPlanArgs& p, std::int64_t n, std::int64_t r0,
+                  std::int64_t r1, std::vector<float>& s, double* out) {
+  FP_ISA_DISPATCH(influence_unit, x, p, n, r0, r1, s, out);
+}
+
+std::int64_t gunit(const View& x, const ShiftPlanArgs& p, std::int64_t n, std::int64_t r0,
+                   std::int64_t r1, std::vector<float>& s, double* out, std::int64_t cpad) {
+  FP_ISA_DISPATCH(gram_unit, x, p, n, r0, r1, s, out, cpad);
+}
+
+void gchunk(const View& x, const PatchGeom& g, const std::int64_t* pos, std::int64_t count,
+            std::vector<float>& s, double* out, std::int64_t dpad) {
+  FP_ISA_DISPATCH(gram_gather_chunk, x, g, pos, count, s, out, dpad);
+}
+
+void check_input(const View& x) {
+  FP_CHECK(x.ndim == 4, "input must have shape (N, C, H, W)");
+  for (int i = 0; i < 4; ++i) FP_CHECK(x.shape[i] > 0, "input has an empty dimension");
+}
+
+void check_out(const View& out, const View& x, int ndim, std::int64_t d0, std::int64_t d1,
+               std::int64_t d2) {
+  FP_CHECK(out.dtype == DType::f64, "output accumulator must be float64");
+  FP_CHECK(out.device == x.device, "output accumulator must be on the input's device");
+  FP_CHECK(out.ndim == ndim, "output accumulator has the wrong number of dimensions");
+  const std::int64_t want[3] = {d0, d1, d2};
+  std::int64_t expect_stride = 1;
+  for (int i = ndim - 1; i >= 0; --i) {
+    FP_CHECK(out.shape[i] == want[i], "output accumulator has the wrong shape");
+    FP_CHECK(out.stride[i] == expect_stride || out.shape[i] == 1, "output accumulator must be contiguous");
+    expect_stride *= out.shape[i];
+  }
+}
+
+void check_plan(const View& x, const ShiftPlanArgs& p) {
+  FP_CHECK(p.max_dy >= 0 && p.pad_x >= 0, "bad shift plan");
+  for (std::int64_t c = 0; c < p.ncell; ++c) {
+    const std::int64_t* cell = p.cells + 6 * c;
+    FP_CHECK(cell[0] >= 0 && cell[1] <= x.shape[2] && cell[0] < cell[1] && cell[2] >= 1 &&
+                 cell[3] >= 0 && cell[4] <= x.shape[3] && cell[3] < cell[4] && cell[5] >= 1,
+             "shift plan does not match the input size");
+    FP_CHECK(p.cell_ptr[c] <= p.cell_ptr[c + 1], "bad shift plan");
+  }
+  FP_CHECK(p.cell_ptr[p.ncell] == p.njobs, "bad shift plan");
+  for (std::int64_t j = 0; j < p.njobs; ++j) {
+    const std::int64_t d = p.job_delta[j];
+    FP_CHECK(d >= 0 && d < p.nd, "bad shift plan");
+    FP_CHECK(p.deltas[2 * d] >= 0 && p.deltas[2 * d] <= p.max_dy &&
+                 p.deltas[2 * d + 1] >= -p.pad_x && p.deltas[2 * d + 1] <= p.pad_x,
+             "bad shift plan");
+  }
+}
+
+// Row bands so that one unit's packed rows stay near 1 MiB (L2-resident).
+std::int64_t band_rows(const View& x, std::int64_t max_dy, std::int64_t pad_x, std::int64_t cpad) {
+  const std::int64_t row_bytes = cpad * (x.shape[3] + 2 * pad_x) * 4;
+  const std::int64_t fit = (std::int64_t{1} << 20) / std::max<std::int64_t>(1, row_bytes);
+  return std::max<std::int64_t>(std::max<std::int64_t>(1, fit - max_dy), std::min<std::int64_t>(8, x.shape[2]));
+}
+
+// Threads for `work` multiply-adds: one per ~4M (about 1 ms of work), so small maps do not pay
+// for waking threads (on a shared, loaded machine a barrier can cost a whole time slice). The
+// count depends only on the input's size and OMP's limit, so results stay reproducible.
+int threads_for(double work) {
+  const int most = std::max(1, omp_get_max_threads());
+  const double want = work / 4.0e6;
+  return want >= most ? most : std::max(1, static_cast<int>(want));
+}
+
+// Runs body(unit index, thread buffer) over units with a static schedule on nt threads, then
+// adds the thread buffers (each `size` doubles) into out in thread order. Returns the summed
+// counts (out untouched when it is not 0).
+template <class Body>
+std::int64_t run_units(int nt, std::int64_t nunits, std::size_t size, double* out, Body body) {
+  nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(nt, nunits)));
+  std::vector<std::vector<double>> bufs(static_cast<std::size_t>(nt));
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(nt), 0);
+  auto work = [&](int tid, int used) {
+    std::vector<double>& buf = bufs[static_cast<std::size_t>(tid)];
+    buf.assign(size, 0.0);
+    std::vector<float> scratch;
+    // the static schedule by hand: thread tid takes units [tid*n/used, (tid+1)*n/used)
+    const std::int64_t lo = nunits * tid / used, hi = nunits * (tid + 1) / used;
+    for (std::int64_t u = lo; u < hi; ++u) counts[static_cast<std::size_t>(tid)] += body(u, buf.data(), scratch);
+  };
+  int used = 1;
+  if (nt == 1) {
+    work(0, 1);
+  } else {
+#pragma omp parallel num_threads(nt)
+    {
+      const int got = omp_get_num_threads();
+      if (omp_get_thread_num() == 0) used = got;
+      work(omp_get_thread_num(), got);
+    }
+  }
+  std::int64_t bad = 0;
+  for (int t = 0; t < used; ++t) bad += counts[static_cast<std::size_t>(t)];
+  if (bad == 0) {
+    for (int t = 0; t < used; ++t) {
+      const double* b = bufs[static_cast<std::size_t>(t)].data();
+      for (std::size_t i = 0; i < size; ++i) out[i] += b[i];
+    }
+  }
+  return bad;
+}
+
+}  // namespace
+
+std::int64_t influence_shift(const View& x, const ShiftPlanArgs& plan, const View& out) {
+  check_input(x);
+  check_out(out, x, 2, plan.njobs, x.shape[1], 1);
+#if defined(FASTPRUNE_WITH_CUDA)
+  if (x.device == Device::cuda) return cuda::influence_shift(x, plan, out);
+#endif
+  FP_CHECK(x.device == Device::cpu, "input is on a device this build cannot run on");
+  check_plan(x, plan);
+  const std::int64_t N = x.shape[0], H = x.shape[2], C = x.shape[1];
+  const std::int64_t L = lanes();
+  const std::int64_t rb = band_rows(x, plan.max_dy, plan.pad_x, (C + L - 1) / L * L);
+  const std::int64_t per = (H + rb - 1) / rb;
+  double* o = reinterpret_cast<double*>(out.data);
+  const double macs = static_cast<double>(x.numel()) * static_cast<double>(plan.nd);
+  return run_units(threads_for(macs), N * per, static_cast<std::size_t>(plan.njobs * C), o,
+                   [&](std::int64_t u, double* buf, std::vector<float>& s) {
+                     const std::int64_t n = u / per, r0 = (u % per) * rb;
+                     return unit(x, plan, n, r0, std::min(H, r0 + rb), s, buf);
+                   });
+}
+
+std::int64_t gram_shift(const View& x, const ShiftPlanArgs& plan, const View& out) {
+  check_input(x);
+  const std::int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2];
+  check_out(out, x, 3, plan.njobs, C, C);
+  FP_CHECK(x.device == Device::cpu, "the shifted patch Gram runs on the CPU; CUDA uses the gather kernel");
+  check_plan(x, plan);
+  const std::int64_t L = lanes();
+  const std::int64_t cpad = (C + L - 1) / L * L;
+  const std::int64_t rb = band_rows(x, plan.max_dy, plan.pad_x, cpad);
+  const std::int64_t per = (H + rb - 1) / rb;
+  const std::size_t size = static_cast<std::size_t>(plan.njobs * cpad * cpad);
+  std::vector<double> padded(size, 0.0);
+  const double macs = static_cast<double>(x.numel()) * static_cast<double>(plan.nd * C);
+  const std::int64_t bad = run_units(threads_for(macs), N * per, size, padded.data(),
+                                     [&](std::int64_t u, double* buf, std::vector<float>& s) {
+                                       const std::int64_t n = u / per, r0 = (u % per) * rb;
+                                       return gunit(x, plan, n, r0, std::min(H, r0 + rb), s, buf, cpad);
+                                     });
+  if (bad != 0) return bad;
+  double* o = reinterpret_cast<double*>(out.data);
+  for (std::int64_t j = 0; j < plan.njobs; ++j)
+    for (std::int64_t a = 0; a < C; ++a)
+      for (std::int64_t b = 0; b < C; ++b) o[(j * C + a) * C + b] += padded[static_cast<std::size_t>((j * cpad + a) * cpad + b)];
+  return 0;
+}
+
+std::int64_t count_nonfinite(const View& x) {
+  const std::int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+  std::int64_t bad = 0;
+#pragma omp parallel for reduction(+ : bad) schedule(static)
+  for (std::int64_t nc = 0; nc < N * C; ++nc) {
+    const std::int64_t n = nc / C, c = nc % C;
+    for (std::int64_t y = 0; y < H; ++y)
+      for (std::int64_t xx = 0; xx < W; ++xx)
+        bad += is_nonfinite(load_as_float(x.data, x.dtype,
+                                          n * x.stride[0] + c * x.stride[1] + y * x.stride[2] + xx * x.stride[3]));
+  }
+  return bad;
+}
+
+std::int64_t gram_gather(const View& x, const PatchGeom& g, const std::int64_t* positions,
+                         std::int64_t npos, const View& out) {
+  check_input(x);
+  const std::int64_t N = x.shape[0], D = x.shape[1] * g.kh * g.kw;
+  check_out(out, x, 2, D, D, 1);
+  FP_CHECK(g.ho >= 1 && g.wo >= 1 && g.kh >= 1 && g.kw >= 1 && g.sh >= 1 && g.sw >= 1 && g.dh >= 1 &&
+               g.dw >= 1, "bad patch geometry");
+#if defined(FASTPRUNE_WITH_CUDA)
+  if (x.device == Device::cuda) return cuda::gram_gather(x, g, positions, npos, out);
+#endif
+  FP_CHECK(x.device == Device::cpu, "input is on a device this build cannot run on");
+  for (std::int64_t k = 0; k < npos; ++k)
+    FP_CHECK(positions[2 * k] >= 0 && positions[2 * k] < N && positions[2 * k + 1] >= 0 &&
+                 positions[2 * k + 1] < g.ho * g.wo, "sampled position out of range");
+  const std::int64_t bad = count_nonfinite(x);
+  if (bad != 0) return bad;
+  const std::int64_t L = lanes();
+  const std::int64_t dpad = (D + 2 * L - 1) / (2 * L) * (2 * L);
+  constexpr std::int64_t kChunk = 256;  // positions per fp32 tile
+  const std::int64_t nchunks = (npos + kChunk - 1) / kChunk;
+  const std::size_t size = static_cast<std::size_t>(dpad * dpad);
+  std::vector<double> padded(size, 0.0);
+  const double macs = static_cast<double>(npos) * static_cast<double>(D) * static_cast<double>(D) / 2;
+  run_units(threads_for(macs), nchunks, size, padded.data(), [&](std::int64_t u, double* buf, std::vector<float>& s) {
+    const std::int64_t k0 = u * kChunk, cnt = std::min(kChunk, npos - k0);
+    gchunk(x, g, positions + 2 * k0, cnt, s, buf, dpad);
+    return std::int64_t{0};
+  });
+  double* o = reinterpret_cast<double*>(out.data);
+  for (std::int64_t a = 0; a < D; ++a)
+    for (std::int64_t b = a; b < D; ++b) o[a * D + b] += padded[static_cast<std::size_t>(a * dpad + b)];
+  return 0;
+}
+
+}  // namespace fastprune
