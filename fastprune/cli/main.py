@@ -56,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fastprune {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:  # a part of fastprune this build lacks (ModuleNotFoundError included)
+        if not (exc.name or "").startswith("fastprune") or os.environ.get("FASTPRUNE_DEBUG"):
+            raise
+        print(f"fastprune {args.command}: error: not implemented in this build: {one_line(exc)}", file=sys.stderr)
+        return 2
     except USER_ERRORS as exc:
         if os.environ.get("FASTPRUNE_DEBUG"):
             raise
