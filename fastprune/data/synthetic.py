@@ -101,6 +101,7 @@ def generate_scene(seed: int, index: int, size: int = 128, multiclass: bool = Fa
     while placed < target and tries < 6 * target + 10:
         tries += 1
         a, b = rng.uniform(5, 18), rng.uniform(5, 12)
+        a, b = min(a, 0.45 * size), min(b, 0.45 * size)  # small scenes
         cy, cx = rng.uniform(a, size - a), rng.uniform(a, size - a)
         ang = (angles[0] if angles and rng.random() < 0.6 else rng.uniform(0, np.pi)) + rng.normal(0, 0.05)
         foot, v = _rect(h, w, cy, cx, a, b, ang)

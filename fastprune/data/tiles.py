@@ -49,6 +49,7 @@ class _Base(Dataset):
         self.source = source
         self.num_classes = source.num_classes
         self.classes = source.classes
+        self.ignore_index = getattr(source, "ignore_index", None)
 
 
 class Scenes(_Base):

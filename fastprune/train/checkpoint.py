@@ -80,10 +80,14 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         weights = load_file(str(path / "model.safetensors"))
     except Exception as e:  # noqa: BLE001 - report which file is bad
         raise ValueError(f"{path}: unreadable checkpoint: {e}") from e
-    missing = model.load_state_dict(weights, strict=False)
-    if missing.missing_keys or missing.unexpected_keys:
-        raise ValueError(f"{path}: checkpoint does not fit the model (missing {missing.missing_keys[:5]}, "
-                         f"unexpected {missing.unexpected_keys[:5]})")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [k for k in own if k in weights and own[k].shape != weights[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{path}: checkpoint does not fit the model (missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}, other shapes {shapes[:5]})")
+    model.load_state_dict(weights)
     if optimizer is not None and meta.get("optimizer"):
         flat = load_file(str(path / "optimizer.safetensors"))
         state: dict[int, dict[str, Any]] = {}

@@ -30,7 +30,7 @@ def _num_classes(model: nn.Module, data: Any, num_classes: int | None) -> int:
     n = num_classes or getattr(data, "num_classes", None) or getattr(model, "num_classes", None)
     if not n:
         raise ValueError("evaluate: num_classes not given and not found on the data or model")
-    return int(n)
+    return max(2, int(n))  # a one-logit binary model still has two classes
 
 
 def _all_reduce(confusion: torch.Tensor) -> torch.Tensor:

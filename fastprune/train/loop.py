@@ -165,10 +165,10 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
                     best_value, best_state = value, copy.deepcopy(model.state_dict())
         history["epochs"].append(record)
         history["steps"] = step
-        if callback is not None:
-            callback(record)
         if checkpoint is not None and rank == 0:
             save_checkpoint(checkpoint, model, opt, sched, epoch=epoch, history=history)
+        if callback is not None:
+            callback(record)
         if history["stopped"]:
             break
     if best_state is not None:

@@ -5,9 +5,16 @@ import torch
 from torch.nn import functional as F
 
 
+def two_class(logits: torch.Tensor) -> torch.Tensor:
+    """One-logit binary outputs (TernausNet) as two-class logits [0, z]: softmax gives
+    (1 - sigmoid(z), sigmoid(z)), so cross-entropy on them is exactly binary cross-entropy."""
+    return torch.cat([torch.zeros_like(logits), logits], 1) if logits.shape[1] == 1 else logits
+
+
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None,
               eps: float = 1.0) -> torch.Tensor:
     """1 - mean over classes of the soft Dice coefficient (softmax probabilities vs one-hot)."""
+    logits = two_class(logits)
     c = logits.shape[1]
     prob = logits.float().softmax(1)
     valid = torch.ones_like(target, dtype=torch.bool)
@@ -24,7 +31,8 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | No
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice: float = 0.0,
                       ignore_index: int | None = None,
                       class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy (+ ``dice`` x Dice loss)."""
+    """Cross-entropy (+ ``dice`` x Dice loss); one-logit outputs get binary cross-entropy."""
+    logits = two_class(logits)
     ce = F.cross_entropy(logits.float(), target, weight=class_weights,
                          ignore_index=-100 if ignore_index is None else ignore_index)
     return ce + dice * dice_loss(logits, target, ignore_index) if dice else ce
@@ -34,6 +42,7 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     """Per-pixel KL(teacher || student) of temperature-softened class distributions, times T^2
     (Hinton et al., 2015), averaged over pixels."""
     t = temperature
+    student, teacher = two_class(student), two_class(teacher)
     log_s = F.log_softmax(student.float() / t, dim=1)
     log_t = F.log_softmax(teacher.float() / t, dim=1)
     kl = (log_t.exp() * (log_t - log_s)).sum(1)
