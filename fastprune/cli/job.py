@@ -31,7 +31,7 @@ class DemoConfig:
     stats_batches: int = 8
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "pca_nci": {"variance": 0.99}, "lfa": {"factors": "variance", "variance": 0.99}})
-    finetune_epochs: int = 6
+    finetune_epochs: int = 8
     finetune_lr: float = 2e-3
     distill: float = 0.5
     keep_best: str | None = "building_iou"
