@@ -61,6 +61,10 @@ def test_max_batches_and_merge_are_exact():
     first.merge(second)
     for gid in whole.moments:
         np.testing.assert_allclose(first.moments[gid].cov.numpy(), whole.moments[gid].cov.numpy(), rtol=1e-9, atol=1e-12)
+    assert whole.influence, "the small CNN has convolution consumers: influence must be collected"
+    for gid, per in whole.influence.items():
+        for cname, acc in per.items():
+            np.testing.assert_allclose(first.influence[gid][cname].moments.numpy(), acc.moments.numpy(), rtol=1e-9)
     with pytest.raises(ValueError, match="different models"):
         first.merge(fastprune.collect(small_cnn(width=4), data[:1]))
 
@@ -75,6 +79,12 @@ def test_save_load_roundtrip_and_refusals(tmp_path):
     assert back.fingerprint == stats.fingerprint and back.groups.keys() == stats.groups.keys()
     for gid in stats.moments:
         assert torch.equal(back.moments[gid].cov, stats.moments[gid].cov)
+    assert back.influence.keys() == stats.influence.keys() and stats.influence
+    for gid, per in stats.influence.items():
+        assert per.keys() == back.influence[gid].keys()
+        for cname, acc in per.items():
+            assert torch.equal(back.influence[gid][cname].moments, acc.moments)
+            assert back.influence[gid][cname].geometry == acc.geometry
     with pytest.raises(ValueError, match="different model"):
         Statistics.load(path, small_cnn(width=4))
     bad = tmp_path / "bad.safetensors"

@@ -62,6 +62,9 @@ def plan(
     exclude: Sequence[str] = (),
     seed: int = 0,
     check: bool = True,
+    train_data: Any = None,
+    val_data: Any = None,
+    gates: dict[str, Any] | None = None,
 ) -> Plan:
     """Which output channels each producer keeps, by criterion `method` and one rule:
 
@@ -71,11 +74,20 @@ def plan(
     `tolerance=eps` with `evaluate(model) -> loss/metric`: the largest uniform ratio (from
     `steps`) whose masked model stays within eps of the unpruned one. `min_channels`,
     `round_to` bound every count; producers in `exclude` keep everything.
+
+    `method="gates"` (learned importance weights) trains from data instead of statistics:
+    it needs `tolerance=eps`, `train_data` and `val_data` (re-iterable (inputs, targets)
+    batches); `evaluate` and `higher_is_better` switch from the loss to a metric, and `gates`
+    passes options on to `fastprune.train.gates.gates_plan` (init, epochs, lr, fold, ...).
+    `stats` may be None for this method.
     """
     from fastprune.criteria import METHODS, score
 
+    if method == "gates":
+        return _gates(model, stats, tolerance, relative, higher_is_better, evaluate, example_inputs,
+                      train_data, val_data, gates or {})
     if method not in METHODS:
-        raise ValueError(f"fastprune: unknown criterion {method!r}; choose one of {', '.join(METHODS)}")
+        raise ValueError(f"fastprune: unknown criterion {method!r}; choose one of {', '.join(METHODS)}, gates")
     rules = {k: v for k, v in (("variance", variance), ("ratio", ratio), ("target_macs", target_macs),
                                ("target_params", target_params), ("tolerance", tolerance)) if v is not None}
     exclusive = [k for k in rules if k != "variance"]
@@ -226,3 +238,27 @@ def _assemble(model, stats, method, keep, scored, covs, cost, rules, opts, searc
     if search_info:
         meta["tolerance_search"] = search_info
     return Plan(keep=prod_keep, channels=channels, layers=layers, meta=meta)
+
+
+def _gates(model, stats, tolerance, relative, higher_is_better, evaluate, example_inputs,
+           train_data, val_data, options: dict[str, Any]) -> Plan:
+    """method="gates": the learned-importance planner, under the shared tolerance rule."""
+    from fastprune.planning.tolerance import Tolerance
+    from fastprune.train.gates import gates_plan
+
+    if tolerance is None:
+        raise ValueError("fastprune: method='gates' prunes by error tolerance: give tolerance=eps")
+    if train_data is None or val_data is None:
+        raise ValueError("fastprune: method='gates' trains importance weights: give train_data= and val_data=")
+    if example_inputs is None and stats is not None:
+        example_inputs = stats.example_inputs(model)
+    if stats is not None and example_inputs is not None:
+        stats.check_model(model, example_inputs)
+    options = dict(options)
+    init = options.pop("init", "ones")
+    if evaluate is not None:
+        options["evaluate"] = evaluate
+    if example_inputs is not None:
+        options.setdefault("example_inputs", example_inputs)
+    tol = Tolerance(tolerance, relative=relative, higher_is_better=higher_is_better)
+    return gates_plan(model, train_data, val_data, tol, init, **options)
