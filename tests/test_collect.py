@@ -12,7 +12,7 @@ from fastprune.stats.statistics import Statistics
 
 for _dep in ("fastprune.stats.moments", "fastprune.stats.influence", "fastprune.graph"):
     pytest.importorskip(_dep)  # built on other branches; skipped until they are merged
-from tests._models import batches, small_cnn
+from _models import batches, small_cnn
 
 
 def _captured(model, data):

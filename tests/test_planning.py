@@ -8,7 +8,7 @@ from fastprune.criteria import METHODS, score
 from fastprune.criteria.linalg import retained_variance
 from fastprune.planning import Plan, plan
 from fastprune.stats.statistics import Statistics
-from tests._models import Planted, batches, planted_batches, small_cnn
+from _models import Planted, batches, planted_batches, small_cnn
 
 for _dep in ("fastprune.stats.moments", "fastprune.stats.influence", "fastprune.graph", "fastprune.surgery"):
     pytest.importorskip(_dep)  # built on other branches; skipped until they are merged

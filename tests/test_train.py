@@ -235,8 +235,12 @@ def test_distillation_pulls_student_to_teacher():
         with torch.no_grad():
             out = m.eval()(x)
         return float(distillation_loss(out, t_logits, 1.0)), out.argmax(1)
+    teacher_before = [p.detach().clone() for p in teacher.parameters()]
     kl_d, pred_d = trained(1.0)
     kl_l, pred_l = trained(0.0)
+    # the teacher is only read: same weights, and still trainable afterwards (e.g. as the baseline)
+    assert all(torch.equal(a, b) for a, b in zip(teacher_before, teacher.parameters()))
+    assert all(p.requires_grad for p in teacher.parameters())
     assert kl_d < 0.5 * kl_l, (kl_d, kl_l)
     agree_teacher = (pred_d == t_logits.argmax(1)).float().mean()
     assert agree_teacher > (pred_d == labels).float().mean() + 0.1

@@ -84,10 +84,9 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         ignore_index = getattr(train_data, "ignore_index", None)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(dev)
+    teacher_was_training = teacher is not None and teacher.training
     if teacher is not None:
-        teacher.to(dev).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher.to(dev).eval()  # its logits are taken under no_grad; its parameters are left as they were
     distributed, rank, world = _dist()
     sampler = DistributedSampler(train_data, world, rank, shuffle=shuffle, seed=seed) if distributed else None
     gen = torch.Generator().manual_seed(seed)
@@ -175,4 +174,6 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         model.load_state_dict(best_state)
         history["best"] = {keep_best: best_value}
     model.eval()
+    if teacher_was_training:
+        teacher.train()
     return history

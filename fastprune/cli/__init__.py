@@ -1,0 +1,1 @@
+"""The `fastprune` command line: `fastprune --help` lists the commands."""

@@ -1,0 +1,1 @@
+"""One module per command: HELP (one line), add_arguments(parser), run(args) -> exit code."""

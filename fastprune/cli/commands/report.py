@@ -1,0 +1,86 @@
+"""Write the report (index.html with figures, summary.json) for an unpruned model and pruned model
+folders: evaluates each on the data, counts params/MACs, times them on the CPU (interleaved), and
+draws per-layer charts from the plans (and eigenvalue spectra from a statistics file)."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "report: compare the unpruned model with pruned model folders"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="SPEC", help="the unpruned model: SPEC or model folder")
+    p.add_argument("--weights", metavar="CKPT", help="checkpoint of the unpruned model")
+    p.add_argument("--pruned", nargs="+", required=True, metavar="DIR", help="pruned model folders (prune/finetune --out)")
+    p.add_argument("--data", required=True, metavar="SPEC", help="evaluation data SPEC")
+    p.add_argument("--stats", metavar="STATS.fps", help="statistics file (adds the eigenvalue spectra)")
+    p.add_argument("--variance", type=float, metavar="TAU", help="τ line drawn on the spectra")
+    p.add_argument("--input-size", default="256", metavar="N|HxW", help="input for MACs and latency (default 256)")
+    p.add_argument("--repeats", type=int, default=10, help="timed CPU forward passes per model (default 10)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the latency measurement")
+    p.add_argument("--samples", type=int, default=3, help="sample tiles to show (default 3)")
+    p.add_argument("--out", default="report", metavar="DIR", help="report folder (default ./report)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ...report import ModelResult, assemble, measure_latencies, render_report
+    from ..artifacts import load_model
+    from ..errors import UsageError
+    from ..specs import example_input, is_model_dir, open_data, parse_size
+
+    if args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        raise UsageError("need --repeats >= 1 and --threads >= 1")
+    base = load_model(args.model, args.weights)
+    pruned = {}
+    for folder in args.pruned:
+        if not is_model_dir(folder):
+            raise UsageError(f"{folder} is not a model folder written by `fastprune prune` or `finetune`")
+        lm = load_model(folder)
+        if not lm.pruned:
+            raise UsageError(f"{folder} holds an unpruned model")
+        name = lm.doc.get("method") or Path(folder).name
+        if name in pruned or name == "baseline":
+            name = f"{name}:{Path(folder).name}"
+        pruned[name] = lm
+    data = open_data(args.data)
+    if len(data) == 0:
+        raise UsageError(f"data SPEC {args.data!r} holds no samples")
+    example = example_input(base.model, parse_size(args.input_size))
+    stats = None
+    if args.stats:
+        if not Path(args.stats).is_file():
+            raise UsageError(f"statistics file not found: {args.stats}")
+        from ...stats.statistics import Statistics
+
+        stats = Statistics.load(args.stats)
+    from ...graph.cost import count
+    from ...report.records import metrics_from_evaluation
+    from ...train import evaluate
+
+    models = {"baseline": base.model, **{k: v.model for k, v in pruned.items()}}
+    lats = measure_latencies(models, example, repeats=args.repeats, threads=args.threads)
+    before = count(base.model, example)
+    results, layers = {}, {}
+    for name, m in models.items():
+        cost = before if name == "baseline" else count(m, example)
+        doc = pruned[name].doc if name in pruned else {}
+        results[name] = ModelResult(params=cost.params, macs=cost.macs, latency_ms=lats[name].median_ms,
+                                    latency=lats[name].to_dict(), before_finetune=doc.get("metrics_before_finetune"),
+                                    **metrics_from_evaluation(evaluate(m, data)))
+        if name in pruned:
+            layers[name] = assemble.layer_records(pruned[name].plan, before, cost)
+    spectra = None
+    if stats is not None and pruned:
+        spectra = assemble.spectra(stats, next(iter(pruned.values())).plan)
+    meta = {"model": args.model, "data": args.data, "torch_threads": lats["baseline"].threads,
+            "latency": f"median of {args.repeats} CPU forward passes per model, interleaved, input {list(example.shape)}",
+            "macs": f"multiply-accumulates of one forward pass on {list(example.shape)}", "torch": torch.__version__}
+    path = render_report(args.out, results, layers, spectra, args.variance,
+                         assemble.samples(data, models, args.samples), meta=meta,
+                         num_classes=getattr(data, "num_classes", 2))
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,37 @@
+"""This machine's limits, measured in the same run as the benchmarks they judge:
+sgemm rate (torch.matmul, fp32) and memory bandwidth (a large tensor copy)."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def _best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of torch.matmul on n x n matrices (2·n³ FLOPs), best of `repeats`."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2.0 * n ** 3 / _best_time(lambda: torch.matmul(a, b), repeats) / 1e9
+
+
+def copy_gbps(mbytes: int = 256, repeats: int = 5) -> float:
+    """GB/s of a large fp32 tensor copy, counting bytes read plus bytes written."""
+    n = mbytes * 2 ** 20 // 4
+    src, dst = torch.randn(n), torch.empty(n)
+    return 2.0 * n * 4 / _best_time(lambda: dst.copy_(src), repeats) / 1e9
+
+
+def limits(quick: bool = False) -> dict[str, float]:
+    """{'sgemm_gflops', 'copy_gbps', 'threads'} measured now."""
+    return {"sgemm_gflops": sgemm_gflops(1024 if quick else 2048, 3 if quick else 5),
+            "copy_gbps": copy_gbps(64 if quick else 256, 3 if quick else 5),
+            "threads": torch.get_num_threads()}
