@@ -1,6 +1,3 @@
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -18,12 +15,9 @@ def test_build_info_reports_what_was_built():
         assert info["cuda_archs"], "a CUDA build must say which archs it holds"
 
 
-def test_env_override_forces_baseline_isa(tmp_path):
-    code = "import fastprune; print(fastprune.cpu_isa())"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastprune.__file__)))
-    env = dict(os.environ, FASTPRUNE_CPU_ISA="baseline", PYTHONPATH=root)  # the fastprune under test
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, check=True)
+def test_env_override_forces_baseline_isa(run_python):
+    out = run_python("-c", "import fastprune; print(fastprune.cpu_isa())", env={"FASTPRUNE_CPU_ISA": "baseline"})
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "baseline"
 
 

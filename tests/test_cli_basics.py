@@ -118,12 +118,12 @@ def test_wrong_weights_for_model_is_one_line(tmp_path, capsys):
     assert_user_error(code, err, "do not fit")
 
 
-def test_entry_point_subprocess_exit_code(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "fastprune.cli.main", "plan", str(tmp_path / "x.fps"),
-                           "--method", "lfa", "--out", str(tmp_path / "p.json")], capture_output=True, text=True)
-    assert proc.returncode == 2
+def test_entry_point_subprocess_exit_code(tmp_path, run_python):
+    proc = run_python("-m", "fastprune.cli.main", "plan", str(tmp_path / "x.fps"), "--method", "lfa",
+                      "--out", str(tmp_path / "p.json"))
+    assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "fastprune.cli.main", "info"], capture_output=True, text=True)
+    proc = run_python("-m", "fastprune.cli.main", "info")
     assert proc.returncode == 0 and "fastprune" in proc.stdout
 
 
