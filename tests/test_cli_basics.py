@@ -3,8 +3,6 @@ ending in one line on stderr with exit code 2 (no traceback)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
