@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .tiff import TiffImage
-from .tiles import Window
+from .tiles import FilePairs, Window
 
 _LAYOUTS = {"inria": ("images", "gt", ()), "airs": ("image", "label", ("_vis",))}
 _EXT = (".tif", ".tiff")
@@ -46,7 +46,7 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in _EXT and p.is_file())
 
 
-class AerialFolder:
+class AerialFolder(FilePairs):
     """Scene source over an Inria or AIRS split folder; binary classes (background, building)."""
 
     classes = ("background", "building")
@@ -100,15 +100,6 @@ class AerialFolder:
         while len(self._open) > self._max_open:
             self._open.popitem(last=False)[1].close()
         return t
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def shape(self, i: int) -> tuple[int, int]:
-        return self._shapes[i]
-
-    def name(self, i: int) -> str:
-        return self.images[i].stem
 
     def read(self, i: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
         image = to_float_image(self._tiff(self.images[i]).read(window), str(self.images[i]))

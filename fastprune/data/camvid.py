@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .aerial import to_float_image
-from .tiles import Window
+from .tiles import FilePairs, Window
 
 CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car",
            "pedestrian", "bicyclist", "void")
@@ -82,7 +82,7 @@ def _find_folders(root: Path) -> tuple[Path, Path]:
                      + ", ".join(f"{a}/+{b}/" for a, b in _PAIRS) + ")")
 
 
-class CamVidFolder:
+class CamVidFolder(FilePairs):
     """Scene source over one CamVid split; whole images are small, so they are read whole."""
 
     classes = CLASSES
@@ -114,15 +114,6 @@ class CamVidFolder:
             if sa != sb:
                 raise ValueError(f"camvid: label {lab} is {sb[1]}x{sb[0]} but image {im} is {sa[1]}x{sa[0]}")
             self._shapes.append((sa[1], sa[0]))
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def shape(self, i: int) -> tuple[int, int]:
-        return self._shapes[i]
-
-    def name(self, i: int) -> str:
-        return self.images[i].stem
 
     def read(self, i: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
         im, lab = self.images[i], self.labels[i]

@@ -26,6 +26,23 @@ class SceneSource(Protocol):
     def read(self, i: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+class FilePairs:
+    """The `SceneSource` accessors shared by the folder loaders: `images[i]` (a Path) and the
+    pre-read `_shapes[i]` (height, width) of each image/label pair."""
+
+    images: list
+    _shapes: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def shape(self, i: int) -> tuple[int, int]:
+        return self._shapes[i]
+
+    def name(self, i: int) -> str:
+        return self.images[i].stem
+
+
 def window_starts(length: int, tile: int, stride: int) -> list[int]:
     """Start offsets of windows of ``tile`` every ``stride`` covering [0, length); the last
     window is moved back to end exactly at ``length`` (no padding, every pixel covered)."""
