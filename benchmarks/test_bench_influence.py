@@ -8,12 +8,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from fastprune.report.machine import best_time
 from fastprune.stats.influence import InfluenceMoments, PatchGram
 
 N, C, H, W, K = 8, 64, 256, 256, 3
@@ -63,19 +63,12 @@ def peak_mib(kind: str) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def best_of(fn, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def test_bench_nci_auto_moments_vs_conv2d(benchmark, x, weight):
     conv = lambda: F.conv2d(x, weight, padding=1)  # noqa: E731
     conv()
-    t_conv = best_of(conv, 3)
+    t_conv = best_time(conv, 3)
     acc = InfluenceMoments(C, K, padding=1)
     acc.update(x)  # warm the plan cache and the thread pool
     benchmark.pedantic(lambda: acc.update(x), rounds=5, iterations=1)
@@ -92,7 +85,7 @@ def test_bench_patch_gram_vs_unfold_matmul(benchmark, x):
         u = F.unfold(x, K, padding=1)  # (N, C*K*K, H*W): N*C*K^2*H*W values
         return torch.bmm(u, u.transpose(1, 2)).sum(0)
 
-    t_base = best_of(baseline, 2)
+    t_base = best_time(baseline, 2)
 
     def ours() -> None:
         PatchGram(C, K, padding=1).update(x)
@@ -115,7 +108,7 @@ def test_bench_nci_small_maps_vs_conv2d(benchmark):
     ws = torch.randn(C, C, K, K, generator=torch.Generator().manual_seed(3))
     conv = lambda: F.conv2d(xs, ws, padding=1)  # noqa: E731
     conv()
-    t_conv = best_of(conv, 20)
+    t_conv = best_time(conv, 20)
     acc = InfluenceMoments(C, K, padding=1)
     acc.update(xs)
     benchmark.pedantic(lambda: acc.update(xs), rounds=20, iterations=1)

@@ -11,27 +11,15 @@ Ratios are printed and stored in the benchmark's extra_info; nothing is asserted
 """
 from __future__ import annotations
 
-import time
-from typing import Callable
 
 import pytest
 import torch
 
 import fastprune
 from fastprune import channel_moments
+from fastprune.report.machine import best_time
 
 
-def best_of(fn: Callable[[], object], repeat: int = 3, sync: Callable[[], None] = lambda: None) -> float:
-    """Best wall time of `repeat` runs after one warm-up (seconds)."""
-    fn()
-    sync()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +31,7 @@ def big() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_moments_with_covariance_vs_gram(benchmark, big):
     x, X = big
-    t_gemm = best_of(lambda: X @ X.T)
+    t_gemm = best_time(lambda: X @ X.T)
     benchmark.pedantic(lambda: channel_moments(x), rounds=3, warmup_rounds=1)
     t_ours = benchmark.stats.stats.min
     ratio = t_ours / t_gemm
@@ -53,7 +41,7 @@ def test_moments_with_covariance_vs_gram(benchmark, big):
 
 def test_statistics_without_covariance_vs_sum(benchmark, big):
     x, _ = big
-    t_sum = best_of(lambda: x.sum())
+    t_sum = best_time(lambda: x.sum())
     benchmark.pedantic(lambda: channel_moments(x, covariance=False), rounds=3, warmup_rounds=1)
     t_ours = benchmark.stats.stats.min
     ratio = t_ours / t_sum
@@ -71,14 +59,14 @@ def test_scaling_table(benchmark):
             side = int((16 * 2**20 / (2 * C)) ** 0.5)
             base = torch.randn(2, C, side, side).relu_()
             X = base.transpose(0, 1).reshape(C, -1)
-            t_gemm, t_sum = best_of(lambda: X @ X.T, 2), best_of(lambda: base.sum(), 2)
+            t_gemm, t_sum = best_time(lambda: X @ X.T, 2), best_time(lambda: base.sum(), 2)
             for dtype in (torch.float32, torch.bfloat16):
                 for layout in ("nchw", "channels_last"):
                     x = base.to(dtype)
                     if layout == "channels_last":
                         x = x.to(memory_format=torch.channels_last)
-                    t_cov = best_of(lambda: channel_moments(x), 2)
-                    t_st = best_of(lambda: channel_moments(x, covariance=False), 2)
+                    t_cov = best_time(lambda: channel_moments(x), 2)
+                    t_st = best_time(lambda: channel_moments(x, covariance=False), 2)
                     rows.append((C, str(dtype).split(".")[1], layout, t_cov * 1e3, t_cov / t_gemm,
                                  t_st * 1e3, t_st / t_sum))
 
@@ -97,11 +85,11 @@ def test_cuda_bandwidth_vs_copy(benchmark):
     x = torch.randn(8, 64, 512, 512, device="cuda").relu_()
     y = torch.empty_like(x)
     sync = torch.cuda.synchronize
-    t_copy = best_of(lambda: y.copy_(x), 5, sync)
+    t_copy = best_time(lambda: y.copy_(x), 5, sync)
     copy_gbs = 2 * x.numel() * 4 / t_copy / 1e9  # read + write
     out = {}
     for cov in (True, False):
-        t = best_of(lambda: channel_moments(x, covariance=cov), 5, sync)
+        t = best_time(lambda: channel_moments(x, covariance=cov), 5, sync)
         out[cov] = x.numel() * 4 / t / 1e9
     benchmark.pedantic(lambda: (channel_moments(x), sync()), rounds=3, warmup_rounds=1)
     benchmark.extra_info.update(copy_gbs=copy_gbs, moments_cov_gbs=out[True], stats_gbs=out[False])

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
+from graph_util import one_thread  # noqa: E402
 from _planted import chain_groups, make_task, member, remove_from_chain  # noqa: E402
 
 from fastprune.planning.tolerance import Tolerance  # noqa: E402
@@ -21,12 +22,7 @@ from fastprune.train.gates import (  # noqa: E402
     validation_value)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: threads only contend on a shared 2-core box
-    yield
-    torch.set_num_threads(n)
+_threads = pytest.fixture(autouse=True)(one_thread)  # tiny models: one thread is fastest and least noisy
 
 
 def _rel(a, b):

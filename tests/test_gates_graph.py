@@ -21,14 +21,10 @@ from fastprune.train.gates import Gates, gates_plan, prune_with_gates  # noqa: E
 from fastprune.train.gates.attach import gateable, group_size  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from graph_util import one_thread  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_threads = pytest.fixture(autouse=True)(one_thread)  # tiny models: one thread is fastest and least noisy
 
 
 class _Residual(nn.Module):

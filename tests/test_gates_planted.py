@@ -11,6 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from graph_util import one_thread  # noqa: E402
 from _planted import REDUNDANT, chain_groups, make_task, remove_from_chain, val_loss  # noqa: E402
 
 from fastprune.planning.tolerance import Tolerance  # noqa: E402
@@ -21,12 +22,7 @@ EPS_GRID = [0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
 TRAIN = dict(epochs=20, lr=0.05, l1=2e-3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_threads = pytest.fixture(autouse=True)(one_thread)  # tiny models: one thread is fastest and least noisy
 
 
 @pytest.fixture(scope="module")

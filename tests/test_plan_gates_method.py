@@ -7,31 +7,29 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _planted import REDUNDANT, make_task, val_loss  # noqa: E402
+from graph_util import one_thread  # noqa: E402
 
 import fastprune  # noqa: E402
 
 
+_threads = pytest.fixture(autouse=True)(one_thread)
+
+
 def test_plan_method_gates_finds_planted_filters_within_tolerance():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        wide, _, train, val = make_task()
-        baseline = val_loss(wide, val)
-        x = train[0][0]
-        plan = fastprune.plan(wide, None, method="gates", example_inputs=x, tolerance=0.01, train_data=train,
-                              val_data=val, gates=dict(epochs=20, lr=0.05, l1=2e-3, step=1, fold=True,
-                                                       progress=False))
-        assert plan.meta["method"] == "gates"
-        assert sorted(plan.removal()) == ["0", "3"]
-        assert all(idx == REDUNDANT for idx in plan.removal().values())
-        small = fastprune.prune(wide, plan, x)
-        assert val_loss(small, val) - baseline <= 0.01
-    finally:
-        torch.set_num_threads(n)
+    wide, _, train, val = make_task()
+    baseline = val_loss(wide, val)
+    x = train[0][0]
+    plan = fastprune.plan(wide, None, method="gates", example_inputs=x, tolerance=0.01, train_data=train,
+                          val_data=val, gates=dict(epochs=20, lr=0.05, l1=2e-3, step=1, fold=True,
+                                                   progress=False))
+    assert plan.meta["method"] == "gates"
+    assert sorted(plan.removal()) == ["0", "3"]
+    assert all(idx == REDUNDANT for idx in plan.removal().values())
+    small = fastprune.prune(wide, plan, x)
+    assert val_loss(small, val) - baseline <= 0.01
 
 
 def test_plan_method_gates_needs_tolerance_and_data():

@@ -3,16 +3,20 @@ sgemm rate (torch.matmul, fp32) and memory bandwidth (a large tensor copy)."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 
 
-def _best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
+def best_time(fn: Callable[[], object], repeats: int = 3, sync: Callable[[], None] = lambda: None) -> float:
+    """Best wall time in seconds of `repeats` runs after one warm-up; `sync` waits for a device."""
+    fn()
+    sync()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -20,14 +24,14 @@ def _best_time(fn, repeats: int) -> float:
 def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     """fp32 GFLOP/s of torch.matmul on n x n matrices (2·n³ FLOPs), best of `repeats`."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2.0 * n ** 3 / _best_time(lambda: torch.matmul(a, b), repeats) / 1e9
+    return 2.0 * n ** 3 / best_time(lambda: torch.matmul(a, b), repeats) / 1e9
 
 
 def copy_gbps(mbytes: int = 256, repeats: int = 5) -> float:
     """GB/s of a large fp32 tensor copy, counting bytes read plus bytes written."""
     n = mbytes * 2 ** 20 // 4
     src, dst = torch.randn(n), torch.empty(n)
-    return 2.0 * n * 4 / _best_time(lambda: dst.copy_(src), repeats) / 1e9
+    return 2.0 * n * 4 / best_time(lambda: dst.copy_(src), repeats) / 1e9
 
 
 def limits(quick: bool = False) -> dict[str, float]:
