@@ -79,6 +79,23 @@ def test_auto_moments_match_unfold():
     assert rel_err(acc.moments, want) <= TOL
 
 
+def test_streamed_sizes_reads_and_merges_match_unfold():
+    # batches of several sizes (one pending job-sum buffer each), moments read between updates
+    # (a fold, then accumulation goes on), a merge while both sides hold unfolded sums
+    g = ConvGeometry.parse(3, 1, 1, 1)
+    xs = [torch.randn(2, 5, 11, 9), torch.randn(1, 5, 7, 12), torch.randn(3, 5, 11, 9).to(memory_format=torch.channels_last)]
+    want = sum(auto_moments_reference(x, g) for x in xs)
+    acc = InfluenceMoments(5, 3, padding=1).update(xs[0]).update(xs[1])
+    mid = acc.moments.clone()
+    assert rel_err(mid, auto_moments_reference(xs[0], g) + auto_moments_reference(xs[1], g)) <= TOL
+    acc.update(xs[2])
+    assert rel_err(acc.moments, want) <= TOL and acc.images == 6
+    a = InfluenceMoments(5, 3, padding=1).update(xs[0]).update(xs[2])
+    b = InfluenceMoments(5, 3, padding=1).update(xs[1])
+    assert rel_err(a.merge(b).moments, want) <= TOL and a.images == 6
+    assert torch.equal(InfluenceMoments.from_state_dict(a.state_dict()).moments, a.moments)
+
+
 def test_sampled_patch_gram_uses_the_seeded_positions():
     x = torch.randn(3, 4, 10, 12)
     g = ConvGeometry.parse(3, 1, 1, 1)

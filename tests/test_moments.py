@@ -168,6 +168,25 @@ def test_merge_is_exact_chan_rule_on_states():
     assert_matches(merged, x)
 
 
+@pytest.mark.parametrize("covariance", [True, False])
+def test_in_place_state_never_aliases_a_merged_part_or_itself(covariance):
+    # the state is updated in place and the kernel's output buffer is reused between batches:
+    # a part merged in stays unchanged, a later update of either side does not leak into the
+    # other, and merging an accumulator into itself counts its data twice
+    x = feature_maps(n=4)
+    part = ChannelMoments(21, covariance=covariance).update(x[:2])
+    before = part.state_dict()
+    whole = ChannelMoments(21, covariance=covariance).merge(part)  # empty: copied in
+    whole.update(x[2:])
+    assert all(torch.equal(before[k], v) for k, v in part.state_dict().items())
+    assert_matches(whole, x)
+    part.update(x[2:])
+    assert_matches(whole, x)
+    twice = ChannelMoments(21, covariance=covariance).update(x[:2]).update(x[2:])
+    twice.merge(twice)
+    assert_matches(twice, torch.cat([x, x]))
+
+
 def test_bitwise_reproducible_for_same_input(isa):
     x = feature_maps(n=5, c=33, h=64, w=64)
     xs = [x, x.to(memory_format=torch.channels_last), x[:, :, 0, 0].contiguous()]

@@ -162,6 +162,14 @@ class _Collector:
         # consumer that feeds no moments is checked here with one reduction
         checked = any(self.stats.groups[gid].primary == cname and gid in self.stats.moments
                       for gid, cname, _ in self.tasks[name])
+        # resolved once, not per batch: (selection, moments or None, accumulators fed after it)
+        plan = []
+        for gid, cname, sel in sorted(self.tasks[name], key=lambda t: self.stats.groups[t[0]].primary != t[1]):
+            mom = self.stats.moments.get(gid) if self.stats.groups[gid].primary == cname else None
+            after = [acc for acc in (self.stats.influence.get(gid, {}).get(cname),
+                                     self.stats.patch_gram.get(gid, {}).get(cname)) if acc is not None]
+            plan.append((gid, sel, mom, after))
+        tiling, taylor = self.tiling, self.taylor
 
         def hook(module: torch.nn.Module, args: tuple) -> None:
             x = args[0]
@@ -169,26 +177,22 @@ class _Collector:
                 return
             if not checked and not torch.isfinite(x.detach().sum()) and not torch.isfinite(x).all():
                 raise self._nonfinite(name)
-            if self.tiling is not None:
-                x = self.tiling.cut(x)
-            tasks = sorted(self.tasks[name], key=lambda t: self.stats.groups[t[0]].primary != t[1])  # moments first
-            for gid, cname, sel in tasks:
-                xd = _select(x.detach(), sel)
-                if self.stats.groups[gid].primary == cname and gid in self.stats.moments:
+            if tiling is not None:
+                x = tiling.cut(x)
+            xdet = x.detach()
+            for gid, sel, mom, after in plan:  # moments first
+                xd = _select(xdet, sel)
+                if mom is not None:
                     try:
-                        self.stats.moments[gid].update(xd)
+                        mom.update(xd)
                     except ValueError as exc:
                         if "non-finite" in str(exc):
                             raise self._nonfinite(name) from exc
                         raise
-                    if self.taylor and x.requires_grad:
+                    if taylor and x.requires_grad:
                         x.register_hook(self._taylor_hook(gid, xd, sel))
-                infl = self.stats.influence.get(gid, {}).get(cname)
-                if infl is not None:
-                    infl.update(xd)
-                pg = self.stats.patch_gram.get(gid, {}).get(cname)
-                if pg is not None:
-                    pg.update(xd)
+                for acc in after:
+                    acc.update(xd)
         return hook
 
     def _taylor_hook(self, gid: str, act: torch.Tensor, sel: Any) -> Callable:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .._ext import _C
-from .._views import as_tensor, view
+from .._views import as_tensor, check_device, check_float, view
 from .influence_geometry import ConvGeometry, IntPair, ShiftPlan, shift_plan
 
 Sample = Union[int, float, None]
@@ -34,7 +34,8 @@ def _check_input(x: Any, channels: int) -> torch.Tensor:
         raise ValueError(f"fastprune: input has {t.shape[1]} channels, the accumulator expects {channels}")
     if t.numel() == 0:
         raise ValueError(f"fastprune: input is empty, shape {tuple(t.shape)}")
-    view(t)  # dtype and device checks (TypeError / ValueError)
+    check_float(t)
+    check_device(t)
     return t
 
 
@@ -119,8 +120,24 @@ def _check_keys(state: dict, keys: set[str], what: str) -> None:
         raise ValueError(f"fastprune: {what}: expected keys {sorted(keys)}, got {got}")
 
 
+class _JobSums:
+    """Per-job sums (njobs, C) of one input size, accumulated by the kernel in place (it adds
+    into its output, and leaves it untouched when the batch holds non-finite values), with the
+    kernel's plan arguments built once."""
+
+    def __init__(self, plan: ShiftPlan, channels: int, device: torch.device) -> None:
+        self.plan = plan
+        self.sums = torch.zeros(plan.njobs, channels, dtype=torch.float64, device=device)
+        self.out = view(self.sums)
+        self.args, self._keep = _plan_args(plan, device)
+
+
 class InfluenceMoments:
-    """Raw spatial auto-moments R_c(t, t') of a feature map as read by one consuming convolution."""
+    """Raw spatial auto-moments R_c(t, t') of a feature map as read by one consuming convolution.
+
+    Per batch the kernel only adds its per-job sums into a buffer kept per input size; they are
+    folded into the (C, taps, taps) moments when `moments` is read (sums of sums in float64:
+    the same totals, without a per-batch fold)."""
 
     def __init__(self, channels: int, kernel_size: IntPair, stride: IntPair = 1,
                  padding: IntPair | str = 0, dilation: IntPair = 1) -> None:
@@ -129,26 +146,44 @@ class InfluenceMoments:
         self.channels = channels
         self.geometry = ConvGeometry.parse(kernel_size, stride, padding, dilation)
         taps = self.geometry.taps
-        self.moments = torch.zeros(channels, taps, taps, dtype=torch.float64)
+        self._moments = torch.zeros(channels, taps, taps, dtype=torch.float64)
+        self._pending: dict[tuple[int, int, torch.device], _JobSums] = {}
         self.images = 0
+
+    @property
+    def moments(self) -> torch.Tensor:
+        """(C, taps, taps) float64 R_c(t, t') summed over every batch so far."""
+        if self._pending:
+            for acc in self._pending.values():
+                self._fold(acc)
+            self._pending.clear()
+        return self._moments
+
+    @moments.setter
+    def moments(self, value: torch.Tensor) -> None:
+        self._pending.clear()
+        self._moments = value
+
+    def _fold(self, acc: _JobSums) -> None:
+        plan = acc.plan
+        pairs = _pair_sums(plan, acc.sums).cpu()  # (npairs, C)
+        ti, tj = plan.pairs[:, 0], plan.pairs[:, 1]
+        r = torch.zeros_like(self._moments)
+        r[:, ti, tj] = pairs.T
+        r[:, tj, ti] = pairs.T
+        self._moments += r
 
     def update(self, x: Any) -> "InfluenceMoments":
         """Add a batch (N, C, H, W) (NCHW or channels_last, fp32/fp16/bf16, CPU or CUDA)."""
         t = _check_input(x, self.channels)
         n, c, h, w = t.shape
-        plan = shift_plan(self.geometry, h, w)
+        acc = self._pending.get((h, w, t.device))
+        if acc is None:
+            acc = _JobSums(shift_plan(self.geometry, h, w), c, t.device)
         _raise_nonfinite(_cuda_nonfinite(t), "input")
-        out = torch.zeros(plan.njobs, c, dtype=torch.float64, device=t.device)
-        args, keep = _plan_args(plan, t.device)
-        bad = _C.influence_shift(view(t), args, view(out))
-        del keep
-        _raise_nonfinite(int(bad), "input")
-        pairs = _pair_sums(plan, out).cpu()  # (npairs, C)
-        ti, tj = plan.pairs[:, 0], plan.pairs[:, 1]
-        r = torch.zeros_like(self.moments)
-        r[:, ti, tj] = pairs.T
-        r[:, tj, ti] = pairs.T
-        self.moments += r
+        bad = _C.influence_shift(view(t), acc.args, acc.out)
+        _raise_nonfinite(int(bad), "input")  # the kernel left acc.sums unchanged
+        self._pending[(h, w, t.device)] = acc
         self.images += int(n)
         return self
 
@@ -181,6 +216,7 @@ class InfluenceMoments:
         channels, g = _geometry_from(state["geometry"], what)
         obj = cls.__new__(cls)
         obj.channels, obj.geometry = channels, g
+        obj._pending = {}
         obj.moments = _f64(state, "moments", (channels, g.taps, g.taps), what)
         obj.images = _scalar_int(state, "images", what)
         return obj

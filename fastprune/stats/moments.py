@@ -62,6 +62,7 @@ class ChannelMoments:
         self.channels = int(channels)
         self.covariance = bool(covariance)
         self._device = torch.device("cpu")
+        self._buf: torch.Tensor | None = None  # the kernel's output, reused (see _buffer)
         self._reset()
 
     # ---------------------------------------------------------------- state
@@ -87,38 +88,49 @@ class ChannelMoments:
     def _absorb(self, n: int, images: int, mean: torch.Tensor, m2: torch.Tensor, abs_sum: torch.Tensor,
                 zeros: torch.Tensor, mn: torch.Tensor, mx: torch.Tensor, nonfinite: torch.Tensor,
                 msd_sum: torch.Tensor) -> None:
-        """Chan's exact pairwise merge of another part into this state (float64)."""
+        """Chan's exact pairwise merge of another part into this state (float64, in place: the
+        state's tensors are its own, never shared with a caller)."""
         d = self._device
         mean, m2, abs_sum, zeros, mn, mx, nonfinite, msd_sum = (
             t.to(d, _F64) for t in (mean, m2, abs_sum, zeros, mn, mx, nonfinite, msd_sum))
-        self._nonfinite = self._nonfinite + nonfinite
-        self._msd = self._msd + msd_sum
+        self._nonfinite.add_(nonfinite)
+        self._msd.add_(msd_sum)
         self._images += images
         if n == 0:
             return
         if self._n == 0:
-            self._mean, self._m2 = mean.clone(), m2.clone()
+            self._mean.copy_(mean)
+            self._m2.copy_(m2)
         else:
             na, nb = float(self._n), float(n)
-            w = na * nb / (na + nb)
             delta = mean - self._mean
+            self._m2.add_(m2)
             if self.covariance:
-                self._m2 = self._m2 + m2 + torch.outer(delta, delta) * w
+                self._m2.addr_(delta, delta, alpha=na * nb / (na + nb))
             else:
-                self._m2 = self._m2 + m2 + delta * delta * w
-            self._mean = self._mean + delta * (nb / (na + nb))
+                self._m2.addcmul_(delta, delta, value=na * nb / (na + nb))
+            self._mean.add_(delta, alpha=nb / (na + nb))
         self._n += n
-        self._abs = self._abs + abs_sum
-        self._zeros = self._zeros + zeros
-        self._min = torch.minimum(self._min, mn)
-        self._max = torch.maximum(self._max, mx)
+        self._abs.add_(abs_sum)
+        self._zeros.add_(zeros)
+        torch.minimum(self._min, mn, out=self._min)
+        torch.maximum(self._max, mx, out=self._max)
 
     # ---------------------------------------------------------------- update
+    def _buffer(self, device: torch.device) -> torch.Tensor:
+        """The kernel's float64 output, kept between batches (no allocation per update); the
+        views `_kernel` returns into it are consumed by `_absorb` before the next call."""
+        buf = self._buf
+        if buf is None or buf.device != device:
+            buf = torch.empty(_C.moments_out_size(self.channels, self.covariance), dtype=_F64, device=device)
+            self._buf = buf
+        return buf
+
     def _kernel(self, t: torch.Tensor) -> dict[str, Any]:
         """One kernel pass over a checked tensor -> the batch's partial statistics."""
         C, cov = self.channels, self.covariance
-        size = _C.moments_out_size(C, cov)
-        out = torch.empty(size, dtype=_F64, device=t.device)
+        out = self._buffer(t.device)
+        size = out.numel()
         _C.moments_update(view(t), out.data_ptr(), size, cov)
         m2 = out[2 + 7 * C:]
         return {
