@@ -2,7 +2,11 @@
 benchmarks/collect_probe.py MODE BATCHES [SIZE] -> JSON {seconds, peak_rss_mib}.
 
 MODE: plain (forward passes), collect (fastprune.collect with covariance + influence),
-naive (forward hooks keep every conv input, then torch.cov and scikit-learn PCA per group).
+naive (forward hooks keep every conv input, then torch.cov and scikit-learn PCA per group),
+breakdown (where collect's extra time goes: one batch's hook inputs are kept, then the forward
+and a replay of collect's hooks on them are each timed, best of BATCHES repeats, with the
+compiled kernels' share of the replay; with FASTPRUNE_BENCH_THREADS=1 it reads thread CPU time,
+which other processes' load barely moves, so it can be compared across runs on a busy machine).
 """
 from __future__ import annotations
 
@@ -73,8 +77,75 @@ class data:
         return next(iter(self))
 
 
+def breakdown(repeats: int, size: int) -> dict:
+    """Forward vs collect's hooks replayed on one batch's kept inputs (best of `repeats`), ms."""
+    from fastprune._ext import _C
+    from fastprune.graph import DependencyGraph
+    from fastprune.stats import collect as col, influence, moments
+    model = unet()
+    x = data(1, size)[0]
+    stats = col._new_statistics(model, DependencyGraph(model, x), x, True, True, False, None, 0, False)
+    collector = col._Collector(model, stats, None, False)
+    collector.close()  # its hooks are replayed by hand below
+    kept: list = []
+    handles = [collector.modules[n].register_forward_pre_hook(lambda m, a, n=n: kept.append((n, a[0].clone())))
+               for n in collector.tasks]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    calls = [(collector._hook(n), collector.modules[n], a) for n, a in kept]
+    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+    in_kernels = {"moments_update": 0.0, "influence_shift": 0.0}
+
+    class Timed:  # the compiled module, with its two per-batch kernels timed
+        def __getattr__(self, name):
+            fn = getattr(_C, name)
+            if name not in in_kernels:
+                return fn
+
+            def timed(*args):
+                t = clock()
+                try:
+                    return fn(*args)
+                finally:
+                    in_kernels[name] += clock() - t
+            return timed
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def replay():
+        for hook, module, a in calls:
+            hook(module, (a,))
+
+    def best(fn):
+        runs = []
+        for _ in range(repeats):
+            for k in in_kernels:
+                in_kernels[k] = 0.0
+            t = clock()
+            fn()
+            runs.append((clock() - t, dict(in_kernels)))
+        return min(runs, key=lambda r: r[0])
+
+    fwd, _ = best(forward)
+    moments._C, influence._C = Timed(), Timed()
+    try:
+        hooks, ker = best(replay)
+    finally:
+        moments._C, influence._C = _C, _C
+    ms = {k: round(v * 1e3, 2) for k, v in ker.items()}
+    return {"mode": "breakdown", "threads": torch.get_num_threads(), "clock": clock.__name__,
+            "forward_ms": round(fwd * 1e3, 1), "hooks_ms": round(hooks * 1e3, 1), "kernels_ms": ms,
+            "rest_ms": round((hooks - sum(ker.values())) * 1e3, 2), "hooks_per_forward": round(hooks / fwd, 4)}
+
+
 def run(mode: str, batches: int, size: int) -> dict:
     import fastprune
+    if mode == "breakdown":
+        return breakdown(batches, size)
     model = unet()
     xs = data(batches, size)
     ex = xs[0]

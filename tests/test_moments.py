@@ -187,6 +187,16 @@ def test_in_place_state_never_aliases_a_merged_part_or_itself(covariance):
     assert_matches(twice, torch.cat([x, x]))
 
 
+def test_wide_covariance_merged_in_row_blocks_matches_reference():
+    # C = 200: the co-moment merge runs in row blocks (163 + 37 rows), batch by batch
+    x = feature_maps(n=3, c=200, h=9, w=11)
+    m = ChannelMoments(200)
+    for part in x.split(1):
+        m.update(part)
+    assert_matches(m, x)
+    assert torch.equal(m.cov, m.cov.T)
+
+
 def test_bitwise_reproducible_for_same_input(isa):
     x = feature_maps(n=5, c=33, h=64, w=64)
     xs = [x, x.to(memory_format=torch.channels_last), x[:, :, 0, 0].contiguous()]
