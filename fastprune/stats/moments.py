@@ -81,7 +81,7 @@ class ChannelMoments:
         self.channels = int(channels)
         self.covariance = bool(covariance)
         self._device = torch.device("cpu")
-        self._buf: torch.Tensor | None = None  # the kernel's output, reused (see _buffer)
+        self._buf: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # see _buffer
         self._reset()
 
     # ---------------------------------------------------------------- state
@@ -135,30 +135,29 @@ class ChannelMoments:
         torch.maximum(self._max, mx, out=self._max)
 
     # ---------------------------------------------------------------- update
-    def _buffer(self, device: torch.device) -> torch.Tensor:
-        """The kernel's float64 output, kept between batches (no allocation per update); the
-        views `_kernel` returns into it are consumed by `_absorb` before the next call."""
-        buf = self._buf
-        if buf is None or buf.device != device:
-            buf = torch.empty(_C.moments_out_size(self.channels, self.covariance), dtype=_F64, device=device)
-            self._buf = buf
-        return buf
+    def _buffer(self, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The kernel's float64 output and its named views, kept between batches (no allocation
+        per update); `_absorb` consumes the views before the next kernel call overwrites them."""
+        if self._buf is None or self._buf[0].device != device:
+            C, cov = self.channels, self.covariance
+            out = torch.empty(_C.moments_out_size(C, cov), dtype=_F64, device=device)
+            m2 = out[2 + 7 * C:]
+            parts = {
+                "mean": out[2:2 + C], "abs_sum": out[2 + C:2 + 2 * C], "zeros": out[2 + 2 * C:2 + 3 * C],
+                "mn": out[2 + 3 * C:2 + 4 * C], "mx": out[2 + 4 * C:2 + 5 * C],
+                "nonfinite": out[2 + 5 * C:2 + 6 * C], "msd_sum": out[2 + 6 * C:2 + 7 * C],
+                "m2": m2.view(C, C) if cov else m2,
+            }
+            self._buf = (out, parts)
+        return self._buf
 
     def _kernel(self, t: torch.Tensor) -> dict[str, Any]:
         """One kernel pass over a checked tensor -> the batch's partial statistics."""
-        C, cov = self.channels, self.covariance
-        out = self._buffer(t.device)
-        size = out.numel()
-        _C.moments_update(view(t), out.data_ptr(), size, cov)
-        m2 = out[2 + 7 * C:]
-        return {
-            "n": t.shape[0] * (t.shape[2] * t.shape[3] if t.dim() == 4 else 1),
-            "images": t.shape[0] if t.dim() == 4 else 0,
-            "mean": out[2:2 + C], "abs_sum": out[2 + C:2 + 2 * C], "zeros": out[2 + 2 * C:2 + 3 * C],
-            "mn": out[2 + 3 * C:2 + 4 * C], "mx": out[2 + 4 * C:2 + 5 * C],
-            "nonfinite": out[2 + 5 * C:2 + 6 * C], "msd_sum": out[2 + 6 * C:2 + 7 * C],
-            "m2": m2.view(C, C) if cov else m2,
-        }
+        out, parts = self._buffer(t.device)
+        _C.moments_update(view(t), out.data_ptr(), out.numel(), self.covariance)
+        four = t.dim() == 4
+        return {"n": t.shape[0] * (t.shape[2] * t.shape[3] if four else 1),
+                "images": t.shape[0] if four else 0, **parts}
 
     def _checked(self, x: Any) -> torch.Tensor:
         t = as_tensor(x)
