@@ -94,6 +94,13 @@ def test_streamed_sizes_reads_and_merges_match_unfold():
     b = InfluenceMoments(5, 3, padding=1).update(xs[1])
     assert rel_err(a.merge(b).moments, want) <= TOL and a.images == 6
     assert torch.equal(InfluenceMoments.from_state_dict(a.state_dict()).moments, a.moments)
+    # many input sizes: the unfolded job sums stay bounded and nothing is lost
+    sizes = [torch.randn(1, 5, 6 + k, 7) for k in range(12)]
+    many = InfluenceMoments(5, 3, padding=1)
+    for x in sizes:
+        many.update(x)
+        assert len(many._pending) <= 8
+    assert rel_err(many.moments, sum(auto_moments_reference(x, g) for x in sizes)) <= TOL
 
 
 def test_sampled_patch_gram_uses_the_seeded_positions():

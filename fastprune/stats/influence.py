@@ -24,6 +24,7 @@ from .influence_geometry import ConvGeometry, IntPair, ShiftPlan, shift_plan
 Sample = Union[int, float, None]
 
 _SHIFT_GRAM_BYTES = 512 << 20  # above this, the patch Gram uses the gather kernel
+_MAX_PENDING_SIZES = 8  # input sizes whose job sums InfluenceMoments holds before folding them
 
 
 def _check_input(x: Any, channels: int) -> torch.Tensor:
@@ -153,16 +154,18 @@ class InfluenceMoments:
     @property
     def moments(self) -> torch.Tensor:
         """(C, taps, taps) float64 R_c(t, t') summed over every batch so far."""
-        if self._pending:
-            for acc in self._pending.values():
-                self._fold(acc)
-            self._pending.clear()
+        self._fold_pending()
         return self._moments
 
     @moments.setter
     def moments(self, value: torch.Tensor) -> None:
         self._pending.clear()
         self._moments = value
+
+    def _fold_pending(self) -> None:
+        for acc in self._pending.values():
+            self._fold(acc)
+        self._pending.clear()
 
     def _fold(self, acc: _JobSums) -> None:
         plan = acc.plan
@@ -179,6 +182,8 @@ class InfluenceMoments:
         n, c, h, w = t.shape
         acc = self._pending.get((h, w, t.device))
         if acc is None:
+            if len(self._pending) >= _MAX_PENDING_SIZES:
+                self._fold_pending()  # memory stays bounded when input sizes keep changing
             acc = _JobSums(shift_plan(self.geometry, h, w), c, t.device)
         _raise_nonfinite(_cuda_nonfinite(t), "input")
         bad = _C.influence_shift(view(t), acc.args, acc.out)
