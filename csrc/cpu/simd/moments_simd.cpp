@@ -6,8 +6,10 @@
 // own layout (no transpose); the same loads fold the per-channel statistics. The upper triangle
 // of the fp32 Gram of the panel is then computed: for planar (NCHW) input as inner products over
 // samples of channel rows (RI x RJ blocks of lane-partial sums, reduced once per tile), for
-// interleaved (channels_last) input with 6 x (2 vectors) outer-product micro-tiles. The tile is
-// merged into the thread's fp64 totals with Chan's update (moments_tile.h).
+// interleaved (channels_last) input with 6 x (2 vectors) outer-product micro-tiles. A planar
+// panel carries a row of ones, so the Gram also gives the tile's shifted sums and sums of squares,
+// and its blocks prefetch the next tile into L2 while they compute. The tile is merged into the
+// thread's fp64 totals with Chan's update (moments_tile.h).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -50,6 +52,7 @@ constexpr int RI = 3, RJ = 4;
 #else
 constexpr int RI = 3, RJ = 3;
 #endif
+static_assert(RI <= RJ, "inner_tile holds the RI vectors and streams the RJ ones");
 
 typedef float vf __attribute__((vector_size(W * 4)));
 typedef std::int32_t vi __attribute__((vector_size(W * 4)));
@@ -357,28 +360,15 @@ inline void inner_tile(const float* p, std::int64_t kv, std::int64_t i0, std::in
   const std::int64_t kp = KP;
   for (std::int64_t k = 0; k < kv; k += W) {
     if (pr != nullptr) __builtin_prefetch(pr + k / W * step, 0, 2);
-    if constexpr (RI <= RJ) {  // hold the i vectors, stream the j vectors
-      vf a[RI];
+    vf a[RI];  // hold the i vectors, stream the j vectors (RI <= RJ)
 #pragma GCC unroll 8
-      for (int i = 0; i < RI; ++i) a[i] = vload(ri + i * kp + k);
+    for (int i = 0; i < RI; ++i) a[i] = vload(ri + i * kp + k);
 #pragma GCC unroll 8
-      for (int j = 0; j < RJ; ++j) {
-        const vf b = vload(rj + j * kp + k);
+    for (int j = 0; j < RJ; ++j) {
+      const vf b = vload(rj + j * kp + k);
 #pragma GCC unroll 8
-        for (int i = 0; i < RI; ++i)
-          if (!DIAG || j >= i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
-      }
-    } else {
-      vf b[RJ];
-#pragma GCC unroll 8
-      for (int j = 0; j < RJ; ++j) b[j] = vload(rj + j * kp + k);
-#pragma GCC unroll 8
-      for (int i = 0; i < RI; ++i) {
-        const vf a = vload(ri + i * kp + k);
-#pragma GCC unroll 8
-        for (int j = 0; j < RJ; ++j)
-          if (!DIAG || j >= i) acc[i][j] = fmadd(a, b[j], acc[i][j]);
-      }
+      for (int i = 0; i < RI; ++i)
+        if (!DIAG || j >= i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
     }
   }
 #pragma GCC unroll 8
