@@ -306,3 +306,11 @@ def test_gates_with_statistics_on_a_unet(tmp_path):
     assert not torch.allclose(got, unfolded, rtol=1e-2, atol=1e-2)
     base_acc = pixel_accuracy(base, VAL)
     assert base_acc - pixel_accuracy(pruned, VAL) <= 0.01 * base_acc
+
+
+def test_gate_init_choices_are_the_method_s():
+    """The CLI lists them without importing torch at parse time; they must stay the library's."""
+    from fastprune.cli.commands.plan import GATE_INITS
+    from fastprune.train.gates import INITS
+
+    assert GATE_INITS == INITS

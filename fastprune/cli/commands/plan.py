@@ -16,7 +16,8 @@ from pathlib import Path
 
 HELP = "make a pruning plan (plan.json) from a statistics file, or by learned gates"
 
-GATE_INITS = ("ones", "uniform", "chaotic", "he", "lecun", "xavier")
+GATE_INITS = (  # fastprune.train.gates.INITS, spelled out so `--help` needs no torch (tested equal)
+    "ones", "uniform", "chaotic", "he", "lecun", "xavier")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
