@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <stdexcept>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -21,6 +22,9 @@
 #include "fastprune/convert.h"
 #include "fastprune/moments.h"
 #include "fastprune/moments_tile.h"
+
+
+
 
 namespace fastprune::cpu::FASTPRUNE_ISA {
 namespace {
@@ -132,7 +136,7 @@ std::unique_ptr<T[], AlignedFree> aligned_zeros(std::size_t n) {
 // channel c, rows past C zero) and the Gram is formed by inner products over samples; interleaved
 // (channels_last) input gives a sample-major K x ld panel and outer-product micro-tiles.
 struct Tile {
-  std::int64_t C, ld, K;
+  std::int64_t C, ld, K, kp = 0;  // kp: row stride of a channel-major panel
   bool planar;
   std::unique_ptr<float[], AlignedFree> panel, gram, shift, s1, s2, abs, mn, mx;
   std::unique_ptr<std::int32_t[], AlignedFree> zeros, nonfin;
@@ -149,8 +153,10 @@ struct Tile {
       // inner-product block stay in L1 while the others stream; the per-tile lane reduction and
       // fp64 merge are amortised over >= 128 samples; lane sums hold K / W <= 256 terms each
       ld = ((C + 8 + 15) / 16) * 16;  // rows past C (up to C + 8) are zero padding
-      K = std::min<std::int64_t>(1024, std::max<std::int64_t>(128, (262144 / C) / 16 * 16));
-      panel = aligned_zeros<float>(static_cast<std::size_t>(ld * K));
+      K = 1024;  // a power of two in [128, 1024] (gram_inner's strides)
+      while (K > 128 && K * C > 262144) K /= 2;
+      kp = K + 16;  // a row stride off the 4 KiB multiples: the rows of a block share no L1 set
+      panel = aligned_zeros<float>(static_cast<std::size_t>(ld * kp));
       gram = aligned_zeros<float>(static_cast<std::size_t>(ld * ld));
     } else {
       // sample-major panel <= 128 KiB (L2), between 64 and 512 samples: bounded fp32 accumulation
@@ -183,14 +189,16 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
   const vf vsh = splat(sh);
   vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
   vi z{};
-  float* row = COV ? t.panel.get() + c * t.K : nullptr;
+  float* row = COV ? t.panel.get() + c * t.kp : nullptr;
   std::int64_t k = 0;
   for (; k + W <= kn; k += W) {
-    __builtin_prefetch(x + k + t.K, 0, 2);  // the next tile of this channel, into L2
+    if constexpr (!COV) __builtin_prefetch(x + k + t.K, 0, 2);  // the next tile of this channel, into L2 (with cov: during the Gram)
     const vf v = Elem<D>::vec(x + k);
     const vf d = v - vsh;
-    s1 += d;
-    s2 = fmadd(d, d, s2);
+    if constexpr (!COV) {  // with cov the Gram gives them (its diagonal and its ones column)
+      s1 += d;
+      s2 = fmadd(d, d, s2);
+    }
     ab += vabs(v);
     mn = v < mn ? v : mn;
     mx = v > mx ? v : mx;
@@ -219,7 +227,8 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
   if constexpr (COV) {
     for (k = kn; k < t.kv(kn); ++k) row[k] = 0.0f;  // pad to whole vectors
   }
-  t.s1[c] = fs1; t.s2[c] = fs2; t.abs[c] = fab; t.mn[c] = fmn; t.mx[c] = fmx;
+  if constexpr (!COV) { t.s1[c] = fs1; t.s2[c] = fs2; }
+  t.abs[c] = fab; t.mn[c] = fmn; t.mx[c] = fmx;
   t.zeros[c] = fz; t.nonfin[c] = fnf;
 }
 
@@ -324,14 +333,30 @@ inline float hsum(vf v) {
 #endif
 }
 
+// The next tile's input (`rows` rows of `bytes` bytes, `stride` bytes apart), prefetched into L2
+// while the Gram of the current tile computes from cache, so that the memory reads of the stream
+// overlap the arithmetic instead of stalling the pack. The rows are dealt out evenly to the
+// Gram's blocks, which prefetch a line per loop step: a burst would fill the line-fill buffers
+// the Gram's own loads need.
+struct Prefetch {
+  const char* base = nullptr;
+  std::int64_t rows = 0, bytes = 0, stride = 0;
+};
+
 // g[i0 + i][j0 + j] = sum_k p[i0 + i][k] * p[j0 + j][k], i < RI, j < RJ: rows of a channel-major
-// panel (row stride kp), over kv samples (a multiple of W). Lane partial sums, reduced at the end.
-inline void inner_tile(const float* p, std::int64_t kp, std::int64_t kv, std::int64_t i0,
-                       std::int64_t j0, float* g, std::int64_t ld) {
+// panel (row stride KP, a compile-time constant so that the row addresses are immediate offsets),
+// over kv samples (a multiple of W). Lane partial sums, reduced at the end. DIAG: a block on the
+// diagonal (i0 == j0, RI == RJ), of which only j >= i is needed. `pr`: a row to prefetch along
+// the way (`step` bytes a loop step), or null.
+template <std::int64_t KP, bool DIAG>
+inline void inner_tile(const float* p, std::int64_t kv, std::int64_t i0, std::int64_t j0, float* g,
+                       std::int64_t ld, const char* pr, std::int64_t step) {
   vf acc[RI][RJ] = {};
-  const float* ri = p + i0 * kp;
-  const float* rj = p + j0 * kp;
+  const float* ri = p + i0 * KP;
+  const float* rj = p + j0 * KP;
+  const std::int64_t kp = KP;
   for (std::int64_t k = 0; k < kv; k += W) {
+    if (pr != nullptr) __builtin_prefetch(pr + k / W * step, 0, 2);
     if constexpr (RI <= RJ) {  // hold the i vectors, stream the j vectors
       vf a[RI];
 #pragma GCC unroll 8
@@ -340,7 +365,8 @@ inline void inner_tile(const float* p, std::int64_t kp, std::int64_t kv, std::in
       for (int j = 0; j < RJ; ++j) {
         const vf b = vload(rj + j * kp + k);
 #pragma GCC unroll 8
-        for (int i = 0; i < RI; ++i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
+        for (int i = 0; i < RI; ++i)
+          if (!DIAG || j >= i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
       }
     } else {
       vf b[RJ];
@@ -350,22 +376,56 @@ inline void inner_tile(const float* p, std::int64_t kp, std::int64_t kv, std::in
       for (int i = 0; i < RI; ++i) {
         const vf a = vload(ri + i * kp + k);
 #pragma GCC unroll 8
-        for (int j = 0; j < RJ; ++j) acc[i][j] = fmadd(a, b[j], acc[i][j]);
+        for (int j = 0; j < RJ; ++j)
+          if (!DIAG || j >= i) acc[i][j] = fmadd(a, b[j], acc[i][j]);
       }
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < RI; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < RJ; ++j) g[(i0 + i) * ld + j0 + j] = hsum(acc[i][j]);
+    for (int j = 0; j < RJ; ++j)
+      if (!DIAG || j >= i) g[(i0 + i) * ld + j0 + j] = hsum(acc[i][j]);
 }
 
 // Upper triangle (plus the few entries the blocks straddle) of a channel-major panel's Gram.
-void gram_inner(const Tile& t, std::int64_t kn) {
-  const std::int64_t kv = t.kv(kn);
-  for (std::int64_t i0 = 0; i0 < t.C; i0 += RI)
-    for (std::int64_t j0 = (i0 / RJ) * RJ; j0 < t.C; j0 += RJ)
-      inner_tile(t.panel.get(), t.K, kv, i0, j0, t.gram.get(), t.ld);
+// Row C of the panel is ones over the tile's samples, so column C of the Gram holds the shifted
+// sums S1 and its diagonal the shifted sums of squares: the pack does not add them up again.
+template <std::int64_t KP>
+void gram_inner_kp(Tile& t, std::int64_t kn, const Prefetch& pf) {
+  const std::int64_t kv = t.kv(kn), C = t.C, J = C + 1;  // columns 0..C
+  float* ones = t.panel.get() + C * KP;
+  for (std::int64_t k = 0; k < kv; ++k) ones[k] = k < kn ? 1.0f : 0.0f;
+  std::int64_t blocks = 0;
+  for (std::int64_t i0 = 0; i0 < C; i0 += RI) blocks += (J - (i0 / RJ) * RJ + RJ - 1) / RJ;
+  // block b prefetches rows [rows * b / blocks, rows * (b + 1) / blocks): all but the first
+  // at once, the first a line per step (64 / step steps a line)
+  const std::int64_t lines_per_step = std::max<std::int64_t>(1, W * 4 / 64);
+  const std::int64_t step = 64 * lines_per_step * pf.bytes / std::max<std::int64_t>(1, kv * 4);
+  std::int64_t b = 0;
+  for (std::int64_t i0 = 0; i0 < C; i0 += RI)
+    for (std::int64_t j0 = (i0 / RJ) * RJ; j0 < J; j0 += RJ, ++b) {
+      const std::int64_t r0 = pf.rows * b / blocks, r1 = pf.rows * (b + 1) / blocks;
+      for (std::int64_t r = r0 + 1; r < r1; ++r)
+        for (std::int64_t o = 0; o < pf.bytes; o += 64) __builtin_prefetch(pf.base + r * pf.stride + o, 0, 2);
+      const char* pr = r1 > r0 ? pf.base + r0 * pf.stride : nullptr;
+      if (RI == RJ && j0 == i0) inner_tile<KP, true>(t.panel.get(), kv, i0, j0, t.gram.get(), t.ld, pr, step);
+      else inner_tile<KP, false>(t.panel.get(), kv, i0, j0, t.gram.get(), t.ld, pr, step);
+    }
+  for (std::int64_t c = 0; c < C; ++c) {
+    t.s1[c] = t.gram[c * t.ld + C];
+    t.s2[c] = t.gram[c * t.ld + c];
+  }
+}
+
+void gram_inner(Tile& t, std::int64_t kn, const Prefetch& pf) {
+  switch (t.kp) {
+    case 1024 + 16: return gram_inner_kp<1024 + 16>(t, kn, pf);
+    case 512 + 16: return gram_inner_kp<512 + 16>(t, kn, pf);
+    case 256 + 16: return gram_inner_kp<256 + 16>(t, kn, pf);
+    case 128 + 16: return gram_inner_kp<128 + 16>(t, kn, pf);
+  }
+  throw std::logic_error("fastprune: unexpected panel stride");
 }
 
 // Upper triangle (plus the few entries the micro-tiles straddle) of a sample-major panel's Gram.
@@ -382,23 +442,28 @@ struct ImageAcc {
 };
 
 // Merges the packed tile (kn samples) into the thread totals and the image accumulator.
-void merge_tile(const Tile& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::vector<double>& d) {
+// d and o: scratch of C doubles each.
+void merge_tile(const Tile& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::vector<double>& dv,
+                std::vector<double>& ov) {
   const std::int64_t C = t.C;
   const double k = static_cast<double>(kn);
   const double w = moments::chan_weight(acc.n, k);
+  double* __restrict d = dv.data();
+  double* __restrict o = ov.data();
   for (std::int64_t c = 0; c < C; ++c) {
     const double tm = moments::tile_mean(t.shift[c], t.s1[c], k);
     d[c] = tm - acc.mean[c];
+    o[c] = t.s1[c] / k;
   }
   if (acc.cov) {
     for (std::int64_t i = 0; i < C; ++i) {
-      double* mrow = acc.m2.data() + i * C;
-      const float* grow = t.gram.get() + i * t.ld;
-      const float si = t.s1[i];
+      double* __restrict mrow = acc.m2.data() + i * C;
+      const float* __restrict grow = t.gram.get() + i * t.ld;
+      const double si = t.s1[i];
       const double di = d[i] * w;
       mrow[i] += moments::tile_m2(t.s2[i], si, k) + d[i] * di;
       for (std::int64_t j = i + 1; j < C; ++j)
-        mrow[j] += moments::tile_comoment(grow[j], si, t.s1[j], k) + di * d[j];
+        mrow[j] += moments::tile_comoment(grow[j], si, o[j]) + di * d[j];
     }
   } else {
     for (std::int64_t c = 0; c < C; ++c)
@@ -425,12 +490,34 @@ void merge_tile(const Tile& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::ve
   }
 }
 
+// The rows of the planar tile that follows pixel p of `image` (pixels up to p_end), or when the
+// image is done the first tile of the next one (its samples start at global index m_next < m1).
+template <class T>
+Prefetch next_planar_tile(const Batch& b, const T* data, std::int64_t image, std::int64_t p,
+                          std::int64_t p_end, std::int64_t m_next, std::int64_t m1, std::int64_t K) {
+  std::int64_t kn = 0;
+  if (p < p_end) {
+    kn = std::min(K, p_end - p);
+  } else if (m_next < m1) {
+    image = m_next / b.P;
+    p = m_next % b.P;
+    kn = std::min({K, b.P - p, m1 - m_next});
+  }
+  Prefetch pf;
+  if (kn <= 0) return pf;
+  pf.base = reinterpret_cast<const char*>(data + image * b.sI + p);
+  pf.rows = b.C;
+  pf.bytes = kn * static_cast<std::int64_t>(sizeof(T));
+  pf.stride = b.sC * static_cast<std::int64_t>(sizeof(T));
+  return pf;
+}
+
 template <DType D>
 void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
   using T = typename Elem<D>::T;
   const T* data = reinterpret_cast<const T*>(b.data);
   Tile t(b.C, b.cov, b.planar);
-  std::vector<double> d(b.C);
+  std::vector<double> d(b.C), o(b.C);
   ImageAcc img;
   img.mean.assign(b.C, 0.0);
   img.m2.assign(b.C, 0.0);
@@ -465,10 +552,14 @@ void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
         else pack_interleaved<D, false>(base + p * b.sP, b.sP, kn, t);
       }
       if (b.cov) {
-        if (b.planar) gram_inner(t, kn);
-        else gram_upper(t, kn);
+        if (b.planar) {
+          Prefetch pf = next_planar_tile<T>(b, data, image, p + t.K, p_end, m + (p_end - p_begin), m1, t.K);
+          gram_inner(t, kn, pf);
+        } else {
+          gram_upper(t, kn);
+        }
       }
-      merge_tile(t, kn, acc, &img, d);
+      merge_tile(t, kn, acc, &img, d, o);
     }
     if (b.per_image) {
       if (p_begin == 0 && p_end == b.P) {
