@@ -171,7 +171,7 @@ struct Tile {
       // terms each
       ld = ((C + 8 + 15) / 16) * 16;  // rows past C (up to C + 8) are zero padding
       K = 1024;  // a power of two in [128, 1024] (gram_inner's strides)
-      while (K > 128 && K * C > 131072) K /= 2;
+      while (K > 128 && K * C > 524288) K /= 2;
       kp = K + 16;  // a row stride off the 4 KiB multiples: the rows of a block share no L1 set
       panel = aligned_zeros<float>(static_cast<std::size_t>(ld * kp));
       if (shared_gram == nullptr) gram_store = aligned_zeros<float>(static_cast<std::size_t>(ld * ld));
@@ -424,16 +424,23 @@ void gram_inner_kp(Tile& t, std::int64_t kn, const NextTile<D>* next) {
   const std::int64_t kv = t.kv(kn), C = t.C, J = C + 1;  // columns 0..C
   float* ones = t.panel.get() + C * KP;
   for (std::int64_t k = 0; k < kv; ++k) ones[k] = k < kn ? 1.0f : 0.0f;
+  // blocks in column panels of JC columns (<= 512 KiB of rows: the streamed rows stay in L2
+  // however many channels), in each the block rows that reach it
+  constexpr std::int64_t JC = (131072 / KP) / RJ * RJ;
+  const auto for_blocks = [&](auto&& f) {
+    for (std::int64_t jc = 0; jc < J; jc += JC)
+      for (std::int64_t i0 = 0; i0 < std::min(C, jc + JC); i0 += RI)
+        for (std::int64_t j0 = std::max(jc, (i0 / RJ) * RJ); j0 < std::min(J, jc + JC); j0 += RJ) f(i0, j0);
+  };
   std::int64_t blocks = 0;
-  for (std::int64_t i0 = 0; i0 < C; i0 += RI) blocks += (J - (i0 / RJ) * RJ + RJ - 1) / RJ;
+  for_blocks([&](std::int64_t, std::int64_t) { ++blocks; });
   // block b prefetches the next tile's rows [rows b / blocks, rows (b + 1) / blocks): the first
   // a line per loop step (the lines its steps do not reach after it), the others at once
   const std::int64_t rows = next != nullptr ? next->t->C : 0;
   const std::int64_t bytes = next != nullptr ? next->bytes() : 0, reach = std::min(bytes, kv / W * 64);
   const auto first_row = [&](std::int64_t blk) { return rows * blk / blocks; };
   std::int64_t b = 0, packed = 0;
-  for (std::int64_t i0 = 0; i0 < C; i0 += RI)
-    for (std::int64_t j0 = (i0 / RJ) * RJ; j0 < J; j0 += RJ, ++b) {
+  for_blocks([&](std::int64_t i0, std::int64_t j0) {
       const std::int64_t r0 = first_row(b), r1 = first_row(b + 1);
       for (std::int64_t r = r0 + 1; r < r1; ++r)
         for (std::int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next->row(r) + o, 0, 2);
@@ -444,7 +451,8 @@ void gram_inner_kp(Tile& t, std::int64_t kn, const NextTile<D>* next) {
       for (std::int64_t o = reach; r1 > r0 && o < bytes; o += 64) __builtin_prefetch(pr + o, 0, 2);
       if (b + 1 >= NextTile<D>::LAG)
         for (const std::int64_t upto = first_row(b + 2 - NextTile<D>::LAG); packed < upto; ++packed) next->pack(packed);
-    }
+      ++b;
+    });
   for (; packed < rows; ++packed) next->pack(packed);
   for (std::int64_t c = 0; c < C; ++c) {
     t.s1[c] = t.gram[c * t.ld + C];
