@@ -217,7 +217,7 @@ __global__ void __launch_bounds__(256) gram_kernel(Batch b, Splits s, std::int64
       const std::int64_t j = cj0 + tx * 4 + q;
       if (j >= b.C) continue;
       const double oj = (gmean[g * b.C + j] - static_cast<double>(shB[tx * 4 + q])) * n;
-      gpart[(g * b.C + i) * b.C + j] = tile_comoment(acc64[r][q] + acc[r][q], oi, oj, n);
+      gpart[(g * b.C + i) * b.C + j] = tile_comoment(acc64[r][q] + acc[r][q], oi, oj / n);
     }
   }
 }

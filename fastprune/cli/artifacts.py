@@ -35,6 +35,20 @@ class LoadedModel:
         return self.plan is not None
 
 
+def require_file(path: str | Path, what: str) -> Path:
+    """`path` as a Path if it is a file, else the user's error '<what> not found: <path>'."""
+    if not Path(path).is_file():
+        raise UsageError(f"{what} not found: {path}")
+    return Path(path)
+
+
+def load_stats(path: str | Path):
+    """A statistics file written by `fastprune score`."""
+    from ..stats.statistics import Statistics
+
+    return Statistics.load(require_file(path, "statistics file"))
+
+
 def load_model(text: str, weights: str | None = None) -> LoadedModel:
     """Build a model from a SPEC or a model folder; `weights` (a checkpoint) overrides."""
     if is_model_dir(text):

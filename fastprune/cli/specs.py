@@ -141,7 +141,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, path: str | Path, what: str = "the model") -> None:
-    state = read_state_dict(path)
+    load_state(model, read_state_dict(path), path, what)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str = "the model") -> None:
+    """`model.load_state_dict(state, strict=True)`; a misfit is the user's error naming `path`."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -49,41 +49,7 @@ def measure_latency(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fastprune: measure_latency needs an nn.Module, got {type(model).__name__}")
-    if not isinstance(example, torch.Tensor):
-        raise TypeError(f"fastprune: measure_latency needs a tensor input, got {type(example).__name__}")
-    if example.device.type != "cpu":
-        raise ValueError(f"fastprune: measure_latency times the CPU; the input is on {example.device}")
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"fastprune: need warmup >= 0 and repeats >= 1 (got {warmup}, {repeats})")
-    if threads is not None and threads < 1:
-        raise ValueError(f"fastprune: threads must be >= 1 (got {threads})")
-    old_threads = torch.get_num_threads()
-    was_training = model.training
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        model.eval()
-        times = []
-        with torch.inference_mode():
-            for _ in range(warmup):
-                model(example)
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model(example)
-                times.append((time.perf_counter() - t0) * 1e3)
-        used = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old_threads)
-        model.train(was_training)
-    return Latency(
-        median_ms=float(statistics.median(times)),
-        min_ms=float(min(times)),
-        max_ms=float(max(times)),
-        repeats=repeats,
-        warmup=warmup,
-        threads=used,
-        input_shape=tuple(int(s) for s in example.shape),
-    )
+    return measure_latencies({"model": model}, example, warmup=warmup, repeats=repeats, threads=threads)["model"]
 
 
 def measure_latencies(
@@ -101,6 +67,10 @@ def measure_latencies(
     """
     if not models:
         raise ValueError("fastprune: measure_latencies needs at least one model")
+    if not isinstance(example, torch.Tensor):
+        raise TypeError(f"fastprune: measure_latency needs a tensor input, got {type(example).__name__}")
+    if example.device.type != "cpu":
+        raise ValueError(f"fastprune: measure_latency times the CPU; the input is on {example.device}")
     for name, m in models.items():
         if not isinstance(m, nn.Module):
             raise TypeError(f"fastprune: '{name}' is not an nn.Module")

@@ -6,13 +6,16 @@
 // own layout (no transpose); the same loads fold the per-channel statistics. The upper triangle
 // of the fp32 Gram of the panel is then computed: for planar (NCHW) input as inner products over
 // samples of channel rows (RI x RJ blocks of lane-partial sums, reduced once per tile), for
-// interleaved (channels_last) input with 6 x (2 vectors) outer-product micro-tiles. The tile is
-// merged into the thread's fp64 totals with Chan's update (moments_tile.h).
+// interleaved (channels_last) input with 6 x (2 vectors) outer-product micro-tiles. A planar
+// panel carries a row of ones, so the Gram also gives the tile's shifted sums and sums of squares,
+// and its blocks prefetch the next tile into L2 while they compute. The tile is merged into the
+// thread's fp64 totals with Chan's update (moments_tile.h).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <stdexcept>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -21,6 +24,9 @@
 #include "fastprune/convert.h"
 #include "fastprune/moments.h"
 #include "fastprune/moments_tile.h"
+
+
+
 
 namespace fastprune::cpu::FASTPRUNE_ISA {
 namespace {
@@ -46,6 +52,7 @@ constexpr int RI = 3, RJ = 4;
 #else
 constexpr int RI = 3, RJ = 3;
 #endif
+static_assert(RI <= RJ, "inner_tile holds the RI vectors and streams the RJ ones");
 
 typedef float vf __attribute__((vector_size(W * 4)));
 typedef std::int32_t vi __attribute__((vector_size(W * 4)));
@@ -78,6 +85,15 @@ inline vf splat(float x) {
 #endif
 }
 inline vf vabs(vf v) { return (vf)((vu)v & 0x7fffffffu); }
+// z + 1 in the lanes where v is zero (AVX-512: one masked add instead of a select and a subtract)
+inline vi count_zeros(vf v, vi z) {
+#if defined(__AVX512F__)
+  return (vi)_mm512_mask_add_epi32((__m512i)z, _mm512_cmpeq_ps_mask((__m512)v, _mm512_setzero_ps()),
+                                   (__m512i)z, _mm512_set1_epi32(1));
+#else
+  return z - (vi)(v == 0.0f);
+#endif
+}
 inline vf vload(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 
@@ -131,13 +147,17 @@ std::unique_ptr<T[], AlignedFree> aligned_zeros(std::size_t n) {
 // Planar (NCHW) input keeps its layout: the panel is channel-major (row c = K shifted samples of
 // channel c, rows past C zero) and the Gram is formed by inner products over samples; interleaved
 // (channels_last) input gives a sample-major K x ld panel and outer-product micro-tiles.
+// A pipelined run (planar input with cov) keeps two tiles, one being reduced while the next is
+// packed, that share one Gram (`gram` points to the first tile's).
 struct Tile {
-  std::int64_t C, ld, K;
+  std::int64_t C, ld, K, kp = 0;  // kp: row stride of a channel-major panel
   bool planar;
-  std::unique_ptr<float[], AlignedFree> panel, gram, shift, s1, s2, abs, mn, mx;
+  std::unique_ptr<float[], AlignedFree> panel, gram_store, shift, s1, s2, abs, mn, mx;
   std::unique_ptr<std::int32_t[], AlignedFree> zeros, nonfin;
+  float* gram = nullptr;
 
-  Tile(std::int64_t channels, bool cov, bool planar_input) : C(channels), planar(planar_input) {
+  Tile(std::int64_t channels, bool cov, bool planar_input, float* shared_gram = nullptr)
+      : C(channels), planar(planar_input) {
     const std::int64_t a = NR > 16 ? NR : 16;
     ld = ((C + a - 1) / a) * a;
     if (!cov) {
@@ -145,19 +165,23 @@ struct Tile {
       // interleaved tile stays in L1 (the pack walks it once per vector of channels)
       K = planar ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (8192 / ld) / 16 * 16));
     } else if (planar) {
-      // channel-major panel <= 1 MiB (L2) for C >= 256 and K = 1024 below: the RI rows of an
-      // inner-product block stay in L1 while the others stream; the per-tile lane reduction and
-      // fp64 merge are amortised over >= 128 samples; lane sums hold K / W <= 256 terms each
+      // two channel-major panels <= 512 KiB each (L2) for C >= 128 and K = 1024 below: the RI
+      // rows of an inner-product block stay in L1 while the others stream; the per-tile lane
+      // reduction and fp64 merge are amortised over >= 128 samples; lane sums hold K / W <= 64
+      // terms each
       ld = ((C + 8 + 15) / 16) * 16;  // rows past C (up to C + 8) are zero padding
-      K = std::min<std::int64_t>(1024, std::max<std::int64_t>(128, (262144 / C) / 16 * 16));
-      panel = aligned_zeros<float>(static_cast<std::size_t>(ld * K));
-      gram = aligned_zeros<float>(static_cast<std::size_t>(ld * ld));
+      K = 1024;  // a power of two in [128, 1024] (gram_inner's strides)
+      while (K > 128 && K * C > 524288) K /= 2;
+      kp = K + 16;  // a row stride off the 4 KiB multiples: the rows of a block share no L1 set
+      panel = aligned_zeros<float>(static_cast<std::size_t>(ld * kp));
+      if (shared_gram == nullptr) gram_store = aligned_zeros<float>(static_cast<std::size_t>(ld * ld));
     } else {
       // sample-major panel <= 128 KiB (L2), between 64 and 512 samples: bounded fp32 accumulation
       K = std::min<std::int64_t>(512, std::max<std::int64_t>(64, (32768 / ld) / 16 * 16));
       panel = aligned_zeros<float>(static_cast<std::size_t>(K * ld + 64));
-      gram = aligned_zeros<float>(static_cast<std::size_t>((ld + MR) * ld));
+      gram_store = aligned_zeros<float>(static_cast<std::size_t>((ld + MR) * ld));
     }
+    gram = shared_gram != nullptr ? shared_gram : gram_store.get();
     for (auto* p : {&shift, &s1, &s2, &abs, &mn, &mx}) *p = aligned_zeros<float>(ld);
     zeros = aligned_zeros<std::int32_t>(ld);
     nonfin = aligned_zeros<std::int32_t>(ld);
@@ -183,18 +207,20 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
   const vf vsh = splat(sh);
   vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
   vi z{};
-  float* row = COV ? t.panel.get() + c * t.K : nullptr;
+  float* row = COV ? t.panel.get() + c * t.kp : nullptr;
   std::int64_t k = 0;
   for (; k + W <= kn; k += W) {
-    __builtin_prefetch(x + k + t.K, 0, 2);  // the next tile of this channel, into L2
+    if constexpr (!COV) __builtin_prefetch(x + k + t.K, 0, 2);  // the next tile of this channel, into L2 (with cov: during the Gram)
     const vf v = Elem<D>::vec(x + k);
     const vf d = v - vsh;
-    s1 += d;
-    s2 = fmadd(d, d, s2);
+    if constexpr (!COV) {  // with cov the Gram gives them (its diagonal and its ones column)
+      s1 += d;
+      s2 = fmadd(d, d, s2);
+    }
     ab += vabs(v);
     mn = v < mn ? v : mn;
     mx = v > mx ? v : mx;
-    z -= (v == 0.0f);
+    z = count_zeros(v, z);
     if constexpr (COV) vstore(row + k, d);
   }
   float fs1 = 0, fs2 = 0, fab = 0, fmn = mn[0], fmx = mx[0];
@@ -219,7 +245,8 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
   if constexpr (COV) {
     for (k = kn; k < t.kv(kn); ++k) row[k] = 0.0f;  // pad to whole vectors
   }
-  t.s1[c] = fs1; t.s2[c] = fs2; t.abs[c] = fab; t.mn[c] = fmn; t.mx[c] = fmx;
+  if constexpr (!COV) { t.s1[c] = fs1; t.s2[c] = fs2; }
+  t.abs[c] = fab; t.mn[c] = fmn; t.mx[c] = fmx;
   t.zeros[c] = fz; t.nonfin[c] = fnf;
 }
 
@@ -249,7 +276,7 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
         bab += vabs(v);
         mn = v < mn ? v : mn;
         mx = v > mx ? v : mx;
-        z -= (v == 0.0f);
+        z = count_zeros(v, z);
         if constexpr (COV) vstore(t.panel.get() + k * t.ld + c0, d);
       }
       s1 += b1; s2 += b2; ab += bab;
@@ -325,54 +352,130 @@ inline float hsum(vf v) {
 }
 
 // g[i0 + i][j0 + j] = sum_k p[i0 + i][k] * p[j0 + j][k], i < RI, j < RJ: rows of a channel-major
-// panel (row stride kp), over kv samples (a multiple of W). Lane partial sums, reduced at the end.
-inline void inner_tile(const float* p, std::int64_t kp, std::int64_t kv, std::int64_t i0,
-                       std::int64_t j0, float* g, std::int64_t ld) {
+// panel (row stride KP, a compile-time constant so that the row addresses are immediate offsets),
+// over kv samples (a multiple of W). Lane partial sums, reduced at the end. DIAG: a block on the
+// diagonal (i0 == j0, RI == RJ), of which only j >= i is needed. [pr, pend): bytes to
+// prefetch into L2 along the way, a line a loop step.
+template <std::int64_t KP, bool DIAG>
+inline void inner_tile(const float* p, std::int64_t kv, std::int64_t i0, std::int64_t j0, float* g,
+                       std::int64_t ld, const char* pr, const char* pend) {
   vf acc[RI][RJ] = {};
-  const float* ri = p + i0 * kp;
-  const float* rj = p + j0 * kp;
+  const float* ri = p + i0 * KP;
+  const float* rj = p + j0 * KP;
+  const std::int64_t kp = KP;
   for (std::int64_t k = 0; k < kv; k += W) {
-    if constexpr (RI <= RJ) {  // hold the i vectors, stream the j vectors
-      vf a[RI];
+    if (pr < pend) {
+      __builtin_prefetch(pr, 0, 2);
+      pr += 64;
+    }
+    vf a[RI];  // hold the i vectors, stream the j vectors (RI <= RJ)
 #pragma GCC unroll 8
-      for (int i = 0; i < RI; ++i) a[i] = vload(ri + i * kp + k);
+    for (int i = 0; i < RI; ++i) a[i] = vload(ri + i * kp + k);
 #pragma GCC unroll 8
-      for (int j = 0; j < RJ; ++j) {
-        const vf b = vload(rj + j * kp + k);
+    for (int j = 0; j < RJ; ++j) {
+      const vf b = vload(rj + j * kp + k);
 #pragma GCC unroll 8
-        for (int i = 0; i < RI; ++i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
-      }
-    } else {
-      vf b[RJ];
-#pragma GCC unroll 8
-      for (int j = 0; j < RJ; ++j) b[j] = vload(rj + j * kp + k);
-#pragma GCC unroll 8
-      for (int i = 0; i < RI; ++i) {
-        const vf a = vload(ri + i * kp + k);
-#pragma GCC unroll 8
-        for (int j = 0; j < RJ; ++j) acc[i][j] = fmadd(a, b[j], acc[i][j]);
-      }
+      for (int i = 0; i < RI; ++i)
+        if (!DIAG || j >= i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < RI; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < RJ; ++j) g[(i0 + i) * ld + j0 + j] = hsum(acc[i][j]);
+    for (int j = 0; j < RJ; ++j)
+      if (!DIAG || j >= i) g[(i0 + i) * ld + j0 + j] = hsum(acc[i][j]);
 }
 
-// Upper triangle (plus the few entries the blocks straddle) of a channel-major panel's Gram.
-void gram_inner(const Tile& t, std::int64_t kn) {
-  const std::int64_t kv = t.kv(kn);
-  for (std::int64_t i0 = 0; i0 < t.C; i0 += RI)
-    for (std::int64_t j0 = (i0 / RJ) * RJ; j0 < t.C; j0 += RJ)
-      inner_tile(t.panel.get(), t.K, kv, i0, j0, t.gram.get(), t.ld);
+// Mean (fp64) of n samples `stride` apart: the shift of an image's first tile.
+template <DType D>
+float channel_mean(const typename Elem<D>::T* x, std::int64_t n, std::int64_t stride) {
+  double sum = 0;
+  for (std::int64_t k = 0; k < n; ++k) sum += Elem<D>::one(x + k * stride);
+  return static_cast<float>(sum / static_cast<double>(n));
+}
+
+// The next planar tile (kn samples of row c at base + c * stride), packed into `t` row by row
+// while the current tile's Gram computes: a row is prefetched into L2 a line per loop step of
+// one block and packed LAG blocks later. Its loads then come from L2 (rows a power-of-two
+// channel stride apart share L2 sets, so rows prefetched a whole tile ahead would be evicted
+// again) and the pack's arithmetic fills the Gram's gaps.
+template <DType D>
+struct NextTile {
+  static constexpr std::int64_t LAG = 2;
+  const typename Elem<D>::T* base = nullptr;
+  std::int64_t stride = 0, kn = 0;
+  bool own_shift = false;  // an image's first tile: each row is shifted by its own mean
+  Tile* t = nullptr;
+
+  const char* row(std::int64_t c) const { return reinterpret_cast<const char*>(base + c * stride); }
+  std::int64_t bytes() const { return kn * static_cast<std::int64_t>(sizeof(typename Elem<D>::T)); }
+  void pack(std::int64_t c) const {
+    if (own_shift) t->shift[c] = channel_mean<D>(base + c * stride, kn, 1);
+    pack_planar_channel<D, true>(base + c * stride, kn, c, *t);
+  }
+};
+
+// Upper triangle (plus the few entries the blocks straddle) of a channel-major panel's Gram, and
+// the pack of the next tile (if any) alongside. Row C of the panel is ones over the tile's
+// samples, so column C of the Gram holds the shifted sums S1 and its diagonal the shifted sums of
+// squares: the pack does not add them up again.
+template <std::int64_t KP, DType D>
+void gram_inner_kp(Tile& t, std::int64_t kn, const NextTile<D>* next) {
+  const std::int64_t kv = t.kv(kn), C = t.C, J = C + 1;  // columns 0..C
+  float* ones = t.panel.get() + C * KP;
+  for (std::int64_t k = 0; k < kv; ++k) ones[k] = k < kn ? 1.0f : 0.0f;
+  // blocks in column panels of JC columns (<= 512 KiB of rows: the streamed rows stay in L2
+  // however many channels), in each the block rows that reach it
+  constexpr std::int64_t JC = (131072 / KP) / RJ * RJ;
+  const auto for_blocks = [&](auto&& f) {
+    for (std::int64_t jc = 0; jc < J; jc += JC)
+      for (std::int64_t i0 = 0; i0 < std::min(C, jc + JC); i0 += RI)
+        for (std::int64_t j0 = std::max(jc, (i0 / RJ) * RJ); j0 < std::min(J, jc + JC); j0 += RJ) f(i0, j0);
+  };
+  std::int64_t blocks = 0;
+  for_blocks([&](std::int64_t, std::int64_t) { ++blocks; });
+  // block b prefetches the next tile's rows [rows b / blocks, rows (b + 1) / blocks): the first
+  // a line per loop step (the lines its steps do not reach after it), the others at once
+  const std::int64_t rows = next != nullptr ? next->t->C : 0;
+  const std::int64_t bytes = next != nullptr ? next->bytes() : 0, reach = std::min(bytes, kv / W * 64);
+  const auto first_row = [&](std::int64_t blk) { return rows * blk / blocks; };
+  std::int64_t b = 0, packed = 0;
+  for_blocks([&](std::int64_t i0, std::int64_t j0) {
+      const std::int64_t r0 = first_row(b), r1 = first_row(b + 1);
+      for (std::int64_t r = r0 + 1; r < r1; ++r)
+        for (std::int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next->row(r) + o, 0, 2);
+      const char* pr = r1 > r0 ? next->row(r0) : nullptr;
+      const char* pend = r1 > r0 ? pr + reach : nullptr;
+      if (RI == RJ && j0 == i0) inner_tile<KP, true>(t.panel.get(), kv, i0, j0, t.gram, t.ld, pr, pend);
+      else inner_tile<KP, false>(t.panel.get(), kv, i0, j0, t.gram, t.ld, pr, pend);
+      for (std::int64_t o = reach; r1 > r0 && o < bytes; o += 64) __builtin_prefetch(pr + o, 0, 2);
+      if (b + 1 >= NextTile<D>::LAG)
+        for (const std::int64_t upto = first_row(b + 2 - NextTile<D>::LAG); packed < upto; ++packed) next->pack(packed);
+      ++b;
+    });
+  for (; packed < rows; ++packed) next->pack(packed);
+  for (std::int64_t c = 0; c < C; ++c) {
+    t.s1[c] = t.gram[c * t.ld + C];
+    t.s2[c] = t.gram[c * t.ld + c];
+  }
+}
+
+template <DType D>
+void gram_inner(Tile& t, std::int64_t kn, const NextTile<D>* next) {
+  switch (t.kp) {
+    case 1024 + 16: return gram_inner_kp<1024 + 16, D>(t, kn, next);
+    case 512 + 16: return gram_inner_kp<512 + 16, D>(t, kn, next);
+    case 256 + 16: return gram_inner_kp<256 + 16, D>(t, kn, next);
+    case 128 + 16: return gram_inner_kp<128 + 16, D>(t, kn, next);
+  }
+  throw std::logic_error("fastprune: unexpected panel stride");
 }
 
 // Upper triangle (plus the few entries the micro-tiles straddle) of a sample-major panel's Gram.
 void gram_upper(const Tile& t, std::int64_t kn) {
   for (std::int64_t i0 = 0; i0 < t.C; i0 += MR)
     for (std::int64_t j0 = (i0 / NR) * NR; j0 < t.C; j0 += NR)
-      micro_tile(t.panel.get(), t.ld, kn, i0, j0, t.gram.get());
+      micro_tile(t.panel.get(), t.ld, kn, i0, j0, t.gram);
 }
 
 // Running per-image (n, mean, m2) for msd.
@@ -382,23 +485,28 @@ struct ImageAcc {
 };
 
 // Merges the packed tile (kn samples) into the thread totals and the image accumulator.
-void merge_tile(const Tile& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::vector<double>& d) {
+// d and o: scratch of C doubles each.
+void merge_tile(const Tile& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::vector<double>& dv,
+                std::vector<double>& ov) {
   const std::int64_t C = t.C;
   const double k = static_cast<double>(kn);
   const double w = moments::chan_weight(acc.n, k);
+  double* __restrict d = dv.data();
+  double* __restrict o = ov.data();
   for (std::int64_t c = 0; c < C; ++c) {
     const double tm = moments::tile_mean(t.shift[c], t.s1[c], k);
     d[c] = tm - acc.mean[c];
+    o[c] = t.s1[c] / k;
   }
   if (acc.cov) {
     for (std::int64_t i = 0; i < C; ++i) {
-      double* mrow = acc.m2.data() + i * C;
-      const float* grow = t.gram.get() + i * t.ld;
-      const float si = t.s1[i];
+      double* __restrict mrow = acc.m2.data() + i * C;
+      const float* __restrict grow = t.gram + i * t.ld;
+      const double si = t.s1[i];
       const double di = d[i] * w;
       mrow[i] += moments::tile_m2(t.s2[i], si, k) + d[i] * di;
       for (std::int64_t j = i + 1; j < C; ++j)
-        mrow[j] += moments::tile_comoment(grow[j], si, t.s1[j], k) + di * d[j];
+        mrow[j] += moments::tile_comoment(grow[j], si, o[j]) + di * d[j];
     }
   } else {
     for (std::int64_t c = 0; c < C; ++c)
@@ -425,60 +533,106 @@ void merge_tile(const Tile& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::ve
   }
 }
 
+// A tile: kn samples from pixel p of `image`, whose samples in this range end at p_end. `first`:
+// the image's first tile in the range (it resets the image accumulator and is shifted by its
+// own mean); `whole`: the range holds the whole image.
+struct TileRef {
+  bool valid = false, first = false, whole = false;
+  std::int64_t image = 0, p = 0, kn = 0, p_end = 0;
+  bool last() const { return p + kn == p_end; }
+};
+
+TileRef first_tile(const Batch& b, std::int64_t m, std::int64_t m1, std::int64_t K) {
+  TileRef r;
+  if (m >= m1) return r;
+  r.valid = r.first = true;
+  r.image = m / b.P;
+  r.p = m % b.P;
+  r.p_end = std::min(b.P, r.p + (m1 - m));
+  r.kn = std::min(K, r.p_end - r.p);
+  r.whole = r.p == 0 && r.p_end == b.P;
+  return r;
+}
+
+TileRef next_tile(const Batch& b, const TileRef& c, std::int64_t m1, std::int64_t K) {
+  if (!c.last()) {
+    TileRef r = c;
+    r.first = false;
+    r.p += c.kn;
+    r.kn = std::min(K, r.p_end - r.p);
+    return r;
+  }
+  return first_tile(b, c.image * b.P + c.p_end, m1, K);
+}
+
+// Shift (an image's first tile: its own mean; else the image's running mean) and pack of a tile.
+template <DType D>
+void pack_tile(const Batch& b, const typename Elem<D>::T* data, const TileRef& r, const ImageAcc& img, Tile& t) {
+  const typename Elem<D>::T* x = data + r.image * b.sI + r.p * b.sP;
+  for (std::int64_t c = 0; c < b.C; ++c)
+    t.shift[c] = r.first ? channel_mean<D>(x + c * b.sC, r.kn, b.sP) : static_cast<float>(img.mean[c]);
+  if (b.planar) {
+    for (std::int64_t c = 0; c < b.C; ++c) {
+      if (b.cov) pack_planar_channel<D, true>(x + c * b.sC, r.kn, c, t);
+      else pack_planar_channel<D, false>(x + c * b.sC, r.kn, c, t);
+    }
+  } else {
+    if (b.cov) pack_interleaved<D, true>(x, b.sP, r.kn, t);
+    else pack_interleaved<D, false>(x, b.sP, r.kn, t);
+  }
+}
+
+// Samples [m0, m1) tile by tile: pack, Gram, merge. Planar input with cov is pipelined over two
+// tiles: the next tile is packed during the current one's Gram (gram_inner).
 template <DType D>
 void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
   using T = typename Elem<D>::T;
   const T* data = reinterpret_cast<const T*>(b.data);
-  Tile t(b.C, b.cov, b.planar);
-  std::vector<double> d(b.C);
+  const bool pipelined = b.planar && b.cov;
+  Tile t0(b.C, b.cov, b.planar);
+  std::unique_ptr<Tile> t1 = pipelined ? std::make_unique<Tile>(b.C, true, true, t0.gram) : nullptr;
+  Tile* tiles[2] = {&t0, pipelined ? t1.get() : &t0};
+  std::vector<double> d(b.C), o(b.C);
   ImageAcc img;
   img.mean.assign(b.C, 0.0);
   img.m2.assign(b.C, 0.0);
-  std::int64_t m = m0;
-  while (m < m1) {
-    const std::int64_t image = m / b.P, p_begin = m % b.P;
-    const std::int64_t p_end = std::min(b.P, p_begin + (m1 - m));
-    const T* base = data + image * b.sI;
-    img.n = 0;
-    std::fill(img.mean.begin(), img.mean.end(), 0.0);
-    std::fill(img.m2.begin(), img.m2.end(), 0.0);
-    for (std::int64_t p = p_begin; p < p_end; p += t.K) {
-      const std::int64_t kn = std::min(t.K, p_end - p);
-      // shift: the running mean of this image (so that the per-image spatial variance of msd
-      // does not cancel), or for an image's first tile its mean (an extra read from cache)
-      for (std::int64_t c = 0; c < b.C; ++c) {
-        if (img.n > 0) {
-          t.shift[c] = static_cast<float>(img.mean[c]);
-        } else {
-          double sum = 0;
-          for (std::int64_t k = 0; k < kn; ++k) sum += Elem<D>::one(base + c * b.sC + (p + k) * b.sP);
-          t.shift[c] = static_cast<float>(sum / static_cast<double>(kn));
-        }
+  TileRef cur = first_tile(b, m0, m1, t0.K);
+  if (cur.valid) pack_tile<D>(b, data, cur, img, t0);
+  for (int ci = 0; cur.valid;) {
+    Tile& t = *tiles[ci];
+    const TileRef nxt = next_tile(b, cur, m1, t0.K);
+    if (pipelined) {
+      NextTile<D> next;
+      if (nxt.valid) {
+        next.base = data + nxt.image * b.sI + nxt.p;
+        next.stride = b.sC;
+        next.kn = nxt.kn;
+        next.own_shift = nxt.first;
+        next.t = tiles[ci ^ 1];
+        if (!nxt.first)  // the running mean of the image's tiles before this one, or this one's shift
+          for (std::int64_t c = 0; c < b.C; ++c) next.t->shift[c] = cur.first ? t.shift[c] : static_cast<float>(img.mean[c]);
       }
-      if (b.planar) {
-        for (std::int64_t c = 0; c < b.C; ++c) {
-          if (b.cov) pack_planar_channel<D, true>(base + c * b.sC + p, kn, c, t);
-          else pack_planar_channel<D, false>(base + c * b.sC + p, kn, c, t);
-        }
-      } else {
-        if (b.cov) pack_interleaved<D, true>(base + p * b.sP, b.sP, kn, t);
-        else pack_interleaved<D, false>(base + p * b.sP, b.sP, kn, t);
-      }
-      if (b.cov) {
-        if (b.planar) gram_inner(t, kn);
-        else gram_upper(t, kn);
-      }
-      merge_tile(t, kn, acc, &img, d);
+      gram_inner<D>(t, cur.kn, nxt.valid ? &next : nullptr);
+      ci ^= 1;
+    } else if (b.cov) {
+      gram_upper(t, cur.kn);
     }
-    if (b.per_image) {
-      if (p_begin == 0 && p_end == b.P) {
+    if (cur.first) {
+      img.n = 0;
+      std::fill(img.mean.begin(), img.mean.end(), 0.0);
+      std::fill(img.m2.begin(), img.m2.end(), 0.0);
+    }
+    merge_tile(t, cur.kn, acc, &img, d, o);
+    if (cur.last() && b.per_image) {
+      if (cur.whole) {
         for (std::int64_t c = 0; c < b.C; ++c) acc.msd_sum[c] += moments::image_std(img.m2[c], img.n);
         acc.images += 1;
       } else {
-        acc.segments.push_back(Acc::Segment{image, img.n, img.mean, img.m2});
+        acc.segments.push_back(Acc::Segment{cur.image, img.n, img.mean, img.m2});
       }
     }
-    m += p_end - p_begin;
+    if (!pipelined && nxt.valid) pack_tile<D>(b, data, nxt, img, t);
+    cur = nxt;
   }
 }
 

@@ -43,8 +43,9 @@ FP_HD double tile_m2(double s2, double s1, double k) {
   return m > 0 ? m : 0.0;
 }
 
-// Centred co-moment of a tile from the fp32 shifted co-moment g and shifted sums.
-FP_HD double tile_comoment(double g, double s1_i, double s1_j, double k) { return g - s1_i * s1_j / k; }
+// Centred co-moment of a tile from the fp32 shifted co-moment g, the shifted sum s1_i and the
+// offset o_j = s1_j / k of channel j's tile mean from its shift (one division per channel).
+FP_HD double tile_comoment(double g, double s1_i, double o_j) { return g - s1_i * o_j; }
 
 // Chan's merge weight n_a n_b / (n_a + n_b); 0 when either side is empty.
 FP_HD double chan_weight(double na, double nb) {

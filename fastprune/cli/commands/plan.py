@@ -1,22 +1,38 @@
-"""Decide which channels every layer keeps, from a statistics file: choose the criterion
-(--method) and the rule (--variance, --ratio, --target-macs, --target-params, --tolerance)."""
+"""Decide which channels every layer keeps: choose the criterion (--method) and the rule
+(--variance, --ratio, --target-macs, --target-params, --tolerance).
+
+Every criterion but `gates` works from a statistics file (STATS.fps, written by `fastprune
+score`; it also names the model and checkpoint). `--method gates` (learned importance
+weights) trains one weight per filter on --train-data instead and prunes as far as the
+--metric on --data stays within --tolerance ε; STATS.fps is optional for it (it names the
+model and is checked against it), else give --model/--weights. The tolerance is checked on
+the model with the trained gates, so gates also writes those gates folded into the weights,
+beside the plan (plan.json -> plan.weights.safetensors, its sha256 recorded in the plan);
+`fastprune prune` loads them before pruning. Keep the two files together."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "make a pruning plan (plan.json) from a statistics file"
+HELP = "make a pruning plan (plan.json) from a statistics file, or by learned gates"
+
+GATE_INITS = (  # fastprune.train.gates.INITS, spelled out so `--help` needs no torch (tested equal)
+    "ones", "uniform", "chaotic", "he", "lecun", "xavier")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stats", metavar="STATS.fps", help="statistics file written by `fastprune score`")
-    p.add_argument("--method", required=True, help="criterion: pca_nci, lfa, msd_nci, nci, l1, l2, fpgm, apoz, ...")
+    p.add_argument("stats", nargs="?", metavar="STATS.fps",
+                   help="statistics file written by `fastprune score` (optional for --method gates)")
+    p.add_argument("--method", required=True,
+                   help="criterion: pca_nci, lfa, msd_nci, nci, l1, l2, fpgm, apoz, ..., or gates")
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--variance", type=float, metavar="TAU", help="explained-variance threshold τ in (0, 1]")
     rule.add_argument("--ratio", type=float, metavar="R", help="fraction of channels to remove in every layer")
     rule.add_argument("--target-macs", type=float, metavar="R", help="remove this fraction of the model's MACs")
     rule.add_argument("--target-params", type=float, metavar="R", help="remove this fraction of the parameters")
-    rule.add_argument("--tolerance", type=float, metavar="EPS", help="error tolerance ε (methods that support it)")
+    rule.add_argument("--tolerance", type=float, metavar="EPS",
+                      help="error tolerance ε: the --metric on --data may drop by at most ε (gates: required)")
+    p.add_argument("--relative", action="store_true", help="--tolerance is a fraction of the unpruned metric")
     p.add_argument("--factors", choices=("kaiser", "variance", "se_scree"),
                    help="lfa: how many factors (kaiser: eigenvalues >= 1; variance: with --variance; se_scree)")
     p.add_argument("--alpha", type=float, help="msd_nci: prune below mean - alpha*std of the score distribution")
@@ -26,10 +42,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round-to", type=int, default=None, help="round kept counts to a multiple of this")
     p.add_argument("--data", metavar="SPEC", help="validation data for --tolerance (the metric below is kept within ε)")
     p.add_argument("--metric", default="building_iou", choices=("building_iou", "miou", "pixel_accuracy"),
-                   help="metric --tolerance guards (default building_iou)")
+                   help="metric --tolerance guards (higher is better; default building_iou)")
     p.add_argument("--model", metavar="SPEC", help="model SPEC (default: the one recorded in the statistics)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint (default: the one recorded in the statistics)")
-    p.add_argument("--out", required=True, metavar="plan.json", help="plan file to write")
+    g = p.add_argument_group("gates (learned importance weights; --tolerance, --data and --train-data required)")
+    g.add_argument("--train-data", metavar="SPEC", help="data the gates are trained on")
+    g.add_argument("--gate-init", choices=GATE_INITS, default="ones", help="initial gate values (default ones)")
+    g.add_argument("--gate-epochs", type=int, default=10, help="epochs of gate training (default 10)")
+    g.add_argument("--gate-lr", type=float, default=0.05, help="learning rate of the gates (default 0.05)")
+    g.add_argument("--gate-l1", type=float, default=1e-3, help="L1 sparsity weight on the gates (default 1e-3)")
+    g.add_argument("--gate-step", type=float, default=0.02,
+                   help="channels masked per step of the tolerance loop: a fraction of the prunable channels "
+                        "(< 1) or a count (>= 1) (default 0.02)")
+    g.add_argument("--train-base", action="store_true", help="train the model's weights jointly with the gates")
+    g.add_argument("--batch-size", type=int, default=8, help="batch size of gate training (default 8)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the gate initialisation and shuffling (default 0)")
+    p.add_argument("--out", required=True, metavar="plan.json", help="plan file to write (gates: and "
+                   "plan.weights.safetensors beside it)")
 
 
 def rule_options(args: argparse.Namespace) -> dict:
@@ -39,16 +68,19 @@ def rule_options(args: argparse.Namespace) -> dict:
     return opts
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..artifacts import load_model
+def _model(args: argparse.Namespace):
+    """(statistics or None, the model they name, or --model/--weights, checked against them)."""
+    from ..artifacts import load_model, load_stats
     from ..errors import UsageError
 
+    if args.stats is None:
+        if args.method != "gates":
+            raise UsageError(f"--method {args.method} plans from statistics: give STATS.fps (from `fastprune score`)")
+        if not args.model:
+            raise UsageError("--method gates without STATS.fps needs --model (and --weights)")
+        return None, load_model(args.model, args.weights)
     path = Path(args.stats)
-    if not path.is_file():
-        raise UsageError(f"statistics file not found: {path}")
-    from ...stats.statistics import Statistics
-
-    stats = Statistics.load(path)
+    stats = load_stats(path)
     rec = stats.meta.get("model") or {}
     spec = args.model or rec.get("folder") or rec.get("spec")
     weights = args.weights if args.model or args.weights else rec.get("weights")
@@ -58,25 +90,94 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"checkpoint {weights} (recorded in {path}) not found: pass --weights")
     loaded = load_model(spec, weights)
     stats.check_model(loaded.model, stats.example_inputs(loaded.model))
+    return stats, loaded
+
+
+def _metric(args: argparse.Namespace):
+    """evaluate(model) -> the --metric on --data (what --tolerance guards)."""
+    from ...train import evaluate
+    from ..errors import UsageError
+    from ..specs import open_data
+
+    if not args.data:
+        raise UsageError("--tolerance needs --data (validation data the metric is measured on)")
+    val = open_data(args.data)
+    return val, lambda m: evaluate(m, val, progress=False)[args.metric]
+
+
+def _check_gates_args(args: argparse.Namespace) -> None:
+    """The user's errors in a `--method gates` command line, found before any loading."""
+    from ..errors import UsageError
+
+    others = [f"--{k.replace('_', '-')}" for k in rule_options(args) if k != "tolerance"]
+    if others:
+        raise UsageError(f"--method gates prunes by --tolerance alone: drop {' '.join(others)}")
+    if args.tolerance is None:
+        raise UsageError("--method gates prunes as far as the metric allows: give --tolerance EPS")
+    if not args.train_data:
+        raise UsageError("--method gates trains importance weights: give --train-data SPEC (and --data SPEC)")
+    if args.gate_epochs < 0 or args.gate_lr <= 0 or args.gate_l1 < 0 or args.gate_step <= 0 or args.batch_size < 1:
+        raise UsageError("need --gate-epochs >= 0, --gate-lr > 0, --gate-l1 >= 0, --gate-step > 0, --batch-size >= 1")
+    if args.gate_step >= 1 and args.gate_step != int(args.gate_step):
+        raise UsageError(f"--gate-step {args.gate_step}: a count of channels (>= 1) is a whole number")
+    if not args.data:
+        raise UsageError("--method gates needs --data (validation data the metric is measured on)")
+
+
+def _gates_options(args: argparse.Namespace) -> dict:
+    """fastprune.plan(method="gates") arguments from the command line (data as loaders)."""
+    import torch
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader
+
+    from ..errors import UsageError
+    from ..specs import open_data
+
+    val, metric = _metric(args)
+    train = open_data(args.train_data)
+    if len(train) == 0 or len(val) == 0:
+        raise UsageError("--train-data and --data must hold samples")
+    step = int(args.gate_step) if args.gate_step >= 1 else args.gate_step
+    options = dict(init=args.gate_init, epochs=args.gate_epochs, lr=args.gate_lr, l1=args.gate_l1, step=step,
+                   train_base=args.train_base, seed=args.seed, fold=True, progress=True)
+    ignore = getattr(train, "ignore_index", None)
+    if ignore is not None:  # labels the data set marks as void do not count in the training loss
+        options["loss"] = lambda out, y: F.cross_entropy(out, y, ignore_index=ignore)
+    return dict(
+        tolerance=args.tolerance, relative=args.relative, higher_is_better=True, evaluate=metric,
+        train_data=DataLoader(train, batch_size=args.batch_size, shuffle=True,
+                              generator=torch.Generator().manual_seed(args.seed)),
+        val_data=DataLoader(val, batch_size=args.batch_size, shuffle=False), gates=options)
+
+
+def run(args: argparse.Namespace) -> int:
     from ...planning import plan as make_plan
+    from ..errors import UsageError
+    from ..plans import save_plan
 
-    opts = rule_options(args)
-    if args.tolerance is not None:
-        if not args.data:
-            raise UsageError("--tolerance needs --data (validation data the metric is measured on)")
-        from ...train import evaluate
-
-        from ..specs import open_data
-
-        val = open_data(args.data)
-        opts.update(evaluate=lambda m: evaluate(m, val, progress=False)[args.metric], higher_is_better=True)
+    if args.relative and args.tolerance is None:
+        raise UsageError("--relative qualifies --tolerance: give --tolerance EPS")
+    if args.train_data and args.method != "gates":
+        raise UsageError(f"--train-data is for --method gates; --method {args.method} plans from STATS.fps")
+    if args.method == "gates":
+        _check_gates_args(args)
+    stats, loaded = _model(args)
+    if args.method == "gates":
+        opts = _gates_options(args)
+    else:
+        opts = rule_options(args)
+        if args.tolerance is not None:
+            _, metric = _metric(args)
+            opts.update(evaluate=metric, higher_is_better=True, relative=args.relative)
     plan = make_plan(loaded.model, stats, method=args.method, **opts)
     plan.meta.setdefault("method", args.method)
     plan.meta["model"] = loaded.spec.text
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    plan.save(out)
+    if args.method == "gates":
+        plan.meta["data"] = {"train": args.train_data, "val": args.data, "metric": args.metric}
+    folded = args.method == "gates" and plan.meta.get("folded", False)
+    written = save_plan(plan, args.out, loaded.model if folded else None)
     kept = sum(len(v) for v in plan.keep.values())
     total = sum(plan.channels.values())
-    print(f"{args.method}: keeps {kept} of {total} channels in {len(plan.keep)} layers -> {out}")
+    print(f"{args.method}: keeps {kept} of {total} channels in {len(plan.keep)} layers -> "
+          f"{' + '.join(str(w) for w in written)}")
     return 0

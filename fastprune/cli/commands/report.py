@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ...report import ModelResult, assemble, measure_latencies, render_report
-    from ..artifacts import load_model
+    from ..artifacts import load_model, load_stats
     from ..errors import UsageError
     from ..specs import example_input, is_model_dir, open_data, parse_size
 
@@ -50,13 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if len(data) == 0:
         raise UsageError(f"data SPEC {args.data!r} holds no samples")
     example = example_input(base.model, parse_size(args.input_size))
-    stats = None
-    if args.stats:
-        if not Path(args.stats).is_file():
-            raise UsageError(f"statistics file not found: {args.stats}")
-        from ...stats.statistics import Statistics
-
-        stats = Statistics.load(args.stats)
+    stats = load_stats(args.stats) if args.stats else None
     from ...graph.cost import count
     from ...report.records import metrics_from_evaluation
     from ...train import evaluate
