@@ -93,9 +93,13 @@ namespace cpu {
 
 void run(const Batch& b, double* out) {
   const std::int64_t M = b.I * b.P, C = b.C;
-  // ranges of at least 4096 samples; the count depends only on M and the OpenMP thread count
+  // a thread per 2^22 element-operations of work (the Gram's C(C+1)/2 per sample with cov, a
+  // few per value without), on ranges of at least 1024 samples: small maps with many channels
+  // (a U-Net's deepest layers) are worth both cores, small cheap ones are not worth waking one.
+  // The count depends only on the shape and the OpenMP thread count (bitwise reproducible).
+  const std::int64_t work = M * C * (b.cov ? (C + 1) / 2 : 4);
   const std::int64_t T = std::max<std::int64_t>(
-      1, std::min<std::int64_t>(omp_get_max_threads(), M / 4096));
+      1, std::min<std::int64_t>({static_cast<std::int64_t>(omp_get_max_threads()), M / 1024, work >> 22}));
   std::vector<Acc> accs(static_cast<std::size_t>(T));
 #pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(T))
   for (std::int64_t t = 0; t < T; ++t) {
