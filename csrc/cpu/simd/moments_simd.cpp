@@ -162,8 +162,8 @@ struct Tile {
     ld = ((C + a - 1) / a) * a;
     if (!cov) {
       // no panel: planar tiles are long runs per channel (fewer merges; sums are blocked), an
-      // interleaved tile stays in L1 (the pack walks it once per vector of channels)
-      K = planar ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (8192 / ld) / 16 * 16));
+      // interleaved tile stays in L2 (<= 256 KiB: the pack walks it once per vector of channels)
+      K = planar ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (65536 / ld) / 16 * 16));
     } else if (planar) {
       // two channel-major panels <= 512 KiB each (L2) for C >= 128 and K = 1024 below: the RI
       // rows of an inner-product block stay in L1 while the others stream; the per-tile lane
