@@ -21,6 +21,21 @@ def best_time(fn: Callable[[], object], repeats: int = 3, sync: Callable[[], Non
     return best
 
 
+def interleaved_best(fns: dict[str, Callable[[], object]], rounds: int = 5) -> dict[str, float]:
+    """Best wall time in seconds of each function over `rounds` rounds that run every function
+    once in turn (after one warm-up each): a shared machine's load then weighs on all alike, so
+    the ratios of the bests hold better than those of bests taken one function after another."""
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     """fp32 GFLOP/s of torch.matmul on n x n matrices (2·n³ FLOPs), best of `repeats`."""
     a, b = torch.randn(n, n), torch.randn(n, n)

@@ -190,6 +190,22 @@ struct Tile {
   std::int64_t kv(std::int64_t kn) const { return (kn + W - 1) / W * W; }
 };
 
+// op over the lanes of v by a shuffle tree (log2 W steps instead of W extracts), in a fixed order.
+template <class V, class Op>
+inline auto fold(V v, Op op) {
+#if defined(__AVX512F__)
+  v = op(v, __builtin_shuffle(v, vi{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
+  v = op(v, __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
+  v = op(v, __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
+  v = op(v, __builtin_shuffle(v, vi{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14}));
+  return v[0];
+#else
+  auto r = v[0];
+  for (int l = 1; l < W; ++l) r = op(r, v[l]);
+  return r;
+#endif
+}
+
 // Non-finite values among n samples (stride s) whose |x| sum is abs_sum: a NaN or Inf makes that
 // sum non-finite, so the hot loops only sum |x| and the (rare) count is taken here, again.
 template <DType D>
@@ -223,15 +239,13 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
     z = count_zeros(v, z);
     if constexpr (COV) vstore(row + k, d);
   }
-  float fs1 = 0, fs2 = 0, fab = 0, fmn = mn[0], fmx = mx[0];
-  std::int32_t fz = 0, fnf = 0;
-  for (int l = 0; l < W; ++l) {
-    fs1 += s1[l]; fs2 += s2[l]; fab += ab[l];
-    fmn = mn[l] < fmn ? mn[l] : fmn;
-    fmx = mx[l] > fmx ? mx[l] : fmx;
-    fz += z[l];
-  }
-  fnf = count_nonfinite<D>(fab, x, k, 1);
+  const auto vmin = [](auto a, auto b) { return a < b ? a : b; };
+  const auto vmax = [](auto a, auto b) { return a > b ? a : b; };
+  const auto plus = [](auto a, auto b) { return a + b; };
+  float fs1 = 0, fs2 = 0;
+  if constexpr (!COV) { fs1 = fold(s1, plus); fs2 = fold(s2, plus); }
+  float fab = fold(ab, plus), fmn = fold(mn, vmin), fmx = fold(mx, vmax);
+  std::int32_t fz = fold(z, plus), fnf = count_nonfinite<D>(fab, x, k, 1);
   for (; k < kn; ++k) {
     const float v = Elem<D>::one(x + k);
     const float d = v - sh;
