@@ -16,11 +16,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from collect_probe import data, unet  # noqa: E402
 
+from fastprune.report.machine import interleaved_best  # noqa: E402
+
 for _dep in ("fastprune.stats.moments", "fastprune.stats.influence", "fastprune.graph"):
     pytest.importorskip(_dep)
 
 SIZE = int(os.environ.get("FASTPRUNE_BENCH_SIZE", "512"))
 BATCHES = int(os.environ.get("FASTPRUNE_BENCH_BATCHES", "3"))
+ROUNDS = int(os.environ.get("FASTPRUNE_BENCH_ROUNDS", "4"))
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,7 +35,6 @@ def _probe(mode: str, batches: int) -> dict:
 
 
 def test_bench_collect_vs_forward(benchmark):
-    import time
 
     import fastprune
     from fastprune.graph import DependencyGraph
@@ -49,15 +51,10 @@ def test_bench_collect_vs_forward(benchmark):
     def scored():
         fastprune.collect(model, xs, example_inputs=ex, graph=graph, progress=False)
 
-    plain()  # warm-up
-    times = {"plain": [], "collect": []}
-    for _ in range(2):  # interleaved, so load on the shared machine hits both alike
-        for name, fn in (("plain", plain), ("collect", scored)):
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    ratio = min(times["collect"]) / min(times["plain"])
-    benchmark.extra_info.update({"plain_s": min(times["plain"]), "collect_s": min(times["collect"]),
+    # interleaved rounds, so that load on the shared machine hits both alike
+    best = interleaved_best({"plain": plain, "collect": scored}, ROUNDS)
+    ratio = best["collect"] / best["plain"]
+    benchmark.extra_info.update({"plain_s": best["plain"], "collect_s": best["collect"],
                                  "ratio": ratio, "batches": BATCHES, "size": SIZE})
     print(f"\ncollect / plain forward over {BATCHES} x {SIZE}^2: {ratio:.3f}")
     benchmark.pedantic(scored, rounds=1, iterations=1)
