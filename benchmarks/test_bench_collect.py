@@ -35,7 +35,6 @@ def _probe(mode: str, batches: int) -> dict:
 
 
 def test_bench_collect_vs_forward(benchmark):
-
     import fastprune
     from fastprune.graph import DependencyGraph
     model = unet()
