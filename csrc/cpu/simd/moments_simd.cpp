@@ -190,6 +190,45 @@ struct Tile {
   std::int64_t kv(std::int64_t kn) const { return (kn + W - 1) / W * W; }
 };
 
+// Per-lane running statistics of vectors of samples: with SUMS the shifted sums and sums of
+// squares too (a covariance pack leaves them to the Gram).
+struct LaneStats {
+  vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
+  vi z{};
+
+  template <bool SUMS>
+  inline void add(vf v, vf d) {
+    if constexpr (SUMS) {
+      s1 += d;
+      s2 = fmadd(d, d, s2);
+    }
+    ab += vabs(v);
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+    z = count_zeros(v, z);
+  }
+  inline void merge(const LaneStats& o) {
+    s1 += o.s1; s2 += o.s2; ab += o.ab;
+    mn = o.mn < mn ? o.mn : mn;
+    mx = o.mx > mx ? o.mx : mx;
+    z += o.z;
+  }
+};
+
+// The same for single samples (tails and leftover channels), with the count of non-finite ones.
+struct ScalarStats {
+  float s1 = 0, s2 = 0, ab = 0, mn = std::numeric_limits<float>::infinity(), mx = -mn;
+  std::int32_t z = 0, nf = 0;
+
+  inline void add(float v, float d) {
+    s1 += d; s2 += d * d; ab += v < 0 ? -v : v;
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+    z += v == 0.0f;
+    nf += moments::nonfinite(v);
+  }
+};
+
 // op over the lanes of v by a shuffle tree (log2 W steps instead of W extracts), in a fixed order.
 template <class V, class Op>
 inline auto fold(V v, Op op) {
@@ -221,47 +260,37 @@ template <DType D, bool COV>
 void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int64_t c, Tile& t) {
   const float sh = t.shift[c];
   const vf vsh = splat(sh);
-  vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
-  vi z{};
+  LaneStats st;
   float* row = COV ? t.panel.get() + c * t.kp : nullptr;
   std::int64_t k = 0;
   for (; k + W <= kn; k += W) {
     if constexpr (!COV) __builtin_prefetch(x + k + t.K, 0, 2);  // the next tile of this channel, into L2 (with cov: during the Gram)
     const vf v = Elem<D>::vec(x + k);
     const vf d = v - vsh;
-    if constexpr (!COV) {  // with cov the Gram gives them (its diagonal and its ones column)
-      s1 += d;
-      s2 = fmadd(d, d, s2);
-    }
-    ab += vabs(v);
-    mn = v < mn ? v : mn;
-    mx = v > mx ? v : mx;
-    z = count_zeros(v, z);
+    st.add<!COV>(v, d);  // with cov the Gram gives the sums (its diagonal and its ones column)
     if constexpr (COV) vstore(row + k, d);
   }
   const auto vmin = [](auto a, auto b) { return a < b ? a : b; };
   const auto vmax = [](auto a, auto b) { return a > b ? a : b; };
   const auto plus = [](auto a, auto b) { return a + b; };
-  float fs1 = 0, fs2 = 0;
-  if constexpr (!COV) { fs1 = fold(s1, plus); fs2 = fold(s2, plus); }
-  float fab = fold(ab, plus), fmn = fold(mn, vmin), fmx = fold(mx, vmax);
-  std::int32_t fz = fold(z, plus), fnf = count_nonfinite<D>(fab, x, k, 1);
+  ScalarStats f;
+  if constexpr (!COV) { f.s1 = fold(st.s1, plus); f.s2 = fold(st.s2, plus); }
+  f.ab = fold(st.ab, plus);
+  f.mn = fold(st.mn, vmin);
+  f.mx = fold(st.mx, vmax);
+  f.z = fold(st.z, plus);
+  f.nf = count_nonfinite<D>(f.ab, x, k, 1);
   for (; k < kn; ++k) {
     const float v = Elem<D>::one(x + k);
-    const float d = v - sh;
-    fs1 += d; fs2 += d * d; fab += v < 0 ? -v : v;
-    fmn = v < fmn ? v : fmn;
-    fmx = v > fmx ? v : fmx;
-    fz += v == 0.0f;
-    fnf += moments::nonfinite(v);
-    if constexpr (COV) row[k] = d;
+    f.add(v, v - sh);
+    if constexpr (COV) row[k] = v - sh;
   }
   if constexpr (COV) {
     for (k = kn; k < t.kv(kn); ++k) row[k] = 0.0f;  // pad to whole vectors
   }
-  if constexpr (!COV) { t.s1[c] = fs1; t.s2[c] = fs2; }
-  t.abs[c] = fab; t.mn[c] = fmn; t.mx[c] = fmx;
-  t.zeros[c] = fz; t.nonfin[c] = fnf;
+  if constexpr (!COV) { t.s1[c] = f.s1; t.s2[c] = f.s2; }
+  t.abs[c] = f.ab; t.mn[c] = f.mn; t.mx[c] = f.mx;
+  t.zeros[c] = f.z; t.nonfin[c] = f.nf;
 }
 
 // Statistics of k interleaved samples (channels contiguous, sample stride sp); panel rows when cov.
@@ -276,46 +305,34 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
     for (std::int64_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(next + k * stride_bytes + o, 0, 2);
   for (std::int64_t c0 = 0; c0 < cv; c0 += W) {
     const vf vsh = vload(t.shift.get() + c0);
-    vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
-    vi z{};
+    LaneStats st;
     // sums in blocks of 32 samples, then added: keeps the fp32 rounding of long tiles small
     for (std::int64_t kb = 0; kb < kn; kb += 32) {
-      vf b1{}, b2{}, bab{};
+      LaneStats blk;
       const std::int64_t ke = std::min<std::int64_t>(kn, kb + 32);
       for (std::int64_t k = kb; k < ke; ++k) {
         const vf v = Elem<D>::vec(x + k * sp + c0);
         const vf d = v - vsh;
-        b1 += d;
-        b2 = fmadd(d, d, b2);
-        bab += vabs(v);
-        mn = v < mn ? v : mn;
-        mx = v > mx ? v : mx;
-        z = count_zeros(v, z);
+        blk.add<true>(v, d);
         if constexpr (COV) vstore(t.panel.get() + k * t.ld + c0, d);
       }
-      s1 += b1; s2 += b2; ab += bab;
+      st.merge(blk);
     }
-    vstore(t.s1.get() + c0, s1); vstore(t.s2.get() + c0, s2); vstore(t.abs.get() + c0, ab);
-    vstore(t.mn.get() + c0, mn); vstore(t.mx.get() + c0, mx);
-    std::memcpy(t.zeros.get() + c0, &z, sizeof z);
-    for (int l = 0; l < W; ++l) t.nonfin[c0 + l] = count_nonfinite<D>(ab[l], x + c0 + l, kn, sp);
+    vstore(t.s1.get() + c0, st.s1); vstore(t.s2.get() + c0, st.s2); vstore(t.abs.get() + c0, st.ab);
+    vstore(t.mn.get() + c0, st.mn); vstore(t.mx.get() + c0, st.mx);
+    std::memcpy(t.zeros.get() + c0, &st.z, sizeof st.z);
+    for (int l = 0; l < W; ++l) t.nonfin[c0 + l] = count_nonfinite<D>(st.ab[l], x + c0 + l, kn, sp);
   }
   for (std::int64_t c = cv; c < C; ++c) {
     const float sh = t.shift[c];
-    float fs1 = 0, fs2 = 0, fab = 0, fmn = std::numeric_limits<float>::infinity(), fmx = -fmn;
-    std::int32_t fz = 0, fnf = 0;
+    ScalarStats f;
     for (std::int64_t k = 0; k < kn; ++k) {
       const float v = Elem<D>::one(x + k * sp + c);
-      const float d = v - sh;
-      fs1 += d; fs2 += d * d; fab += v < 0 ? -v : v;
-      fmn = v < fmn ? v : fmn;
-      fmx = v > fmx ? v : fmx;
-      fz += v == 0.0f;
-      fnf += moments::nonfinite(v);
-      if constexpr (COV) t.panel[k * t.ld + c] = d;
+      f.add(v, v - sh);
+      if constexpr (COV) t.panel[k * t.ld + c] = v - sh;
     }
-    t.s1[c] = fs1; t.s2[c] = fs2; t.abs[c] = fab; t.mn[c] = fmn; t.mx[c] = fmx;
-    t.zeros[c] = fz; t.nonfin[c] = fnf;
+    t.s1[c] = f.s1; t.s2[c] = f.s2; t.abs[c] = f.ab; t.mn[c] = f.mn; t.mx[c] = f.mx;
+    t.zeros[c] = f.z; t.nonfin[c] = f.nf;
   }
 }
 
