@@ -197,6 +197,13 @@ def test_wide_covariance_merged_in_row_blocks_matches_reference():
     assert torch.equal(m.cov, m.cov.T)
 
 
+def test_wide_nchw_covariance_over_column_panels_and_pipelined_tiles(isa):
+    # C = 260: the Gram's blocks run in three column panels; 1600-pixel images: two tiles each,
+    # the next one packed during the current one's Gram, across the image boundary too
+    x = feature_maps(n=3, c=260, h=40, w=40, seed=3)
+    assert_matches(channel_moments(x), x)
+
+
 def test_bitwise_reproducible_for_same_input(isa):
     x = feature_maps(n=5, c=33, h=64, w=64)
     xs = [x, x.to(memory_format=torch.channels_last), x[:, :, 0, 0].contiguous()]
