@@ -2,14 +2,14 @@
 // one source: GCC vector extensions of the ISA's width, FMA where the ISA has it.
 //
 // A thread walks its sample range tile by tile (K samples of one image). Packing a tile converts
-// it to fp32, shifts it by a per-channel value near the mean and writes a panel in the input's
-// own layout (no transpose); the same loads fold the per-channel statistics. The upper triangle
-// of the fp32 Gram of the panel is then computed: for planar (NCHW) input as inner products over
-// samples of channel rows (RI x RJ blocks of lane-partial sums, reduced once per tile), for
-// interleaved (channels_last) input with 6 x (2 vectors) outer-product micro-tiles. A planar
-// panel carries a row of ones, so the Gram also gives the tile's shifted sums and sums of squares,
-// and its blocks prefetch the next tile into L2 while they compute. The tile is merged into the
-// thread's fp64 totals with Chan's update (moments_tile.h).
+// it to fp32, shifts it by a per-channel value near the mean and, with covariance, writes a
+// channel-major panel (row c = the tile's shifted samples of channel c; channels_last input is
+// transposed W x W in registers); the same loads fold the per-channel statistics. The upper
+// triangle of the panel's fp32 Gram is then formed by inner products over samples of channel
+// rows (RI x RJ blocks of lane-partial sums, reduced once per tile). The panel carries a row of
+// ones, so the Gram also gives the tile's shifted sums and sums of squares. Planar (NCHW) input
+// is pipelined: the Gram's blocks prefetch the next tile into L2 and pack it as they go. The tile
+// is merged into the thread's fp64 totals with Chan's update (moments_tile.h).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -41,8 +41,6 @@ constexpr int W = 8;
 #else
 constexpr int W = 4;
 #endif
-constexpr int MR = 6;       // micro-tile rows (broadcast)
-constexpr int NR = 2 * W;   // micro-tile columns (two vectors)
 // inner-product blocks of the channel-major Gram: RI x RJ vector accumulators and
 // min(RI, RJ) + 1 loaded vectors (32 registers with AVX-512, 16 with AVX2 and SSE)
 #if defined(__AVX512F__)
@@ -143,10 +141,8 @@ std::unique_ptr<T[], AlignedFree> aligned_zeros(std::size_t n) {
   return std::unique_ptr<T[], AlignedFree>(p);
 }
 
-// Per-thread scratch of one tile: the shifted panel, its fp32 Gram and the per-channel sums.
-// Planar (NCHW) input keeps its layout: the panel is channel-major (row c = K shifted samples of
-// channel c, rows past C zero) and the Gram is formed by inner products over samples; interleaved
-// (channels_last) input gives a sample-major K x ld panel and outer-product micro-tiles.
+// Per-thread scratch of one tile: the shifted channel-major panel (rows past C zero but for the
+// row of ones), its fp32 Gram and the per-channel sums.
 // A pipelined run (planar input with cov) keeps two tiles, one being reduced while the next is
 // packed, that share one Gram (`gram` points to the first tile's).
 struct Tile {
@@ -158,28 +154,22 @@ struct Tile {
 
   Tile(std::int64_t channels, bool cov, bool planar_input, float* shared_gram = nullptr)
       : C(channels), planar(planar_input) {
-    const std::int64_t a = NR > 16 ? NR : 16;
-    ld = ((C + a - 1) / a) * a;
+    ld = ((C + 15) / 16) * 16;
     if (!cov) {
       // no panel: planar tiles are long runs per channel (fewer merges; sums are blocked), an
       // interleaved tile stays in L2 (<= 256 KiB: the pack walks it once per vector of channels)
       K = planar ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (65536 / ld) / 16 * 16));
-    } else if (planar) {
-      // two channel-major panels <= 512 KiB each (L2) for C >= 128 and K = 1024 below: the RI
-      // rows of an inner-product block stay in L1 while the others stream; the per-tile lane
-      // reduction and fp64 merge are amortised over >= 128 samples; lane sums hold K / W <= 64
-      // terms each
+    } else {
+      // channel-major panels (a channels_last tile is transposed by its pack), <= 2 MiB each for
+      // C <= 512 and K = 1024 below: the RI rows of an inner-product block stay in L1 while the
+      // others stream from L2 (gram_inner's column panels); the per-tile lane reduction and fp64
+      // merge are amortised over >= 128 samples; lane sums hold K / W <= 64 terms each
       ld = ((C + 8 + 15) / 16) * 16;  // rows past C (up to C + 8) are zero padding
       K = 1024;  // a power of two in [128, 1024] (gram_inner's strides)
       while (K > 128 && K * C > 524288) K /= 2;
       kp = K + 16;  // a row stride off the 4 KiB multiples: the rows of a block share no L1 set
       panel = aligned_zeros<float>(static_cast<std::size_t>(ld * kp));
       if (shared_gram == nullptr) gram_store = aligned_zeros<float>(static_cast<std::size_t>(ld * ld));
-    } else {
-      // sample-major panel <= 128 KiB (L2), between 64 and 512 samples: bounded fp32 accumulation
-      K = std::min<std::int64_t>(512, std::max<std::int64_t>(64, (32768 / ld) / 16 * 16));
-      panel = aligned_zeros<float>(static_cast<std::size_t>(K * ld + 64));
-      gram_store = aligned_zeros<float>(static_cast<std::size_t>((ld + MR) * ld));
     }
     gram = shared_gram != nullptr ? shared_gram : gram_store.get();
     for (auto* p : {&shift, &s1, &s2, &abs, &mn, &mx}) *p = aligned_zeros<float>(ld);
@@ -245,6 +235,40 @@ inline auto fold(V v, Op op) {
 #endif
 }
 
+// In-register transpose of a W x W block (v[q] lane l -> v[l] lane q): log2 W stages that swap
+// the off-diagonal h x h blocks of every 2h x 2h diagonal block.
+inline void transpose(vf (&v)[W]) {
+#if defined(__AVX512F__)
+  constexpr int H[4] = {8, 4, 2, 1};
+  const vi lo[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                    {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                    {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                    {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
+  const vi hi[4] = {{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+                    {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+                    {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+                    {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
+#elif defined(__AVX2__)
+  constexpr int H[3] = {4, 2, 1};
+  const vi lo[3] = {{0, 1, 2, 3, 8, 9, 10, 11}, {0, 1, 8, 9, 4, 5, 12, 13}, {0, 8, 2, 10, 4, 12, 6, 14}};
+  const vi hi[3] = {{4, 5, 6, 7, 12, 13, 14, 15}, {2, 3, 10, 11, 6, 7, 14, 15}, {1, 9, 3, 11, 5, 13, 7, 15}};
+#else
+  constexpr int H[2] = {2, 1};
+  const vi lo[2] = {{0, 1, 4, 5}, {0, 4, 2, 6}};
+  const vi hi[2] = {{2, 3, 6, 7}, {1, 5, 3, 7}};
+#endif
+#pragma GCC unroll 4
+  for (int s = 0; s < static_cast<int>(sizeof H / sizeof H[0]); ++s) {
+#pragma GCC unroll 16
+    for (int i = 0; i < W; ++i) {
+      if (i & H[s]) continue;
+      const vf a = v[i], b = v[i + H[s]];
+      v[i] = __builtin_shuffle(a, b, lo[s]);
+      v[i + H[s]] = __builtin_shuffle(a, b, hi[s]);
+    }
+  }
+}
+
 // Non-finite values among n samples (stride s) whose |x| sum is abs_sum: a NaN or Inf makes that
 // sum non-finite, so the hot loops only sum |x| and the (rare) count is taken here, again.
 template <DType D>
@@ -305,16 +329,33 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
     for (std::int64_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(next + k * stride_bytes + o, 0, 2);
   for (std::int64_t c0 = 0; c0 < cv; c0 += W) {
     const vf vsh = vload(t.shift.get() + c0);
+    float* rows = COV ? t.panel.get() + c0 * t.kp : nullptr;  // channel-major panel rows c0..
     LaneStats st;
     // sums in blocks of 32 samples, then added: keeps the fp32 rounding of long tiles small
     for (std::int64_t kb = 0; kb < kn; kb += 32) {
       LaneStats blk;
       const std::int64_t ke = std::min<std::int64_t>(kn, kb + 32);
-      for (std::int64_t k = kb; k < ke; ++k) {
+      std::int64_t k = kb;
+      if constexpr (COV) {
+        for (; k + W <= ke; k += W) {  // W samples x W channels, transposed into W panel rows
+          vf d[W];
+#pragma GCC unroll 16
+          for (int q = 0; q < W; ++q) {
+            const vf v = Elem<D>::vec(x + (k + q) * sp + c0);
+            d[q] = v - vsh;
+            blk.add<true>(v, d[q]);
+          }
+          transpose(d);
+#pragma GCC unroll 16
+          for (int l = 0; l < W; ++l) vstore(rows + l * t.kp + k, d[l]);
+        }
+      }
+      for (; k < ke; ++k) {
         const vf v = Elem<D>::vec(x + k * sp + c0);
         const vf d = v - vsh;
         blk.add<true>(v, d);
-        if constexpr (COV) vstore(t.panel.get() + k * t.ld + c0, d);
+        if constexpr (COV)
+          for (int l = 0; l < W; ++l) rows[l * t.kp + k] = d[l];
       }
       st.merge(blk);
     }
@@ -329,37 +370,15 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
     for (std::int64_t k = 0; k < kn; ++k) {
       const float v = Elem<D>::one(x + k * sp + c);
       f.add(v, v - sh);
-      if constexpr (COV) t.panel[k * t.ld + c] = v - sh;
+      if constexpr (COV) t.panel[c * t.kp + k] = v - sh;
     }
     t.s1[c] = f.s1; t.s2[c] = f.s2; t.abs[c] = f.ab; t.mn[c] = f.mn; t.mx[c] = f.mx;
     t.zeros[c] = f.z; t.nonfin[c] = f.nf;
   }
-}
-
-// g[i0 + r][j0 + 0..NR) = sum_k panel[k][i0 + r] * panel[k][j0 + 0..NR), r < MR.
-inline void micro_tile(const float* panel, std::int64_t ld, std::int64_t kn, std::int64_t i0,
-                       std::int64_t j0, float* g) {
-  vf c00{}, c01{}, c10{}, c11{}, c20{}, c21{}, c30{}, c31{}, c40{}, c41{}, c50{}, c51{};
-  const float* row = panel;
-  for (std::int64_t k = 0; k < kn; ++k, row += ld) {
-    const vf b0 = vload(row + j0), b1 = vload(row + j0 + W);
-    const float* a = row + i0;
-    const vf s0 = splat(a[0]), s1 = splat(a[1]), s2 = splat(a[2]);
-    const vf s3 = splat(a[3]), s4 = splat(a[4]), s5 = splat(a[5]);
-    c00 = fmadd(s0, b0, c00); c01 = fmadd(s0, b1, c01);
-    c10 = fmadd(s1, b0, c10); c11 = fmadd(s1, b1, c11);
-    c20 = fmadd(s2, b0, c20); c21 = fmadd(s2, b1, c21);
-    c30 = fmadd(s3, b0, c30); c31 = fmadd(s3, b1, c31);
-    c40 = fmadd(s4, b0, c40); c41 = fmadd(s4, b1, c41);
-    c50 = fmadd(s5, b0, c50); c51 = fmadd(s5, b1, c51);
+  if constexpr (COV) {
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t k = kn; k < t.kv(kn); ++k) t.panel[c * t.kp + k] = 0.0f;  // pad to whole vectors
   }
-  float* o = g + i0 * ld + j0;
-  vstore(o, c00); vstore(o + W, c01); o += ld;
-  vstore(o, c10); vstore(o + W, c11); o += ld;
-  vstore(o, c20); vstore(o + W, c21); o += ld;
-  vstore(o, c30); vstore(o + W, c31); o += ld;
-  vstore(o, c40); vstore(o + W, c41); o += ld;
-  vstore(o, c50); vstore(o + W, c51);
 }
 
 // Sum of the lanes, in a fixed order.
@@ -510,13 +529,6 @@ void gram_inner(Tile& t, std::int64_t kn, const NextTile<D>* next) {
   throw std::logic_error("fastprune: unexpected panel stride");
 }
 
-// Upper triangle (plus the few entries the micro-tiles straddle) of a sample-major panel's Gram.
-void gram_upper(const Tile& t, std::int64_t kn) {
-  for (std::int64_t i0 = 0; i0 < t.C; i0 += MR)
-    for (std::int64_t j0 = (i0 / NR) * NR; j0 < t.C; j0 += NR)
-      micro_tile(t.panel.get(), t.ld, kn, i0, j0, t.gram);
-}
-
 // Running per-image (n, mean, m2) for msd.
 struct ImageAcc {
   double n = 0;
@@ -654,7 +666,7 @@ void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
       gram_inner<D>(t, cur.kn, nxt.valid ? &next : nullptr);
       ci ^= 1;
     } else if (b.cov) {
-      gram_upper(t, cur.kn);
+      gram_inner<D>(t, cur.kn, nullptr);
     }
     if (cur.first) {
       img.n = 0;
