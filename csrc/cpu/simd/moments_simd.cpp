@@ -343,7 +343,7 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
           for (int q = 0; q < W; ++q) {
             const vf v = Elem<D>::vec(x + (k + q) * sp + c0);
             d[q] = v - vsh;
-            blk.add<true>(v, d[q]);
+            blk.add<!COV>(v, d[q]);  // with cov the Gram gives the sums
           }
           transpose(d);
 #pragma GCC unroll 16
@@ -353,7 +353,7 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
       for (; k < ke; ++k) {
         const vf v = Elem<D>::vec(x + k * sp + c0);
         const vf d = v - vsh;
-        blk.add<true>(v, d);
+        blk.add<!COV>(v, d);
         if constexpr (COV)
           for (int l = 0; l < W; ++l) rows[l * t.kp + k] = d[l];
       }
