@@ -182,6 +182,38 @@ def test_pruned_model_within_tolerance_and_planted_filters_gone(gates_run):
     assert pruned_acc == pytest.approx(plan.meta["selected_value"], abs=3 / (16 * 48 * 48))
 
 
+def validation_loss(model: nn.Module, spec: str) -> float:
+    """Independent of fastprune: the mean over images of each image's pixel-mean cross-entropy."""
+    from fastprune.data import open_dataset
+
+    data = open_dataset(spec)
+    model.eval()
+    with torch.no_grad():
+        return sum(float(nn.functional.cross_entropy(model(x[None]), y[None])) for x, y in
+                   (data[i] for i in range(len(data)))) / len(data)
+
+
+def test_gates_tolerance_on_the_validation_loss(base, tmp_path):
+    d, ckpt = base
+    eps = 0.02
+    code, _ = cli(["plan", "--method", "gates", "--model", CHAIN, "--weights", ckpt, "--train-data", TRAIN,
+                   "--data", VAL, "--metric", "loss", "--tolerance", eps, "--gate-epochs", 10,
+                   "--out", tmp_path / "g.json"])
+    assert code == 0
+    code, _ = cli(["prune", "--model", CHAIN, "--weights", ckpt, "--plan", tmp_path / "g.json",
+                   "--input-size", 48, "--out", tmp_path / "pruned"])
+    assert code == 0
+    plan = _plan(tmp_path / "g.json")
+    assert plan.meta["data"]["metric"] == "loss"
+    base_loss = validation_loss(_original(ckpt), VAL)
+    pruned_loss = validation_loss(load_model(str(tmp_path / "pruned")).model, VAL)
+    assert plan.meta["baseline"] == pytest.approx(base_loss, rel=1e-5)
+    assert pruned_loss - base_loss <= eps + 1e-6  # the loss may rise by at most eps
+    assert pruned_loss == pytest.approx(plan.meta["selected_value"], rel=1e-4)
+    for prod in BN_OF:  # dead filters cost nothing: they go first
+        assert set(DEAD) <= set(plan.layers[prod]["removed"])
+
+
 def _copy_plan(d, to):
     to.mkdir()
     for name in ("gates.json", "gates.weights.safetensors"):

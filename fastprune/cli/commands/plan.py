@@ -41,8 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-channels", type=int, default=None, help="never keep fewer channels in a layer")
     p.add_argument("--round-to", type=int, default=None, help="round kept counts to a multiple of this")
     p.add_argument("--data", metavar="SPEC", help="validation data for --tolerance (the metric below is kept within ε)")
-    p.add_argument("--metric", default="building_iou", choices=("building_iou", "miou", "pixel_accuracy"),
-                   help="metric --tolerance guards (higher is better; default building_iou)")
+    p.add_argument("--metric", default="building_iou", choices=("building_iou", "miou", "pixel_accuracy", "loss"),
+                   help="what --tolerance guards: a metric (higher is better; default building_iou) or loss, "
+                        "the validation cross-entropy (lower is better: it may rise by at most ε)")
     p.add_argument("--model", metavar="SPEC", help="model SPEC (default: the one recorded in the statistics)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint (default: the one recorded in the statistics)")
     g = p.add_argument_group("gates (learned importance weights; --tolerance, --data and --train-data required)")
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="channels masked per step of the tolerance loop: a fraction of the prunable channels "
                         "(< 1) or a count (>= 1) (default 0.02)")
     g.add_argument("--train-base", action="store_true", help="train the model's weights jointly with the gates")
-    g.add_argument("--batch-size", type=int, default=8, help="batch size of gate training (default 8)")
+    g.add_argument("--batch-size", type=int, default=8, help="batch size of gate training and of --metric loss (default 8)")
     g.add_argument("--seed", type=int, default=0, help="seed of the gate initialisation and shuffling (default 0)")
     p.add_argument("--out", required=True, metavar="plan.json", help="plan file to write (gates: and "
                    "plan.weights.safetensors beside it)")
@@ -102,7 +103,24 @@ def _metric(args: argparse.Namespace):
     if not args.data:
         raise UsageError("--tolerance needs --data (validation data the metric is measured on)")
     val = open_data(args.data)
+    if args.metric == "loss":
+        from torch.utils.data import DataLoader
+
+        from ...train.gates.fit import validation_value
+
+        loader = DataLoader(val, batch_size=args.batch_size, shuffle=False)
+        return val, lambda m: validation_value(m, loader, _loss(val))
     return val, lambda m: evaluate(m, val, progress=False)[args.metric]
+
+
+def _loss(data):
+    """Cross-entropy that leaves out the labels `data` marks as void (if any)."""
+    from torch.nn import functional as F
+
+    ignore = getattr(data, "ignore_index", None)
+    if ignore is None:
+        return F.cross_entropy
+    return lambda out, y: F.cross_entropy(out, y, ignore_index=ignore)
 
 
 def _check_gates_args(args: argparse.Namespace) -> None:
@@ -127,7 +145,6 @@ def _check_gates_args(args: argparse.Namespace) -> None:
 def _gates_options(args: argparse.Namespace) -> dict:
     """fastprune.plan(method="gates") arguments from the command line (data as loaders)."""
     import torch
-    from torch.nn import functional as F
     from torch.utils.data import DataLoader
 
     from ..errors import UsageError
@@ -140,11 +157,9 @@ def _gates_options(args: argparse.Namespace) -> dict:
     step = int(args.gate_step) if args.gate_step >= 1 else args.gate_step
     options = dict(init=args.gate_init, epochs=args.gate_epochs, lr=args.gate_lr, l1=args.gate_l1, step=step,
                    train_base=args.train_base, seed=args.seed, fold=True, progress=True)
-    ignore = getattr(train, "ignore_index", None)
-    if ignore is not None:  # labels the data set marks as void do not count in the training loss
-        options["loss"] = lambda out, y: F.cross_entropy(out, y, ignore_index=ignore)
+    options["loss"] = _loss(train)  # labels the data set marks as void do not count in the training loss
     return dict(
-        tolerance=args.tolerance, relative=args.relative, higher_is_better=True, evaluate=metric,
+        tolerance=args.tolerance, relative=args.relative, higher_is_better=args.metric != "loss", evaluate=metric,
         train_data=DataLoader(train, batch_size=args.batch_size, shuffle=True,
                               generator=torch.Generator().manual_seed(args.seed)),
         val_data=DataLoader(val, batch_size=args.batch_size, shuffle=False), gates=options)
@@ -168,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         opts = rule_options(args)
         if args.tolerance is not None:
             _, metric = _metric(args)
-            opts.update(evaluate=metric, higher_is_better=True, relative=args.relative)
+            opts.update(evaluate=metric, higher_is_better=args.metric != "loss", relative=args.relative)
     plan = make_plan(loaded.model, stats, method=args.method, **opts)
     plan.meta.setdefault("method", args.method)
     plan.meta["model"] = loaded.spec.text
