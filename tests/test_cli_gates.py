@@ -214,6 +214,18 @@ def test_gates_tolerance_on_the_validation_loss(base, tmp_path):
         assert set(DEAD) <= set(plan.layers[prod]["removed"])
 
 
+def test_a_plan_without_weights_replacing_a_gates_plan_removes_its_weights(gates_run, tmp_path):
+    from fastprune.cli.plans import save_plan
+
+    d, _ = gates_run
+    plan_path, weights = _copy_plan(d, tmp_path / "p")
+    other = tmp_path / "other.weights.safetensors"
+    shutil.copy(weights, other)  # the weights of another plan stay
+    save_plan(_plan(plan_path), plan_path)  # replaced by a plan that needs no weights
+    assert plan_path.is_file() and not weights.exists() and other.is_file()
+    assert "weights" not in json.loads(plan_path.read_text())["meta"]
+
+
 def _copy_plan(d, to):
     to.mkdir()
     for name in ("gates.json", "gates.weights.safetensors"):

@@ -46,6 +46,10 @@ def save_plan(plan: Plan, path: str | Path, model: nn.Module | None = None) -> l
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     plan.meta.pop("weights", None)
+    stale = weights_path(path)
+    if model is None and stale.is_file() and path.is_file():
+        # the plan this file belonged to is being replaced by one that needs no weights
+        stale.unlink()
     if model is not None:
         data = save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()})
         wpath = weights_path(path)
