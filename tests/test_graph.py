@@ -272,6 +272,20 @@ def test_every_elementwise_activation_passes_channels(act):
     assert torch.allclose(p(x), ref, rtol=1e-5, atol=1e-6)
 
 
+def _two_convs(body) -> nn.Module:
+    """conv a (3 -> 8) -> body -> conv b (8 -> 2): `body` decides whether a's channels can go."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.b = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            return self.b(body(self.a(x)))
+
+    return M()
+
+
 @pytest.mark.parametrize("body,ok", [
     (lambda x: x.narrow(1, 0, x.shape[1]), True),
     (lambda x: torch.narrow(x, 1, 2, 4).repeat(1, 2, 1, 1), False),
@@ -285,16 +299,7 @@ def test_every_elementwise_activation_passes_channels(act):
     (lambda x: torch.stack([x, x], 0).sum(0), True),
 ])
 def test_slicing_along_channels(body, ok):
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Conv2d(3, 8, 1)
-            self.b = nn.Conv2d(8, 2, 1)
-
-        def forward(self, x):
-            return self.b(body(self.a(x)))
-
-    g = DependencyGraph(M(), torch.randn(1, 3, 6, 6))
+    g = DependencyGraph(_two_convs(body), torch.randn(1, 3, 6, 6))
     assert g.group_of("a").prunable is ok, g.group_of("a").blocked_by
 
 
@@ -389,17 +394,7 @@ def test_se_with_linear_layers_and_views():
     (lambda y: torch.ones(1, y.shape[1], 1, 1).mul_(torch.randn(1, y.shape[1], 1, 1)), False),
 ])
 def test_uniform_constants_made_in_forward(make, ok):
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Conv2d(3, 8, 1)
-            self.b = nn.Conv2d(8, 2, 1)
-
-        def forward(self, x):
-            y = self.a(x)
-            return self.b(y * make(y) + y)
-
-    g = DependencyGraph(M(), torch.randn(2, 3, 4, 4))
+    g = DependencyGraph(_two_convs(lambda y: y * make(y) + y), torch.randn(2, 3, 4, 4))
     assert g.group_of("a").prunable is ok
 
 

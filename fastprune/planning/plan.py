@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastprune._documents import check_tag
+
 FORMAT = "fastprune.plan"
 VERSION = 1
 
@@ -60,10 +62,7 @@ class Plan:
             doc = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"fastprune: not a plan file (invalid JSON: {exc})") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError("fastprune: not a fastprune plan (missing format tag 'fastprune.plan')")
-        if doc.get("version") != VERSION:
-            raise ValueError(f"fastprune: plan format version {doc.get('version')} is not supported (expected {VERSION})")
+        check_tag(doc, FORMAT, VERSION, "plan", "plan")
         try:
             return cls(keep=doc["keep"], channels=doc["channels"], layers=doc.get("layers", {}), meta=doc.get("meta", {}))
         except (KeyError, TypeError, AttributeError) as exc:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from fastprune._documents import check_tag
+
 FORMAT = "fastprune.statistics"
 VERSION = 1
 _KINDS = ("moments", "influence", "patch_gram")
@@ -165,10 +167,7 @@ class Statistics:
             doc = json.loads(header["__metadata__"]["fastprune"])
         except Exception as exc:  # safetensors raises its own error types
             raise ValueError(f"fastprune: not a statistics file (corrupt or not safetensors: {exc})") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError("fastprune: not a fastprune statistics file (missing format tag 'fastprune.statistics')")
-        if doc.get("version") != VERSION:
-            raise ValueError(f"fastprune: statistics format version {doc.get('version')} is not supported (expected {VERSION})")
+        check_tag(doc, FORMAT, VERSION, "statistics file", "statistics")
         try:
             groups = {g: GroupInfo(**info) for g, info in doc["groups"].items()}
             stats = cls(fingerprint=doc["fingerprint"], groups=groups, meta=doc.get("meta", {}),

@@ -147,18 +147,17 @@ std::unique_ptr<T[], AlignedFree> aligned_zeros(std::size_t n) {
 // packed, that share one Gram (`gram` points to the first tile's).
 struct Tile {
   std::int64_t C, ld, K, kp = 0;  // kp: row stride of a channel-major panel
-  bool planar;
   std::unique_ptr<float[], AlignedFree> panel, gram_store, shift, s1, s2, abs, mn, mx;
   std::unique_ptr<std::int32_t[], AlignedFree> zeros, nonfin;
   float* gram = nullptr;
 
   Tile(std::int64_t channels, bool cov, bool planar_input, float* shared_gram = nullptr)
-      : C(channels), planar(planar_input) {
+      : C(channels) {
     ld = ((C + 15) / 16) * 16;
     if (!cov) {
       // no panel: planar tiles are long runs per channel (fewer merges; sums are blocked), an
       // interleaved tile stays in L2 (<= 256 KiB: the pack walks it once per vector of channels)
-      K = planar ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (65536 / ld) / 16 * 16));
+      K = planar_input ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (65536 / ld) / 16 * 16));
     } else {
       // channel-major panels (a channels_last tile is transposed by its pack), <= 2 MiB each for
       // C <= 512 and K = 1024 below: the RI rows of an inner-product block stay in L1 while the
