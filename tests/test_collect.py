@@ -44,7 +44,7 @@ def test_collect_matches_explicit_activations_and_restores_mode():
     assert stats.meta["batches"] == len(data)
     assert len(stats.moments) >= 3
     for gid, g in stats.groups.items():
-        x = _pixels(acts[g.primary])[:, g.consumers[0]["indices"]]
+        x = _pixels(acts[g.primary])[:, g.consumers[0].indices]
         m = stats.moments[gid]
         np.testing.assert_allclose(m.mean.numpy(), x.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(m.cov.numpy(), np.cov(x, rowvar=False), rtol=1e-4, atol=1e-6)

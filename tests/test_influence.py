@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastprune
-from fastprune.stats.influence import InfluenceMoments, PatchGram, nci_w, sample_positions
+from fastprune.criteria.nci import weight_influence as nci_w
+from fastprune.stats.influence import InfluenceMoments, PatchGram, sample_positions
 from fastprune.stats.influence_geometry import ConvGeometry
 from fastprune.stats.influence_reference import (
     auto_moments_reference,

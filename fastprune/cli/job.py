@@ -76,11 +76,12 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     from ..report import ModelResult, assemble, measure_latencies, render_report, summary
     from ..report.records import metrics_from_evaluation
 
-    count = _require("fastprune.graph.cost", "count")
-    make_plan = _require("fastprune.planning", "plan")
-    collect = _require("fastprune.stats.collect", "collect")
-    prune = _require("fastprune.surgery", "prune")
-    evaluate, fit = _require("fastprune.train", "evaluate"), _require("fastprune.train", "fit")
+    from ..graph.cost import count
+    from ..planning import compose
+    from ..planning import plan as make_plan
+    from ..stats.collect import collect
+    from ..surgery import prune
+    from ..train import evaluate, fit
     from .artifacts import LoadedModel, save_model
     from .specs import build, open_data, parse_model_spec
 
@@ -118,7 +119,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     exclude = classifier_input(model) if cfg.keep_classifier_input else []
     for method, rule in cfg.methods.items():
         with clock.phase(f"{method}: plan {rule}, prune"):
-            plan = make_plan(model, stats, method=method, **{"exclude": exclude, **rule})
+            crit, rule_obj, bounds = compose(method, **{"exclude": exclude, **rule})
+            plan = make_plan(model, stats, crit, rule_obj, bounds=bounds)
             (out / "plans").mkdir(exist_ok=True)
             plan.save(out / "plans" / f"{method}.json")
             pruned = prune(model, plan, example)
@@ -171,21 +173,6 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     log(closing_table(summ))
     log(f"\ntotal {clock.total:.0f} s; report: {out / 'report' / 'index.html'}")
     return summ
-
-
-def _require(module: str, name: str) -> Any:
-    """`module.name`, or NotImplementedError naming what this build lacks (never a fake result)."""
-    import importlib
-
-    try:
-        obj = getattr(importlib.import_module(module), name)
-        if not callable(obj) or isinstance(obj, type(importlib)):  # a submodule of the same name
-            raise AttributeError(name)
-        return obj
-    except ModuleNotFoundError as exc:
-        raise NotImplementedError(f"the demo needs {module}.{name}, which this build lacks ({exc.name} is missing)") from None
-    except AttributeError:
-        raise NotImplementedError(f"the demo needs {module}.{name}, which this build lacks") from None
 
 
 def classifier_input(model: torch.nn.Module) -> list[str]:

@@ -1,48 +1,17 @@
-"""Per-channel importance criteria, by name, from `Statistics` and the model's weights.
+"""Per-channel importance criteria: typed, registered `Criterion` objects.
 
-`score(method, model, stats, group_id, **options) -> Scored` (scores: higher = keep).
-Each family lives in its own module: weight (l1, l2, fpgm), activation (mean, std, apoz,
-msd, taylor, random), nci (nci, nci_w, pca_nci, msd_nci), lfa, lasso.
+`get(name, **options)` returns a configured criterion, `names()` the registered names,
+`register(cls)` adds a user's own. A criterion scores one channel group from a
+`GroupContext` (statistics + weights), selects k channels, and, if it has one, gives its own
+per-layer count as a function of a declared `Knob`. Each family lives in its own module:
+weight (l1, l2, fpgm), activation (mean, std, apoz, msd, taylor, random), nci (nci, nci_w,
+pca_nci, msd_nci), lfa, lasso.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from . import activation, lasso, lfa, nci, weight  # noqa: F401  (register the built-in criteria)
+from .base import STATISTICS, Criterion, Knob, NoOptions, available, get, names, register, top_k
+from .context import GroupContext
 
-import numpy as np
-
-from .context import GroupContext, Scored
-
-CriterionFn = Callable[[GroupContext], Scored]
-
-
-def _registry() -> dict[str, CriterionFn]:
-    from . import activation, lasso, lfa, nci, weight
-    return {
-        "l1": weight.l1, "l2": weight.l2, "fpgm": weight.fpgm,
-        "random": activation.random, "mean": activation.mean, "std": activation.std,
-        "apoz": activation.apoz, "msd": activation.msd, "taylor": activation.taylor,
-        "nci": nci.nci, "nci_w": nci.nci_w, "pca_nci": nci.pca_nci, "msd_nci": nci.msd_nci,
-        "lfa": lfa.lfa, "lasso": lasso.lasso,
-    }
-
-
-METHODS = ("l1", "l2", "fpgm", "random", "mean", "std", "apoz", "msd", "taylor",
-           "nci", "nci_w", "pca_nci", "msd_nci", "lfa", "lasso")
-
-
-def score(method: str, model: Any, stats: Any, gid: str, **options: Any) -> Scored:
-    """Score the channels of group `gid` by criterion `method`."""
-    reg = _registry()
-    if method not in reg:
-        raise ValueError(f"fastprune: unknown criterion {method!r}; choose one of {', '.join(METHODS)}")
-    out = reg[method](GroupContext(model, stats, str(gid), options))
-    s = np.asarray(out.scores, dtype=np.float64)
-    if s.shape != (stats.group(gid).channels,):
-        raise RuntimeError(f"fastprune: criterion {method} gave {s.shape} scores for {stats.group(gid).channels} channels")
-    if not np.all(np.isfinite(s)):
-        raise ValueError(f"fastprune: criterion {method} gave non-finite scores for group {gid}")
-    out.scores = s
-    return out
-
-
-__all__ = ["METHODS", "Scored", "GroupContext", "score"]
+__all__ = ["STATISTICS", "Criterion", "GroupContext", "Knob", "NoOptions", "available", "get", "names",
+           "register", "top_k"]

@@ -1,45 +1,87 @@
 """Activation criteria from the moments of each group's feature map (and Taylor sums)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-from .context import GroupContext, Scored, as_numpy
+from .base import Criterion, register
+from .context import GroupContext, as_numpy
 
 
-def mean(ctx: GroupContext) -> Scored:
-    return Scored(as_numpy(ctx.moments().mean))
+@register
+class Mean(Criterion):
+    """Mean activation of each channel."""
+    name = "mean"
+    needs = frozenset({"moments"})
+
+    def scores(self, ctx: GroupContext) -> np.ndarray:
+        return as_numpy(ctx.moments().mean)
 
 
-def std(ctx: GroupContext) -> Scored:
-    return Scored(as_numpy(ctx.moments().std))
+@register
+class Std(Criterion):
+    """Standard deviation of each channel over all pixels of all images."""
+    name = "std"
+    needs = frozenset({"moments"})
+
+    def scores(self, ctx: GroupContext) -> np.ndarray:
+        return as_numpy(ctx.moments().std)
 
 
-def apoz(ctx: GroupContext) -> Scored:
+@register
+class APoZ(Criterion):
     """Average percentage of zeros (Hu et al. 2016): the more zeros, the less important."""
-    z = as_numpy(ctx.moments().zero_fraction)
-    return Scored(1.0 - z, info={"apoz": z.tolist()})
+    name = "apoz"
+    needs = frozenset({"moments"})
+
+    def scores(self, ctx: GroupContext) -> np.ndarray:
+        return 1.0 - as_numpy(ctx.moments().zero_fraction)
+
+    def info(self, ctx: GroupContext, keep: list[int]) -> dict[str, Any]:
+        return {"apoz": as_numpy(ctx.moments().zero_fraction).tolist()}
 
 
-def msd(ctx: GroupContext) -> Scored:
+@register
+class MSD(Criterion):
     """Mean over images of each channel's spatial standard deviation."""
-    return Scored(as_numpy(ctx.moments().msd))
+    name = "msd"
+    needs = frozenset({"moments"})
+
+    def scores(self, ctx: GroupContext) -> np.ndarray:
+        return as_numpy(ctx.moments().msd)
 
 
-def taylor(ctx: GroupContext) -> Scored:
+@register
+class Taylor(Criterion):
     """First-order Taylor (Molchanov et al. 2017): mean over images of |mean_p a*dL/da|.
     Collected only by `collect(..., loss=callable)` (an opt-in backward pass per batch)."""
-    t = ctx.stats.taylor.get(ctx.gid)
-    n = ctx.stats.taylor_count.get(ctx.gid, 0)
-    if t is None or n == 0:
-        raise ValueError("fastprune: 'taylor' needs gradients: collect the statistics with loss=callable(output, batch)")
-    return Scored(as_numpy(t) / n)
+    name = "taylor"
+    needs = frozenset({"taylor"})
+
+    def scores(self, ctx: GroupContext) -> np.ndarray:
+        t = ctx.stats.taylor.get(ctx.gid)
+        n = ctx.stats.taylor_count.get(ctx.gid, 0)
+        if t is None or n == 0:
+            raise ValueError("fastprune: 'taylor' needs gradients: collect the statistics with loss=callable(output, batch)")
+        return as_numpy(t) / n
 
 
-def random(ctx: GroupContext) -> Scored:
+@dataclass(frozen=True)
+class RandomOptions:
+    seed: int = 0
+
+
+@register
+class Random(Criterion):
     """Uniform random scores (the baseline every criterion must beat), seeded per group."""
-    seed = int(ctx.options.get("seed", 0))
-    rng = np.random.default_rng([seed, _stable(ctx.gid)])
-    return Scored(rng.random(ctx.channels))
+    name = "random"
+    Options = RandomOptions
+
+    def scores(self, ctx: GroupContext) -> np.ndarray:
+        rng = np.random.default_rng([int(self.options.seed), _stable(ctx.gid)])
+        return rng.random(ctx.channels)
 
 
 def _stable(s: str) -> int:

@@ -2,23 +2,67 @@
 per factor; the report carries Bartlett's sphericity, KMO and communalities."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-from .context import GroupContext, Scored, as_numpy
-from .factor import lfa as _lfa
+from .base import Criterion, Knob, register
+from .context import GroupContext, as_numpy
+from .factor import FACTOR_RULES, LFAResult, factor_count, lfa
+from .nci import pca_count
 
 
-def lfa(ctx: GroupContext) -> Scored:
-    """Options: `k` (factor count, set by count rules such as ratio=), else `factors`
-    ('kaiser' default, 'variance' with `variance`=tau, 'se_scree')."""
-    m = ctx.moments()
-    n = float(as_numpy(m.count).reshape(-1)[0]) if np.ndim(as_numpy(m.count)) else float(as_numpy(m.count))
-    res = _lfa(ctx.covariance(), k=ctx.options.get("k"), rule=ctx.options.get("factors") or "kaiser",
-               tau=ctx.options.get("variance"), n_samples=n)
-    chi2, pval, dof = res.bartlett
-    # score: the chosen filters first (by factor strength order kept), then by |loading|
-    scores = res.scores.copy()
-    scores[res.keep] += scores.max(initial=0.0) + 1.0
-    return Scored(scores, keep=res.keep, info={
-        "factors": len(res.keep), "bartlett_chi2": chi2, "bartlett_p": pval, "bartlett_dof": dof,
-        "kmo": res.kmo, "communalities": res.communalities.tolist()})
+@dataclass(frozen=True)
+class LFAOptions:
+    factors: str | None = None      # kaiser (default), variance (needs variance=tau), se_scree
+    variance: float | None = None   # tau of factors="variance" (given alone: factors="variance")
+
+    def __post_init__(self) -> None:
+        if self.factors is not None and self.factors not in FACTOR_RULES:
+            raise ValueError(f"fastprune: unknown factor-count rule {self.factors!r} ({', '.join(FACTOR_RULES)})")
+        if self.factors == "variance" and self.variance is None:
+            raise ValueError("fastprune: factors='variance' needs variance=tau")
+
+    @property
+    def rule(self) -> str:
+        return self.factors or ("variance" if self.variance is not None else "kaiser")
+
+
+@register
+class LFA(Criterion):
+    """LFA1-1: k factors by `factors` (Kaiser, variance tau, standard-error scree) or by a rule;
+    each factor keeps the not-yet-chosen filter with the largest |varimax loading|. The budget
+    search moves tau (factor count by explained variance)."""
+    name = "lfa"
+    needs = frozenset({"moments", "covariance"})
+    Options = LFAOptions
+    knob = Knob("variance", 1e-6, 1.0, increasing=True)
+
+    def count(self, ctx: GroupContext, value: float | None = None) -> int:
+        if value is not None or self.options.rule == "variance":
+            return pca_count(ctx, self.knob_value(value))
+        return factor_count(ctx.correlation(), self.options.rule)
+
+    def fit(self, ctx: GroupContext, k: int) -> LFAResult:
+        def make() -> LFAResult:
+            m = ctx.moments()
+            n = float(np.ravel(as_numpy(m.count))[0])
+            return lfa(ctx.covariance(), k=k, n_samples=n)
+        return ctx.cached(("lfa", int(k)), make)
+
+    def scores(self, ctx: GroupContext) -> np.ndarray:
+        """The chosen filters at the own count first, then by largest |loading|."""
+        res = self.fit(ctx, self.count(ctx))
+        scores = res.scores.copy()
+        scores[res.keep] += scores.max(initial=0.0) + 1.0
+        return scores
+
+    def select(self, ctx: GroupContext, k: int) -> list[int]:
+        return list(self.fit(ctx, k).keep)
+
+    def info(self, ctx: GroupContext, keep: list[int]) -> dict[str, Any]:
+        res = self.fit(ctx, len(keep))
+        chi2, pval, dof = res.bartlett
+        return {"factors": len(res.keep), "bartlett_chi2": chi2, "bartlett_p": pval, "bartlett_dof": dof,
+                "kmo": res.kmo, "communalities": res.communalities.tolist()}

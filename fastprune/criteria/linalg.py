@@ -49,13 +49,17 @@ def explained_variance_ratio(mat) -> np.ndarray:
 
 def components_for_variance(mat, tau: float) -> int:
     """Fewest principal components whose cumulative explained variance reaches `tau`."""
+    return count_for_variance(np.cumsum(explained_variance_ratio(mat)), tau)
+
+
+def count_for_variance(cumulative: np.ndarray, tau: float) -> int:
+    """Fewest components whose cumulative explained-variance ratio (`cumulative`, ascending,
+    as `np.cumsum(explained_variance_ratio(...))`) reaches `tau` (at least 1)."""
     if not 0.0 < tau <= 1.0:
         raise ValueError(f"fastprune: variance threshold tau must be in (0, 1], got {tau}")
-    ratio = explained_variance_ratio(mat)
-    if ratio.sum() == 0:
+    if len(cumulative) == 0 or cumulative[-1] == 0:
         return 1
-    cum = np.cumsum(ratio)
-    return int(min(len(cum), np.searchsorted(cum, tau - 1e-12) + 1))
+    return int(min(len(cumulative), np.searchsorted(cumulative, tau - 1e-12) + 1))
 
 
 def retained_variance(cov, keep) -> float:

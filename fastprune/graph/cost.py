@@ -138,3 +138,87 @@ def count(model: nn.Module, example_inputs: Any) -> Count:
             per_layer[name] = (own_params.get(name, 0), m)
     return Count(params=sum(own_params.values()), macs=sum(mode.macs.values()), per_layer=per_layer,
                  norm_macs=mode.norm_macs)
+
+
+class ChannelCost:
+    """Params and MACs of `model` as a function of how many channels each channel group loses,
+    from one `count` pass: the cost model planning searches budgets with (and reports).
+
+    `groups` maps a group id to its `Member`s (the graph's, or a `Statistics`' copy of them).
+    A conv / transposed conv / linear layer's MACs are proportional to its weight's size (one
+    multiply-accumulate per weight element and output position), so removing channels scales
+    them exactly; biases, normalisation affines and raw parameters (`Member.param`) shrink with
+    their channel axis. Channel i of a group is `block` positions of a member (a flattened
+    feature map's features, a GroupNorm group, a depthwise multiplier's outputs).
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: Any, groups: dict[str, list[Any]]) -> None:
+        base = count(model, example_inputs)
+        self.base_params, self.base_macs = base.params, base.macs
+        modules = dict(model.named_modules())
+        # (module, dim) -> [(group, block)], each distinct member once
+        self._members: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        self._params: dict[tuple[str, str], list[tuple[str, int]]] = {}  # (module, param) -> [(group, block)]
+        self._axes: dict[tuple[str, str], int] = {}
+        for gid, members in groups.items():
+            seen = set()
+            for m in members:
+                key = (m.module, m.kind, m.dim, tuple(m.indices), m.block, m.param, m.axis)
+                if key in seen or m.module not in modules:
+                    continue
+                seen.add(key)
+                if m.param is not None and not isinstance(modules[m.module], _SHAPED):
+                    self._params.setdefault((m.module, m.param), []).append((gid, m.block))
+                    self._axes[(m.module, m.param)] = m.axis
+                elif m.dim in ("in", "out"):
+                    self._members.setdefault((m.module, m.dim), []).append((gid, m.block))
+        self._layers: dict[str, tuple[nn.Module, int]] = {}
+        for name in {k[0] for k in self._members} | {k[0] for k in self._params}:
+            self._layers[name] = (modules[name], base.per_layer.get(name, (0, 0))[1])
+        self._fixed = self.base_params - sum(self._layer(name, {})[0] for name in self._layers)
+
+    def _lost(self, name: str, dim: str, removed: dict[str, int]) -> int:
+        return sum(removed.get(gid, 0) * block for gid, block in self._members.get((name, dim), ()))
+
+    def _layer(self, name: str, removed: dict[str, int]) -> tuple[int, int]:
+        mod, macs = self._layers[name]
+        ro, ri = self._lost(name, "out", removed), self._lost(name, "in", removed)
+        own = dict(mod.named_parameters(recurse=False))
+        if isinstance(mod, _SHAPED):
+            w = own["weight"]
+            if isinstance(mod, nn.Linear):
+                cout, cin, groups, taps = mod.out_features, mod.in_features, 1, 1
+            else:
+                cout, cin, groups, taps = mod.out_channels, mod.in_channels, mod.groups, _prod(mod.kernel_size)
+            o, i = cout - ro, cin - ri
+            g = i if groups > 1 and groups == cin else groups  # depthwise: a group per kept channel
+            per = (i * (o // g) if isinstance(mod, nn.modules.conv._ConvTransposeNd) else o * (i // g)) if g else 0
+            w2 = per * taps
+            params = w2 + (o if own.get("bias") is not None else 0)
+            return params, (macs // w.numel()) * w2 if w.numel() else macs
+        params = 0
+        for pname, p in own.items():
+            shape = list(p.shape)
+            lost = sum(removed.get(gid, 0) * block for gid, block in self._params.get((name, pname), ()))
+            if lost:
+                shape[self._axes[(name, pname)]] -= lost
+            elif ro and p.dim() >= 1:  # normalisation affines: (C,) along the channel axis
+                shape[0] -= ro
+            params += _prod(shape)
+        return params, macs
+
+    def layer(self, name: str, removed: dict[str, int]) -> tuple[int, int]:
+        """(params, MACs) of module `name` when `removed[g]` channels of each group g go."""
+        return self._layer(name, removed) if name in self._layers else (0, 0)
+
+    def evaluate(self, removed: dict[str, int]) -> tuple[int, int]:
+        """Total (params, MACs) when `removed[g]` channels of each group g go."""
+        params, macs = self._fixed, self.base_macs
+        for name, (_, base_macs) in self._layers.items():
+            p, m = self._layer(name, removed)
+            params += p
+            macs += m - base_macs
+        return params, macs
+
+
+_SHAPED = (nn.modules.conv._ConvNd, nn.Linear)

@@ -1,7 +1,10 @@
 """The error-tolerance rule shared by every criterion: prune as far as the loss (or a metric) allows.
 
 A `Tolerance` says whether a measured validation value is close enough to the unpruned
-baseline; `largest_within` walks an ordered list of candidates (least to most pruning) and
+baseline, and is the planning rule that prunes as far as that allows: with `evaluate`
+(a callable from a removal {producer: removed output channels} to the validation value, e.g.
+`fastprune.surgery.masked_metric(model, metric)`) the planner tries uniform ratios from
+`steps` (least to most pruning) by `search` ("bisect" or "linear"). `largest_within` walks an ordered list of candidates (least to most pruning) and
 returns the last one that stays within it.
 """
 from __future__ import annotations
@@ -36,7 +39,9 @@ class Tolerance:
     `baseline - value <= eps`. With `relative=True` the allowance is `eps * |baseline|`.
     """
 
-    def __init__(self, epsilon: float, relative: bool = False, higher_is_better: bool = False) -> None:
+    def __init__(self, epsilon: float, relative: bool = False, higher_is_better: bool = False, *,
+                 evaluate: Callable[[dict[str, list[int]]], float] | None = None,
+                 steps: Sequence[float] | None = None, search: str = "bisect") -> None:
         if isinstance(epsilon, bool) or not isinstance(epsilon, Real):
             raise TypeError(f"fastprune: tolerance epsilon must be a real number, got {type(epsilon).__name__}")
         eps = float(epsilon)
@@ -47,6 +52,14 @@ class Tolerance:
         self.epsilon = eps
         self.relative = bool(relative)
         self.higher_is_better = bool(higher_is_better)
+        if evaluate is not None and not callable(evaluate):
+            raise TypeError("fastprune: Tolerance evaluate must be callable(removal) -> float")
+        if search not in _MODES:
+            raise ValueError(f"fastprune: unknown search mode {search!r}; expected one of {_MODES}")
+        ratios = [float(r) for r in (steps if steps is not None else [round(0.05 * i, 4) for i in range(1, 20)])]
+        if not ratios or any(not 0 <= r < 1 for r in ratios) or ratios != sorted(ratios):
+            raise ValueError("fastprune: steps must be increasing fractions removed in [0, 1)")
+        self.evaluate, self.steps, self.search = evaluate, ratios, search
 
     def allowance(self, baseline: float) -> float:
         """The largest allowed worsening for this baseline (eps, or eps*|baseline| if relative)."""
@@ -68,6 +81,9 @@ class Tolerance:
 
     def to_dict(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "relative": self.relative, "higher_is_better": self.higher_is_better}
+
+    def describe(self) -> dict[str, Any]:
+        return {"tolerance": self.epsilon}
 
     def __repr__(self) -> str:
         return (f"Tolerance(epsilon={self.epsilon!r}, relative={self.relative!r}, "

@@ -14,14 +14,12 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from fastprune.graph import DependencyGraph
+
 from .statistics import GroupInfo, Statistics
 
 _CONV_KINDS = ("conv", "depthwise")
 _FEATURE_KINDS = ("conv", "depthwise", "conv_transpose", "linear")
-
-
-def _member_dict(m: Any) -> dict[str, Any]:
-    return {"module": str(m.module), "kind": str(m.kind), "dim": str(m.dim), "indices": [int(i) for i in m.indices]}
 
 
 def _geometry(module: torch.nn.Module) -> dict[str, Any] | None:
@@ -84,12 +82,10 @@ def _tensor_spec(x: Any) -> dict[str, Any] | None:
 def _describe(graph: Any) -> dict[str, GroupInfo]:
     infos = {}
     for g in graph.groups:
-        consumers = [_member_dict(m) for m in g.consumers]
-        primary = next((c["module"] for c in consumers if c["kind"] in _FEATURE_KINDS), None)
+        primary = next((c.module for c in g.consumers if c.kind in _FEATURE_KINDS), None)
         infos[str(g.id)] = GroupInfo(
-            id=str(g.id), channels=int(g.channels),
-            producers=[_member_dict(m) for m in g.producers], consumers=consumers,
-            members=[_member_dict(m) for m in g.members], primary=primary,
+            id=str(g.id), channels=int(g.channels), producers=list(g.producers), consumers=list(g.consumers),
+            members=list(g.members), primary=primary,
             prunable=bool(g.prunable), touches_output=bool(g.touches_output))
     return infos
 
@@ -134,16 +130,18 @@ class _Collector:
         self.tasks: dict[str, list[tuple[str, str, Any]]] = {}
         for gid, g in stats.groups.items():
             for c in g.consumers:
-                idx = c["indices"]
-                mod = self.modules[c["module"]]
+                idx = [p for i in range(g.channels) for p in c.positions(i)]
+                mod = self.modules[c.module]
                 full = _in_channels(mod)
-                if full is not None and idx == list(range(full)):
+                if c.block > 1:  # each group channel is `block` consecutive inputs (a flattened map ...)
+                    sel = ("block", torch.tensor(idx, dtype=torch.long), g.channels, c.block)
+                elif full is not None and idx == list(range(full)):
                     sel = None
                 elif idx == list(range(idx[0], idx[0] + len(idx))):
                     sel = (idx[0], len(idx))  # a contiguous block (a concatenation's part): a view
                 else:
                     sel = torch.tensor(idx, dtype=torch.long)
-                self.tasks.setdefault(c["module"], []).append((gid, c["module"], sel))
+                self.tasks.setdefault(c.module, []).append((gid, c.module, sel))
         self.handles = [self.modules[name].register_forward_pre_hook(self._hook(name)) for name in self.tasks]
 
     def close(self) -> None:
@@ -152,7 +150,7 @@ class _Collector:
 
     def _nonfinite(self, name: str) -> FloatingPointError:
         groups = sorted({t[0] for t in self.tasks[name]})
-        producers = [p["module"] for gid in groups for p in self.stats.groups[gid].producers]
+        producers = [p.module for gid in groups for p in self.stats.groups[gid].producers]
         return FloatingPointError(
             f"fastprune: non-finite activations (NaN/inf) entering layer '{name}' "
             f"(output of {', '.join(producers) or 'the input'}); statistics up to the last checkpoint are kept")
@@ -167,9 +165,11 @@ class _Collector:
         for gid, cname, sel in sorted(self.tasks[name], key=lambda t: self.stats.groups[t[0]].primary != t[1]):
             mom = self.stats.moments.get(gid) if self.stats.groups[gid].primary == cname else None
             after = [acc for acc in (self.stats.influence.get(gid, {}).get(cname),
-                                     self.stats.patch_gram.get(gid, {}).get(cname)) if acc is not None]
+                                     self.stats.patch_gram.get(gid, {}).get(cname),
+                                     self.stats.features.get(gid, {}).get(cname)) if acc is not None]
             plan.append((gid, sel, mom, after))
         tiling, taylor = self.tiling, self.taylor
+        last_axis = isinstance(self.modules[name], torch.nn.Linear)  # features on the last axis
 
         def hook(module: torch.nn.Module, args: tuple) -> None:
             x = args[0]
@@ -179,6 +179,8 @@ class _Collector:
                 raise self._nonfinite(name)
             if tiling is not None:
                 x = tiling.cut(x)
+            if last_axis and x.dim() > 2:  # (N, ..., C): every position is a sample
+                x = x.reshape(-1, x.shape[-1])
             xdet = x.detach()
             for gid, sel, mom, after in plan:  # moments first
                 xd = _select(xdet, sel)
@@ -192,7 +194,7 @@ class _Collector:
                     if taylor and x.requires_grad:
                         x.register_hook(self._taylor_hook(gid, xd, sel))
                 for acc in after:
-                    acc.update(xd)
+                    acc.update(xd.flatten(1) if acc.channels != xd.shape[1] else xd)
         return hook
 
     def _taylor_hook(self, gid: str, act: torch.Tensor, sel: Any) -> Callable:
@@ -207,12 +209,18 @@ class _Collector:
 
 
 def _select(x: torch.Tensor, sel: Any) -> torch.Tensor:
-    """The group's channels of a consumer's input: all, a contiguous block (view), or gathered."""
-    if sel is None:
-        return x
+    """The group's channels of a consumer's input: all, a contiguous block (view), gathered, or
+    blocks of `block` consecutive channels (a flattened map's features) pooled as one channel;
+    a 1-D map (N, C, L) as (N, C, L, 1)."""
+    if isinstance(sel, tuple) and sel[0] == "block":
+        _, idx, channels, _block = sel
+        y = x.index_select(1, idx.to(x.device))  # channel c's block: consecutive channels / features
+        return y.reshape(x.shape[0], channels, -1, y.shape[-1] if y.dim() == 4 else 1)
     if isinstance(sel, tuple):
-        return x.narrow(1, sel[0], sel[1])
-    return x.index_select(1, sel.to(x.device))
+        x = x.narrow(1, sel[0], sel[1])
+    elif sel is not None:
+        x = x.index_select(1, sel.to(x.device))
+    return x.unsqueeze(-1) if x.dim() == 3 else x
 
 
 def _in_channels(mod: torch.nn.Module) -> int | None:
@@ -235,15 +243,16 @@ def _new_statistics(model: torch.nn.Module, graph: Any, example: Any, covariance
     for gid, g in infos.items():
         stats.moments[gid] = ChannelMoments(g.channels, covariance=covariance)
         for c in g.consumers:
-            geo = _geometry(modules[c["module"]])
+            if influence and c.kind == "linear" and c.block > 1:  # per-feature energy of a flattened map
+                stats.features.setdefault(gid, {})[c.module] = ChannelMoments(g.channels * c.block, covariance=False)
+            geo = _geometry(modules[c.module])
             if geo is None:
                 continue
-            c["geometry"] = geo
             kw = {k: tuple(geo[k]) for k in ("kernel_size", "stride", "padding", "dilation")}
-            if influence and c["kind"] in _CONV_KINDS:
-                stats.influence.setdefault(gid, {})[c["module"]] = InfluenceMoments(g.channels, **kw)
-            if patch_gram and c["kind"] == "conv" and geo["groups"] == 1:
-                stats.patch_gram.setdefault(gid, {})[c["module"]] = PatchGram(
+            if influence and c.kind in _CONV_KINDS:
+                stats.influence.setdefault(gid, {})[c.module] = InfluenceMoments(g.channels, **kw)
+            if patch_gram and c.kind == "conv" and geo["groups"] == 1:
+                stats.patch_gram.setdefault(gid, {})[c.module] = PatchGram(
                     g.channels, **kw, sample=sample, seed=seed)
         if taylor:
             stats.taylor[gid] = torch.zeros(g.channels, dtype=torch.float64)
@@ -311,7 +320,6 @@ def collect(
     model.eval()
     try:
         if graph is None:
-            from fastprune.graph import DependencyGraph
             with torch.no_grad():
                 graph = DependencyGraph(model, example_inputs)
         stats = None

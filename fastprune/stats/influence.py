@@ -246,16 +246,6 @@ def _check_weight(weight: Any, channels: int, groups: int, g: ConvGeometry | Non
     return w
 
 
-def nci_w(weight: Any, groups: int = 1) -> torch.Tensor:
-    """Weight-only influence sum_{o, t} |W[o, c, t]| per input channel c (C,) float64."""
-    w = as_tensor(weight)
-    if w.dim() != 4:
-        raise ValueError(f"fastprune: consumer weight must have shape (C_out, C/groups, kh, kw), got {tuple(w.shape)}")
-    w = _check_weight(w, w.shape[1] * groups, groups, None)
-    cout, cg = w.shape[:2]
-    return w.abs().reshape(groups, cout // groups, cg, -1).sum(dim=(1, 3)).reshape(groups * cg)
-
-
 def conv_influence(x: Any, weight: Any, stride: IntPair = 1, padding: IntPair | str = 0,
                    dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
     """I_c = sum_n sum_o ||conv(A_c, W[o, c])||^2 (C,) float64, from the shifted auto-moments."""
@@ -439,4 +429,4 @@ def patch_gram(x: Any, kernel_size: IntPair, stride: IntPair = 1, padding: IntPa
     return acc.gram, acc.count
 
 
-__all__: Sequence[str] = ["InfluenceMoments", "PatchGram", "conv_influence", "patch_gram", "nci_w", "sample_positions"]
+__all__: Sequence[str] = ["InfluenceMoments", "PatchGram", "conv_influence", "patch_gram", "sample_positions"]

@@ -10,21 +10,22 @@ combine: `merge`, `all_reduce`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fastprune._documents import check_tag
+from fastprune.graph.graph import DependencyGraph, Member
 
 FORMAT = "fastprune.statistics"
 VERSION = 1
-_KINDS = ("moments", "influence", "patch_gram")
+_KINDS = ("moments", "influence", "patch_gram", "features")
 
 
 def _accumulator_class(kind: str):
-    if kind == "moments":
+    if kind in ("moments", "features"):
         from .moments import ChannelMoments
         return ChannelMoments
     from .influence import InfluenceMoments, PatchGram
@@ -42,26 +43,43 @@ def _split_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[s
     return tensors, other
 
 
-def _fresh_copy(acc):
-    """An independent copy of an accumulator (through its state dict)."""
-    tensors, other = _split_state(acc.state_dict())
-    return type(acc).from_state_dict({**{k: v.clone() for k, v in tensors.items()}, **other})
+_MEMBER_FIELDS = ("module", "kind", "dim", "indices", "block", "param", "axis")
+
+
+def _member(doc: dict[str, Any]) -> Member:
+    """A graph `Member` from its saved dict (files before block/param/axis were saved: block 1)."""
+    return Member(**{k: doc[k] for k in _MEMBER_FIELDS if k in doc})
 
 
 @dataclass
 class GroupInfo:
-    """What planning needs to know about a group without the model's weights."""
+    """What planning needs to know about a channel group without the model's weights: the
+    graph's own `Member`s (module, kind, dim, indices, block, param, axis)."""
     id: str
     channels: int
-    producers: list[dict[str, Any]]   # {module, kind, dim, indices}
-    consumers: list[dict[str, Any]]   # {module, kind, dim, indices, geometry?}
-    members: list[dict[str, Any]]
+    producers: list[Member]
+    consumers: list[Member]
+    members: list[Member]
     primary: str | None = None        # consumer whose input the moments describe
     prunable: bool = True
     touches_output: bool = False
 
+    def __post_init__(self) -> None:
+        for role in ("producers", "consumers", "members"):
+            setattr(self, role, [m if isinstance(m, Member) else _member(m) for m in getattr(self, role)])
+
+    def consumer(self, module: str) -> Member:
+        """The consumer member of module `module`."""
+        for c in self.consumers:
+            if c.module == module:
+                return c
+        raise KeyError(f"fastprune: module {module!r} does not consume channel group {self.id}")
+
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        for role in ("producers", "consumers", "members"):
+            out[role] = [asdict(m) for m in out[role]]
+        return out
 
 
 @dataclass
@@ -73,6 +91,7 @@ class Statistics:
     moments: dict[str, Any] = field(default_factory=dict)                # gid -> ChannelMoments
     influence: dict[str, dict[str, Any]] = field(default_factory=dict)   # gid -> consumer -> InfluenceMoments
     patch_gram: dict[str, dict[str, Any]] = field(default_factory=dict)  # gid -> consumer -> PatchGram
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)    # gid -> linear consumer -> ChannelMoments
     taylor: dict[str, torch.Tensor] = field(default_factory=dict)        # gid -> (C,) float64 sum over images
     taylor_count: dict[str, int] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -87,13 +106,12 @@ class Statistics:
     def group_of(self, producer: str) -> str:
         """The id of the group whose producers include module `producer`."""
         for gid, g in self.groups.items():
-            if any(p["module"] == producer for p in g.producers):
+            if any(p.module == producer for p in g.producers):
                 return gid
         raise KeyError(f"fastprune: no channel group is produced by {producer!r}")
 
     def check_model(self, model: torch.nn.Module, example_inputs: Any) -> None:
         """Raise ValueError if these statistics were not collected on a model with this graph."""
-        from fastprune.graph import DependencyGraph
         fp = DependencyGraph(model, example_inputs).fingerprint()
         if fp != self.fingerprint:
             raise ValueError(
@@ -109,6 +127,7 @@ class Statistics:
         if set(other.moments) != set(self.moments) or \
                 {g: set(v) for g, v in other.influence.items()} != {g: set(v) for g, v in self.influence.items()} or \
                 {g: set(v) for g, v in other.patch_gram.items()} != {g: set(v) for g, v in self.patch_gram.items()} or \
+                {g: set(v) for g, v in other.features.items()} != {g: set(v) for g, v in self.features.items()} or \
                 set(other.taylor) != set(self.taylor):
             raise ValueError("fastprune: cannot merge statistics collected with different options")
 
@@ -117,7 +136,8 @@ class Statistics:
         self._check_compatible(other)
         for gid, acc in self.moments.items():
             acc.merge(other.moments[gid])
-        for table, other_table in ((self.influence, other.influence), (self.patch_gram, other.patch_gram)):
+        for table, other_table in ((self.influence, other.influence), (self.patch_gram, other.patch_gram),
+                                   (self.features, other.features)):
             for gid, per in table.items():
                 for cname, acc in per.items():
                     acc.merge(other_table[gid][cname])
@@ -135,6 +155,7 @@ class Statistics:
         yield "moments", {gid: {"": acc} for gid, acc in self.moments.items()}
         yield "influence", self.influence
         yield "patch_gram", self.patch_gram
+        yield "features", self.features
 
     def to_bytes(self) -> bytes:
         from safetensors.torch import save

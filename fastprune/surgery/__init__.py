@@ -6,8 +6,8 @@ original with those channels dead; `masked` zeroes the same channels in place wi
 (for fast searches and learned gates). `save_pruned`/`load_pruned` store the plan, the
 per-module edits (JSON) and the weights (safetensors) and rebuild from a model factory.
 """
-from .mask import Masked, masked
+from .mask import Masked, masked, masked_metric
 from .prune import prune
 from .replay import load_pruned, save_pruned
 
-__all__ = ["Masked", "load_pruned", "masked", "prune", "save_pruned"]
+__all__ = ["Masked", "load_pruned", "masked", "masked_metric", "prune", "save_pruned"]

@@ -6,7 +6,7 @@ channels) and the dead channels get no gradient.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -71,3 +71,17 @@ def masked(model: nn.Module, removal: Plan | Mapping[str, Any], example_inputs: 
         masks[name] = mask
         handles.append(mods[name].register_forward_pre_hook(_hook(mask, call.op == "linear")))
     return Masked(handles, masks)
+
+
+def masked_metric(model: nn.Module, metric: Callable[[nn.Module], float], example_inputs: Any
+                  ) -> Callable[[Mapping[str, Any]], float]:
+    """`evaluate(removal) -> metric(model with removal masked)`: what the Tolerance rule
+    (`fastprune.planning.Tolerance(eps, evaluate=...)`) evaluates candidates with."""
+    graph = DependencyGraph(model, example_inputs)
+
+    def evaluate(removal: Mapping[str, Any]) -> float:
+        if not removal:
+            return float(metric(model))
+        with masked(model, removal, example_inputs, graph=graph):
+            return float(metric(model))
+    return evaluate

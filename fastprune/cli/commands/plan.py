@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ... import criteria
+from ...planning.rules import ALLOCATIONS
+
 HELP = "make a pruning plan (plan.json) from a statistics file, or by learned gates"
 
 GATE_INITS = (  # fastprune.train.gates.INITS, spelled out so `--help` needs no torch (tested equal)
@@ -23,8 +26,8 @@ GATE_INITS = (  # fastprune.train.gates.INITS, spelled out so `--help` needs no 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stats", nargs="?", metavar="STATS.fps",
                    help="statistics file written by `fastprune score` (optional for --method gates)")
-    p.add_argument("--method", required=True,
-                   help="criterion: pca_nci, lfa, msd_nci, nci, l1, l2, fpgm, apoz, ..., or gates")
+    p.add_argument("--method", required=True, choices=(*criteria.names(), "gates"),
+                   help="criterion (registered in fastprune.criteria), or gates (learned importance weights)")
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--variance", type=float, metavar="TAU", help="explained-variance threshold τ in (0, 1]")
     rule.add_argument("--ratio", type=float, metavar="R", help="fraction of channels to remove in every layer")
@@ -32,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     rule.add_argument("--target-params", type=float, metavar="R", help="remove this fraction of the parameters")
     rule.add_argument("--tolerance", type=float, metavar="EPS",
                       help="error tolerance ε: the --metric on --data may drop by at most ε (gates: required)")
+    p.add_argument("--allocation", choices=ALLOCATIONS,
+                   help="how a --target-macs/--target-params budget is spread over layers: own (the method's own "
+                        "per-layer count, its knob searched; default for pca_nci, msd_nci, lfa), global (one "
+                        "threshold on normalised scores; default otherwise), uniform, redundancy (PCA counts)")
     p.add_argument("--relative", action="store_true", help="--tolerance is a fraction of the unpruned metric")
     p.add_argument("--factors", choices=("kaiser", "variance", "se_scree"),
                    help="lfa: how many factors (kaiser: eigenvalues >= 1; variance: with --variance; se_scree)")
@@ -63,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def rule_options(args: argparse.Namespace) -> dict:
-    opts = {k: getattr(args, k) for k in ("variance", "ratio", "target_macs", "target_params", "tolerance",
+    opts = {k: getattr(args, k) for k in ("variance", "ratio", "target_macs", "target_params", "tolerance", "allocation",
                                           "factors", "alpha", "percentile", "exclude", "min_channels", "round_to")
             if getattr(args, k, None) is not None}
     return opts
@@ -142,10 +149,13 @@ def _check_gates_args(args: argparse.Namespace) -> None:
         raise UsageError("--method gates needs --data (validation data the metric is measured on)")
 
 
-def _gates_options(args: argparse.Namespace) -> dict:
-    """fastprune.plan(method="gates") arguments from the command line (data as loaders)."""
+def _gates_plan(args: argparse.Namespace, stats, model):
+    """`fastprune.train.gates.gates_plan` on the command line's data (as loaders) and options."""
     import torch
     from torch.utils.data import DataLoader
+
+    from ...planning import Tolerance
+    from ...train.gates import gates_plan
 
     from ..errors import UsageError
     from ..specs import open_data
@@ -158,15 +168,21 @@ def _gates_options(args: argparse.Namespace) -> dict:
     options = dict(init=args.gate_init, epochs=args.gate_epochs, lr=args.gate_lr, l1=args.gate_l1, step=step,
                    train_base=args.train_base, seed=args.seed, fold=True, progress=True)
     options["loss"] = _loss(train)  # labels the data set marks as void do not count in the training loss
-    return dict(
-        tolerance=args.tolerance, relative=args.relative, higher_is_better=args.metric != "loss", evaluate=metric,
-        train_data=DataLoader(train, batch_size=args.batch_size, shuffle=True,
-                              generator=torch.Generator().manual_seed(args.seed)),
-        val_data=DataLoader(val, batch_size=args.batch_size, shuffle=False), gates=options)
+    options["evaluate"] = metric
+    if stats is not None:
+        options["example_inputs"] = stats.example_inputs(model)
+    tol = Tolerance(args.tolerance, relative=args.relative, higher_is_better=args.metric != "loss")
+    init = options.pop("init")
+    train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True,
+                              generator=torch.Generator().manual_seed(args.seed))
+    return gates_plan(model, train_loader, DataLoader(val, batch_size=args.batch_size, shuffle=False), tol, init,
+                      **options)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...planning import compose
     from ...planning import plan as make_plan
+    from ...surgery import masked_metric
     from ..errors import UsageError
     from ..plans import save_plan
 
@@ -178,13 +194,18 @@ def run(args: argparse.Namespace) -> int:
         _check_gates_args(args)
     stats, loaded = _model(args)
     if args.method == "gates":
-        opts = _gates_options(args)
+        plan = _gates_plan(args, stats, loaded.model)
     else:
         opts = rule_options(args)
         if args.tolerance is not None:
             _, metric = _metric(args)
-            opts.update(evaluate=metric, higher_is_better=args.metric != "loss", relative=args.relative)
-    plan = make_plan(loaded.model, stats, method=args.method, **opts)
+            opts.update(evaluate=masked_metric(loaded.model, metric, stats.example_inputs(loaded.model)),
+                        higher_is_better=args.metric != "loss", relative=args.relative)
+        try:
+            crit, rule, bounds = compose(args.method, **opts)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc).removeprefix("fastprune: ")) from None
+        plan = make_plan(loaded.model, stats, crit, rule, bounds=bounds)
     plan.meta.setdefault("method", args.method)
     plan.meta["model"] = loaded.spec.text
     if args.method == "gates":

@@ -1,0 +1,156 @@
+"""The one place that turns a rule and a criterion into a kept-channel count per group.
+
+Counts only: which channels are kept is then `criterion.select(ctx, k)` (planner.py). Budgets
+search one scalar (the criterion's knob, a global score threshold, one ratio, or PCA's tau)
+by bisection, then step layer by layer between the two bracketing count vectors, and keep the
+counts whose removed fraction is closest to the target.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from fastprune.criteria import Criterion, GroupContext
+from fastprune.criteria.nci import pca_count
+
+from .rules import Bounds, Budget, Own, Ratio, Variance
+from .tolerance import Tolerance, largest_within
+
+Counts = dict[str, int]
+#: removed fraction of the budget's resource for given counts
+Removed = Callable[[Counts], float]
+
+
+def counts_for(rule: Any, criterion: Criterion, contexts: dict[str, GroupContext], bounds: Bounds,
+               removed: Removed | None = None, removal: Callable[[dict[str, list[int]]], Any] | None = None
+               ) -> tuple[Counts, dict[str, Any]]:
+    """Per-group kept counts under `rule`, and what the search recorded (for the plan's meta).
+    `removed(counts)` (budgets) gives the removed fraction of the budget's resource;
+    `removal(keep)` (tolerance) turns kept group channels into a producer removal."""
+    def each(k_of: Callable[[GroupContext], int]) -> Counts:
+        return {gid: bounds.bound(k_of(ctx), ctx.channels) for gid, ctx in contexts.items()}
+
+    if isinstance(rule, Own):
+        return each(lambda ctx: criterion.count(ctx, rule.value)), {}
+    if isinstance(rule, Variance):
+        return each(lambda ctx: pca_count(ctx, rule.tau)), {}
+    if isinstance(rule, Ratio):
+        return each(lambda ctx: rule.count(ctx.channels)), {}
+    if isinstance(rule, Budget):
+        return _budget(rule, criterion, contexts, bounds, removed)
+    if isinstance(rule, Tolerance):
+        return _tolerance(rule, criterion, contexts, bounds, removal)
+    raise TypeError(f"fastprune: unknown rule {rule!r} (Variance, Ratio, Budget, Tolerance or Own)")
+
+
+def allocation_of(rule: Budget, criterion: Criterion) -> str:
+    alloc = rule.allocation or ("own" if criterion.own_count else "global")
+    if alloc == "own" and not criterion.own_count:
+        raise ValueError(f"fastprune: criterion {criterion.name!r} has no per-layer count of its own: "
+                         "use allocation='global', 'uniform' or 'redundancy'")
+    return alloc
+
+
+def _normalised(scores: np.ndarray) -> np.ndarray:
+    """Scores divided by their mean magnitude, so layers compare on one global scale."""
+    m = float(np.mean(np.abs(scores)))
+    return scores / m if m > 0 else np.zeros_like(scores)
+
+
+def _budget(rule: Budget, criterion: Criterion, contexts: dict[str, GroupContext], bounds: Bounds,
+            removed: Removed | None) -> tuple[Counts, dict[str, Any]]:
+    if removed is None:
+        raise ValueError("fastprune: a Budget needs the cost model")
+    alloc = allocation_of(rule, criterion)
+    target = rule.target
+    floor = {gid: bounds.bound(0, ctx.channels) for gid, ctx in contexts.items()}
+    most = removed(floor)
+    if most < target:
+        raise ValueError(f"fastprune: cannot remove {target:.1%} of the {rule.resource}: even with every layer at "
+                         f"min_channels={bounds.min_channels} only {most:.1%} go")
+
+    def each(k_of: Callable[[GroupContext], int]) -> Counts:
+        return {gid: bounds.bound(k_of(ctx), ctx.channels) for gid, ctx in contexts.items()}
+
+    if alloc == "global":
+        norm = {gid: _normalised(ctx.scores(criterion)) for gid, ctx in contexts.items()}
+        thresholds = np.unique(np.concatenate(list(norm.values()) + [np.array([-np.inf])]))
+        # index i: keep the channels above thresholds[i]; larger i prunes more
+        counts_at: Callable[[float], Counts] = lambda i: {  # noqa: E731
+            gid: bounds.bound(int(np.sum(norm[gid] > thresholds[int(i)])), contexts[gid].channels) for gid in norm}
+        lo, hi, discrete = 0.0, float(len(thresholds) - 1), True
+    elif alloc == "uniform":
+        counts_at = lambda r: each(lambda ctx: ctx.channels - int(ctx.channels * r))  # noqa: E731
+        lo, hi, discrete = 0.0, 1.0 - 1e-12, False
+    else:  # own knob or PCA tau: larger values keep more
+        if alloc == "own":
+            knob = criterion.knob
+            count: Callable[[GroupContext, float], int] = criterion.count
+            a, b, increasing = knob.low, knob.high, knob.increasing
+        else:
+            count, a, b, increasing = pca_count, 1e-6, 1.0, True
+        # parametrise so that a larger search value always prunes more
+        if increasing:
+            counts_at = lambda v: each(lambda ctx: count(ctx, a + b - v))  # noqa: E731
+        else:
+            counts_at = lambda v: each(lambda ctx: count(ctx, v))  # noqa: E731
+        lo, hi, discrete = a, b, False
+    if removed(counts_at(hi)) < target:
+        raise ValueError(f"fastprune: allocation {alloc!r} of criterion {criterion.name!r} cannot remove "
+                         f"{target:.1%} of the {rule.resource} (it reaches {removed(counts_at(hi)):.1%}; every layer at "
+                         f"min_channels would remove {most:.1%}): use another allocation")
+    counts, reached = _search(counts_at, lo, hi, discrete, removed, target)
+    return counts, {"allocation": alloc, "reached": reached}
+
+
+def _search(counts_at: Callable[[float], Counts], lo: float, hi: float, discrete: bool, removed: Removed,
+            target: float) -> tuple[Counts, float]:
+    """Bisect the scalar (larger prunes more) to bracketing counts, then step between them
+    one layer at a time; the counts closest to `target`."""
+    a, b = counts_at(lo), counts_at(hi)
+    if removed(a) >= target:
+        return a, removed(a)
+    for _ in range(200):
+        if discrete and hi - lo <= 1:
+            break
+        if not discrete and sum(a[g] != b[g] for g in a) <= 1:
+            break
+        mid = (lo + hi) // 2 if discrete else 0.5 * (lo + hi)
+        m = counts_at(mid)
+        if removed(m) >= target:
+            hi, b = mid, m
+        else:
+            lo, a = mid, m
+    best, best_err = a, abs(removed(a) - target)
+    cur = dict(a)
+    for g in a:
+        if a[g] != b[g]:
+            cur[g] = b[g]
+            err = abs(removed(cur) - target)
+            if err <= best_err:
+                best, best_err = dict(cur), err
+    if abs(removed(b) - target) <= best_err:
+        best = b
+    return best, removed(best)
+
+
+def _tolerance(rule: Tolerance, criterion: Criterion, contexts: dict[str, GroupContext], bounds: Bounds,
+               removal: Callable[[dict[str, list[int]]], Any] | None) -> tuple[Counts, dict[str, Any]]:
+    if rule.evaluate is None:
+        raise ValueError("fastprune: the Tolerance rule needs evaluate=callable(removal) -> validation loss or metric "
+                         "(fastprune.surgery.masked_metric(model, metric) makes one)")
+    if removal is None:
+        raise ValueError("fastprune: the Tolerance rule needs the producer removal of a selection")
+    candidates = [{gid: bounds.bound(Ratio(r).count(ctx.channels), ctx.channels) for gid, ctx in contexts.items()}
+                  for r in rule.steps]
+
+    def run(counts: Counts) -> float:
+        keep = {gid: criterion.select(ctx, counts[gid]) for gid, ctx in contexts.items()}
+        return float(rule.evaluate(removal(keep)))
+
+    baseline = float(rule.evaluate({}))
+    idx, values = largest_within(candidates, run, baseline, rule, mode=rule.search)
+    counts = candidates[idx] if idx >= 0 else {gid: ctx.channels for gid, ctx in contexts.items()}
+    return counts, {"tolerance_search": {"baseline": baseline, "ratio": rule.steps[idx] if idx >= 0 else 0.0,
+                                         "values": values, "steps": rule.steps, "tolerance": rule.to_dict()}}
