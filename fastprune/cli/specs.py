@@ -210,10 +210,18 @@ def parse_size(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
-def open_data(spec: str, **options: Any):
-    """fastprune.data.open_dataset(spec); a missing path or bad SPEC is the user's error."""
+def open_data(spec: str, batch_size: int | None = None, **options: Any):
+    """fastprune.data.open_dataset(spec); a missing path or bad SPEC is the user's error, and so
+    are items of several sizes to be stacked in batches of `batch_size`."""
     try:
         from ..data import open_dataset
+        from ..data.tiles import check_batchable
     except ImportError as exc:
         raise NotImplementedError(f"the data sets (fastprune.data) are not available: {exc}") from None
-    return open_dataset(spec, **options)
+    data = open_dataset(spec, **options)
+    if batch_size is not None:
+        try:
+            check_batchable(data, batch_size)
+        except ValueError as exc:
+            raise UsageError(f"data SPEC {spec!r}: {exc}") from None
+    return data

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("need --batch-size >= 1 and --threads >= 1")
     check_output(args, args.out, "metrics")
     loaded = load_model(args.model, args.weights, trust_code=args.trust_code)
-    data = open_data(args.data)
+    data = open_data(args.data, args.batch_size)
     if len(data) == 0:
         raise UsageError(f"data SPEC {args.data!r} holds no samples")
     from ...graph.cost import count

@@ -53,21 +53,21 @@ def run(args: argparse.Namespace) -> int:
     if partial.exists() and not args.resume:
         shutil.rmtree(partial)  # an interrupted run's checkpoint (checked above)
     loaded = load_model(args.model, args.weights, trust_code=args.trust_code)
-    train = open_data(args.data)
-    val = open_data(args.val_data) if args.val_data else None
+    train = open_data(args.data, args.batch_size)
+    val = open_data(args.val_data, args.batch_size) if args.val_data else None
     from ...report.records import metrics_from_evaluation
     from ...train import evaluate, fit
 
     torch.manual_seed(args.seed)
     extra = {}
     if val is not None:
-        extra["metrics_before_finetune"] = metrics_from_evaluation(evaluate(loaded.model, val))
+        extra["metrics_before_finetune"] = metrics_from_evaluation(evaluate(loaded.model, val, batch_size=args.batch_size))
     key = {"data": args.data, "model": str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model,
            "weights": args.weights}
     fit(loaded.model, train, val, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
         checkpoint=partial, resume=args.resume, resume_key=key)
     if val is not None:
-        extra["metrics"] = metrics_from_evaluation(evaluate(loaded.model, val))
+        extra["metrics"] = metrics_from_evaluation(evaluate(loaded.model, val, batch_size=args.batch_size))
     extra["finetune"] = {"data": args.data, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                          "seed": args.seed}
     save_model(out, loaded, **extra)

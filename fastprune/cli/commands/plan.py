@@ -124,7 +124,7 @@ def _metric(args: argparse.Namespace):
 
     if not args.data:
         raise UsageError("--tolerance needs --data (validation data the metric is measured on)")
-    val = open_data(args.data)
+    val = open_data(args.data, args.batch_size)
     if args.metric == "loss":
         from torch.utils.data import DataLoader
 
@@ -173,7 +173,7 @@ def _gates_options(args: argparse.Namespace) -> dict:
     from ..specs import open_data
 
     val, metric = _metric(args)
-    train = open_data(args.train_data)
+    train = open_data(args.train_data, args.batch_size)
     if len(train) == 0 or len(val) == 0:
         raise UsageError("--train-data and --data must hold samples")
     step = int(args.gate_step) if args.gate_step >= 1 else args.gate_step

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if name in pruned or name == "baseline":
             name = f"{name}:{Path(folder).name}"
         pruned[name] = lm
-    data = open_data(args.data)
+    data = open_data(args.data, 8)
     if len(data) == 0:
         raise UsageError(f"data SPEC {args.data!r} holds no samples")
     example = example_input(base.model, size)

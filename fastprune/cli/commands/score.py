@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         if had.complete:
             raise UsageError(f"{partial} holds a finished collection: nothing to resume")
     loaded = load_model(args.model, args.weights, trust_code=args.trust_code)
-    data = open_data(args.data)
+    data = open_data(args.data, args.batch_size)
     from ...stats.collect import collect
 
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=False)
