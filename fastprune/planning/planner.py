@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from fastprune._documents import weights_digest
 from fastprune.criteria import Criterion, GroupContext, get
 from fastprune.criteria.linalg import retained_variance
 from fastprune.graph.cost import ChannelCost
@@ -29,7 +30,9 @@ def plan(model: torch.nn.Module, stats: Statistics, criterion: str | Criterion =
     if isinstance(rule, Own) and not crit.own_count:
         raise ValueError(f"fastprune: criterion {crit.name!r} needs a rule: Variance, Ratio, Budget or Tolerance "
                          "(variance=, ratio=, target_macs=, target_params= or tolerance=)")
+    stats.check_complete()
     crit.check(stats)
+    digest = weights_digest(model)  # of the weights planned on
     if example_inputs is None:
         example_inputs = stats.example_inputs(model)
     if check:
@@ -57,7 +60,9 @@ def plan(model: torch.nn.Module, stats: Statistics, criterion: str | Criterion =
             raise RuntimeError(f"fastprune: criterion {crit.name} selected {len(sel)} channels of group {gid}, "
                                f"asked for {counts[gid]}")
         keep[gid] = sel
-    return _assemble(model, stats, crit, rule, bounds, contexts, keep, cost, search)
+    p = _assemble(model, stats, crit, rule, bounds, contexts, keep, cost, search)
+    p.meta["weights_digest"] = digest
+    return p
 
 
 def _producer_channels(model: torch.nn.Module, name: str) -> int:
