@@ -29,7 +29,8 @@ class FactorFit:
         return np.sum(self.loadings**2, axis=1)
 
 
-def ml_factor_analysis(cov, k: int, tol: float = 1e-2, max_iter: int = 1000, n_samples: float = 1.0) -> FactorFit:
+def ml_factor_analysis(cov, k: int, tol: float = 1e-2, max_iter: int = 1000, n_samples: float = 1.0,
+                       start: np.ndarray | None = None) -> FactorFit:
     """ML factor analysis with `k` factors of covariance `cov` (use a correlation matrix for
     standardised variables). `tol` is on the change of the log-likelihood of `n_samples`
     samples, as in scikit-learn (whose default n_samples is the data size).
@@ -58,7 +59,7 @@ def ml_factor_analysis(cov, k: int, tol: float = 1e-2, max_iter: int = 1000, n_s
         ll = llconst + np.sum(np.log(np.maximum(top, _SMALL))) + float(np.sum(w[k:])) + np.sum(np.log(psi))
         return -n_samples / 2.0 * ll, loadings, np.maximum(var - np.sum(loadings**2, axis=1), _SMALL)
 
-    psi0 = np.ones(p)
+    psi0 = np.ones(p) if start is None else np.clip(np.asarray(start, dtype=np.float64), _SMALL, np.maximum(var, _SMALL))
     ll0, loadings, psi1 = step(psi0)
     while calls < max_iter:
         ll1, loadings1, psi2 = step(psi1)

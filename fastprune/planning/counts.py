@@ -3,7 +3,8 @@
 Counts only: which channels are kept is then `criterion.select(ctx, k)` (planner.py). Budgets
 search one scalar (the criterion's knob, a global score threshold, one ratio, or PCA's tau)
 by bisection, then step layer by layer between the two bracketing count vectors, and keep the
-counts whose removed fraction is closest to the target.
+counts whose removed fraction is closest to the target; where layers are so coarse that this
+misses the target by more than a point, single channels move where that helps most.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .rules import Bounds, Budget, Own, Ratio, Variance
 from .tolerance import Tolerance, largest_within
 
 Counts = dict[str, int]
+_CLOSE = 0.01  # a budget lands within this of its target wherever single channels allow
 #: removed fraction of the budget's resource for given counts
 Removed = Callable[[Counts], float]
 
@@ -91,26 +93,38 @@ def _budget(rule: Budget, criterion: Criterion, contexts: dict[str, GroupContext
         else:
             count, a, b, increasing = pca_count, 1e-6, 1.0, True
         # parametrise so that a larger search value always prunes more
-        if increasing:
-            counts_at = lambda v: each(lambda ctx: count(ctx, a + b - v))  # noqa: E731
-        else:
-            counts_at = lambda v: each(lambda ctx: count(ctx, v))  # noqa: E731
+        def value(v: float) -> float:
+            return a + b - v if increasing else v
+
+        counts_at = lambda v: each(lambda ctx: count(ctx, value(v)))  # noqa: E731
         lo, hi, discrete = a, b, False
     if removed(counts_at(hi)) < target:
         raise ValueError(f"fastprune: allocation {alloc!r} of criterion {criterion.name!r} cannot remove "
                          f"{target:.1%} of the {rule.resource} (it reaches {removed(counts_at(hi)):.1%}; every layer at "
                          f"min_channels would remove {most:.1%}): use another allocation")
-    counts, reached = _search(counts_at, lo, hi, discrete, removed, target)
-    return counts, {"allocation": alloc, "reached": reached}
+    counts, reached, v = _search(counts_at, lo, hi, discrete, removed, target,
+                                 lambda g, k: bounds.bound(k, contexts[g].channels),
+                                 {gid: ctx.channels for gid, ctx in contexts.items()})
+    info: dict[str, Any] = {"allocation": alloc, "reached": reached}
+    if alloc == "uniform":
+        info["ratio"] = v
+    elif alloc in ("own", "redundancy"):
+        info["knob"] = {"name": criterion.knob.name if alloc == "own" else "variance", "value": value(v)}
+    return counts, info
 
 
 def _search(counts_at: Callable[[float], Counts], lo: float, hi: float, discrete: bool, removed: Removed,
-            target: float) -> tuple[Counts, float]:
+            target: float, bound: Callable[[str, int], int], full: Counts) -> tuple[Counts, float, float]:
     """Bisect the scalar (larger prunes more) to bracketing counts, then step between them
-    one layer at a time; the counts closest to `target`."""
+    one layer at a time; the counts closest to `target`, their removed fraction, and the
+    scalar of the bracket they start from."""
     a, b = counts_at(lo), counts_at(hi)
     if removed(a) >= target:
-        return a, removed(a)
+        if removed(a) - target <= _CLOSE:
+            return a, removed(a), lo
+        a = {g: bound(g, full[g]) for g in a}  # even the scalar's mildest end prunes too much: start from all
+        if removed(a) >= target:
+            return a, removed(a), lo
     for _ in range(200):
         if discrete and hi - lo <= 1:
             break
@@ -122,17 +136,29 @@ def _search(counts_at: Callable[[float], Counts], lo: float, hi: float, discrete
             hi, b = mid, m
         else:
             lo, a = mid, m
-    best, best_err = a, abs(removed(a) - target)
+    best, best_err, at = a, abs(removed(a) - target), lo
     cur = dict(a)
     for g in a:
-        if a[g] != b[g]:
-            cur[g] = b[g]
-            err = abs(removed(cur) - target)
-            if err <= best_err:
-                best, best_err = dict(cur), err
+        if a[g] != b[g]:  # one channel (one bounded step) at a time from a[g] to b[g]
+            for k in sorted({bound(g, j) for j in range(b[g], a[g])}, reverse=True):
+                cur[g] = k
+                err = abs(removed(cur) - target)
+                if err <= best_err:
+                    best, best_err, at = dict(cur), err, hi
     if abs(removed(b) - target) <= best_err:
-        best = b
-    return best, removed(best)
+        best, best_err, at = b, abs(removed(b) - target), hi
+    while best_err > _CLOSE:  # coarse layers (a tiny model): move single channels where that helps most
+        steps = []
+        for g, k in best.items():
+            nearer = bound(g, k - 1) if removed(best) < target else bound(g, k + 1)
+            if nearer != k:
+                trial = {**best, g: nearer}
+                steps.append((abs(removed(trial) - target), g, trial))
+        err, _, trial = min(steps, default=(best_err, "", best), key=lambda t: (t[0], t[1]))
+        if err >= best_err:
+            break
+        best, best_err = trial, err
+    return best, removed(best), at
 
 
 def _tolerance(rule: Tolerance, criterion: Criterion, contexts: dict[str, GroupContext], bounds: Bounds,
