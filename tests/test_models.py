@@ -2,18 +2,15 @@
 U-Net level removal and the redundancy measure that chooses levels."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from _macs import count_macs, count_params
-from sklearn.decomposition import PCA
 
-from fastprune.models import UNet, create, level_layers, level_redundancy, remove_levels
+from fastprune.models import UNet, create, level_layers, remove_levels
 from fastprune.models.deeplab import DeepLabV3Plus
 from fastprune.models.resnet import ResNet
 from fastprune.models.segnet import SegNet
 from fastprune.models.ternausnet import TernausNet
-from fastprune.models.unet import choose_levels, redundancy
 from fastprune.models.vgg import VGG16
 
 
@@ -167,46 +164,3 @@ def test_remove_levels_rejects_decoupled_pruned_model():
         remove_levels(m, 1)
 
 
-def _corr_from_factors(rng, c, k, n=4000, noise=0.05):
-    z = rng.normal(size=(n, k))
-    x = z @ rng.normal(size=(k, c)) + noise * rng.normal(size=(n, c))
-    return x, np.corrcoef(x, rowvar=False)
-
-
-@pytest.mark.parametrize("c,k", [(16, 2), (32, 8), (12, 12)])
-def test_redundancy_matches_sklearn_pca(c, k):
-    rng = np.random.default_rng(c * 100 + k)
-    x, corr = _corr_from_factors(rng, c, k)
-    # Oracle: PCA of the standardised data (= eigen-analysis of the correlation matrix).
-    ratios = PCA().fit((x - x.mean(0)) / x.std(0)).explained_variance_ratio_
-    for tau in (0.8, 0.95, 0.99):
-        kk = int(np.searchsorted(np.cumsum(ratios), tau - 1e-12) + 1)
-        assert redundancy(torch.from_numpy(corr), tau) == pytest.approx(1 - kk / c)
-    if k < c:
-        assert redundancy(torch.from_numpy(corr), 0.95) >= 1 - k / c - 1e-9
-
-
-def test_choose_levels_from_correlations():
-    m = UNet(3, 2, 4, 3)
-    rng = np.random.default_rng(0)
-    layers = level_layers(m)
-    assert set(layers) == {1, 2, 3}
-    assert layers[3][0].startswith("downs.2") and any(n.startswith("ups.0") for n in layers[3])
-    convs = dict(m.named_modules())
-    corr = {}
-    for d, names in layers.items():
-        for name in names:
-            c = convs[name].out_channels
-            if d >= 2:  # the two deepest levels: channels nearly rank one
-                corr[name] = torch.from_numpy(_corr_from_factors(rng, c, 1)[1])
-            else:  # level 1: independent channels
-                corr[name] = torch.from_numpy(np.corrcoef(rng.normal(size=(4000, c)), rowvar=False))
-    scores = level_redundancy({d: [corr[n] for n in names] for d, names in layers.items()})
-    assert scores[3] > 0.8 and scores[2] > 0.8 and scores[1] < 0.2
-    assert choose_levels(m, corr, threshold=0.75) == 2
-    assert choose_levels(m, corr, threshold=0.75, min_depth=2) == 1
-    assert choose_levels(m, corr, threshold=0.95) == 0
-    del corr[layers[3][0]]  # missing layers are ignored
-    assert choose_levels(m, corr, threshold=0.75) == 2
-    with pytest.raises(ValueError):
-        redundancy(torch.ones(3, 4))

@@ -6,7 +6,6 @@ A *scene source* is anything with ``__len__``, ``shape(i) -> (H, W)``, ``name(i)
 """
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import numpy as np
@@ -150,10 +149,6 @@ class SlidingTiles(_Base):
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         i, y, x, h, w = self.windows[k]
         return _pair(*self.source.read(i, (y, x, h, w)))
-
-
-def num_tiles(length: int, tile: int, stride: int) -> int:
-    return 1 if tile >= length else math.ceil((length - tile) / stride) + 1
 
 
 def check_batchable(data: Dataset, batch_size: int) -> None:

@@ -13,8 +13,6 @@ variant would couple neighbouring levels).
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Sequence
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -152,66 +150,3 @@ def remove_levels(model: UNet, n_levels: int = 1) -> UNet:
 def _out_channels(block: nn.Module) -> int:
     convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
     return convs[-1].out_channels
-
-
-def redundancy(corr: torch.Tensor, tau: float = 0.95) -> float:
-    """Redundancy of one layer's channels from their correlation matrix: 1 - k/C.
-
-    k is the fewest principal components of the correlation matrix whose eigenvalues explain
-    at least ``tau`` of the total variance (its trace). A layer whose C channels are spanned by
-    a few directions (k << C) carries little that its neighbours could not; 0 means every
-    channel is needed, values near 1 mean almost all are redundant.
-    """
-    if not isinstance(corr, torch.Tensor) or corr.ndim != 2 or corr.shape[0] != corr.shape[1]:
-        raise ValueError("redundancy: expected a square correlation matrix tensor")
-    if not 0 < tau <= 1:
-        raise ValueError(f"redundancy: tau must be in (0, 1], got {tau}")
-    c = corr.to(torch.float64)
-    if not torch.isfinite(c).all():
-        raise ValueError("redundancy: correlation matrix has non-finite entries")
-    ev = torch.linalg.eigvalsh((c + c.T) / 2).clamp_min(0).flip(0)
-    total = ev.sum()
-    if total <= 0:
-        return 1.0  # all channels constant: nothing to explain, fully redundant
-    frac = torch.cumsum(ev, 0) / total
-    k = int(torch.searchsorted(frac, torch.tensor(tau - 1e-12, dtype=frac.dtype)).item()) + 1
-    return 1.0 - min(k, c.shape[0]) / c.shape[0]
-
-
-def level_redundancy(corr_by_level: Mapping[int, Sequence[torch.Tensor]],
-                     tau: float = 0.95) -> dict[int, float]:
-    """Per-level redundancy: channel-weighted mean of ``redundancy`` over the level's layers.
-
-    Weighted by channel count so a wide layer counts for what it costs. Levels without
-    matrices are left out.
-    """
-    out: dict[int, float] = {}
-    for level, mats in corr_by_level.items():
-        mats = list(mats)
-        if not mats:
-            continue
-        sizes = [m.shape[0] for m in mats]
-        out[int(level)] = sum(redundancy(m, tau) * s for m, s in zip(mats, sizes)) / sum(sizes)
-    return out
-
-
-def choose_levels(model: UNet, corr_by_layer: Mapping[str, torch.Tensor], threshold: float = 0.75,
-                  tau: float = 0.95, min_depth: int = 1) -> int:
-    """How many deepest levels to remove: count down from the deepest while its redundancy
-    (``level_redundancy`` of the layers named by ``level_layers``) is at least ``threshold``.
-
-    Only the deepest levels can be removed, so the count stops at the first level that is not
-    redundant enough; at least ``min_depth`` levels are kept. Layers missing from
-    ``corr_by_layer`` are ignored; a level with none of its layers present stops the count.
-    """
-    if not 0 <= threshold <= 1:
-        raise ValueError(f"choose_levels: threshold must be in [0, 1], got {threshold}")
-    layers = level_layers(model)
-    by_level = {d: [corr_by_layer[n] for n in names if n in corr_by_layer] for d, names in layers.items()}
-    scores = level_redundancy(by_level, tau)
-    n = 0
-    for d in sorted(layers, reverse=True):
-        if len(layers) - n <= min_depth or scores.get(d, -1.0) < threshold:
-            break
-        n += 1
-    return n

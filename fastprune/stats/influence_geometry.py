@@ -7,8 +7,7 @@ of A(y) * A(y + delta), delta = (t' - t) * d, with A = 0 outside the image. Thos
 strided rectangle per tap pair. Splitting each axis at the breakpoints of all taps' ranges and by
 stride phase gives "cells" shared by many pairs: the kernels compute one sum per (cell, delta) -
 a "job" - over the whole image once, and every pair's sum is a sum of jobs (offset sums with
-exact border corrections and stride phase classes; kernels.md, "Exact next-convolution
-influence").
+exact border corrections and stride phase classes; the sums R_c(delta) of `influence.py`).
 """
 from __future__ import annotations
 

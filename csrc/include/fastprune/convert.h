@@ -1,5 +1,5 @@
 // Loading fp16 / bf16 / fp32 elements as fp32, identical on host and device.
-// Accumulation is never in half precision (kernels.md, "Numerics").
+// Accumulation is never in half precision (moments_tile.h: shifted float32/float64 sums).
 #pragma once
 #include <cstdint>
 #include <cstring>

@@ -1,6 +1,6 @@
 // Tile arithmetic of the moments engine, shared by the CPU and CUDA back-ends.
 //
-// Numerics (kernels.md): a tile of K samples is shifted per channel by a value s_c close to the
+// Numerics: a tile of K samples is shifted per channel by a value s_c close to the
 // channel's mean, its shifted sums S1_c = sum(x_c - s_c) and co-moments G_ij = sum((x_i - s_i)
 // (x_j - s_j)) are accumulated in fp32 over the bounded tile, and the tile is merged into fp64
 // totals with Chan et al.'s pairwise update:

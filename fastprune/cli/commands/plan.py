@@ -80,7 +80,7 @@ def rule_options(args: argparse.Namespace) -> dict:
     return opts
 
 
-def _model(args: argparse.Namespace):
+def model_of_stats(args: argparse.Namespace):
     """(statistics or None, the model they name, or --model/--weights, checked against them)."""
     from ..artifacts import load_model, load_stats
     from ..errors import UsageError
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--train-data is for --method gates; --method {args.method} plans from STATS.fps")
     if args.method == "gates":
         _check_gates_args(args)
-    stats, loaded = _model(args)
+    stats, loaded = model_of_stats(args)
     if args.method == "gates":
         plan = _gates_plan(args, stats, loaded.model)
     else:
