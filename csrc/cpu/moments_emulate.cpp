@@ -163,23 +163,10 @@ void image_records(const Plan& p, double* ws) {
 
 void finish_stats(const Plan& p, double* ws, double* out) {
   const RecordStore rs{ws + (p.spi > 0 ? p.off_image : p.off_split), p.records, p.C};
-  const OutLayout L{p.C, p.cov};
   for (std::int64_t c = 0; c < p.C; ++c) {
     Record lanes[kLanes];
     for (int y = 0; y < kLanes; ++y) lanes[y] = lane_walk<Record>(y, p.records, [&](std::int64_t k) { return rs.get(k, c); });
-    const Record r = host_lane_reduce(lanes);
-    if (c == 0) {
-      out[0] = r.n;
-      out[1] = p.per_image && p.records > 0 ? static_cast<double>(p.I) : 0.0;
-    }
-    out[L.mean() + c] = r.mean;
-    out[L.abs_sum() + c] = r.abs;
-    out[L.zeros() + c] = r.zeros;
-    out[L.min() + c] = r.mn;
-    out[L.max() + c] = r.mx;
-    out[L.nonfinite() + c] = r.nonfin;
-    out[L.msd_sum() + c] = r.msd;
-    if (!p.cov) out[L.m2() + c] = r.m2;
+    write_totals(p, c, host_lane_reduce(lanes), out);
   }
 }
 

@@ -9,7 +9,7 @@
 //                 a shuffle butterfly per tile, fp64 Chan merge. Interleaved input: 32 channels x
 //                 8 sample lanes, coalesced along channels, a shared-memory tree per tile.
 //  group_stats    count and exact mean of each Gram group (Chan merges of its splits' records).
-//  gram_kernel    grid (Gram groups, upper-triangle 64 x 64 block pairs). Chunks of 32 samples
+//  gram_kernel    grid (upper-triangle 64 x 64 block pairs, Gram groups). Chunks of 32 samples
 //                 are shifted in fp32 into shared memory and multiplied on tensor cores
 //                 (WMMA m16n16k8 3xTF32 for fp32/fp64 input, m16n16k16 3xBF16 for fp16/bf16),
 //                 fp32 fragments flushed into fp64 registers every 256 samples; only the
@@ -24,6 +24,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_check.h"
 #include "fastprune/moments.h"
 #include "fastprune/moments_plan.h"
 
@@ -33,10 +34,8 @@ namespace {
 using namespace fastprune::moments::dev;
 namespace wmma = nvcuda::wmma;
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("fastprune: CUDA moments: ") + what + ": " + cudaGetErrorString(e));
-}
+using cuda_util::check;
+using cuda_util::DeviceGuard;
 
 // ---------------------------------------------------------------- loads
 // 16 bytes at element i (aligned by the plan) as V floats.
@@ -193,7 +192,7 @@ __device__ void stats_interleaved(const Batch& b, const Plan& p, std::int64_t k,
 }
 
 template <DType D>
-__global__ void __launch_bounds__(kThreads) stats_kernel(Batch b, Plan p, double* ws) {
+__global__ void __launch_bounds__(kThreads, 3) stats_kernel(Batch b, Plan p, double* ws) {
   const std::int64_t k = blockIdx.x;
   std::int64_t g0, g1;
   split_tiles(p, k, g0, g1);
@@ -315,14 +314,17 @@ __device__ __forceinline__ void load_chunk(const Batch& b, const Plan& p, const 
     for (int it = threadIdx.x; it < items; it += kThreads) {
       const int row = it / per_row, k = (it - row * per_row) * vec;
       const std::int64_t c = cb + row;
-      float v[V];
+      float v[V];  // registers: every index below is a compile-time constant
       if (c < p.C && vec > 1 && k + vec <= left) {
         Vec<D>::get(b.data, elem(b, t.image, c, t.p0 + s0 + k), v);
       } else {
-        for (int e = 0; e < vec; ++e)
-          v[e] = c < p.C && k + e < left ? load<D>(b.data, elem(b, t.image, c, t.p0 + s0 + k + e)) : 0.0f;
+#pragma unroll
+        for (int e = 0; e < V; ++e)
+          v[e] = e < vec && c < p.C && k + e < left ? load<D>(b.data, elem(b, t.image, c, t.p0 + s0 + k + e)) : 0.0f;
       }
-      for (int e = 0; e < vec; ++e) s.put(isb, row, k + e, c < p.C && k + e < left ? v[e] - shift[row] : 0.0f);
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        if (e < vec) s.put(isb, row, k + e, c < p.C && k + e < left ? v[e] - shift[row] : 0.0f);
     }
   } else {  // rows of channels: vectors along the channels (C % vec == 0 when vec > 1)
     const int per_k = kBlock / vec, items = kChunk * per_k;
@@ -334,17 +336,19 @@ __device__ __forceinline__ void load_chunk(const Batch& b, const Plan& p, const 
       if (in && vec > 1) {
         Vec<D>::get(b.data, elem(b, t.image, c, t.p0 + s0 + k), v);
       } else {
-        for (int e = 0; e < vec; ++e)
-          v[e] = k < left && c + e < p.C ? load<D>(b.data, elem(b, t.image, c + e, t.p0 + s0 + k)) : 0.0f;
+#pragma unroll
+        for (int e = 0; e < V; ++e)
+          v[e] = e < vec && k < left && c + e < p.C ? load<D>(b.data, elem(b, t.image, c + e, t.p0 + s0 + k)) : 0.0f;
       }
-      for (int e = 0; e < vec; ++e)
-        s.put(isb, row + e, k, k < left && c + e < p.C ? v[e] - shift[row + e] : 0.0f);
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        if (e < vec) s.put(isb, row + e, k, k < left && c + e < p.C ? v[e] - shift[row + e] : 0.0f);
     }
   }
 }
 
 template <DType D>
-__global__ void __launch_bounds__(kThreads) gram_kernel(Batch b, Plan p, double* ws) {
+__global__ void __launch_bounds__(kThreads, 2) gram_kernel(Batch b, Plan p, double* ws) {
   constexpr bool TF32 = Operand<D>::tf32;
   using M = Mma<TF32>;
   constexpr int kStage = kFrag * kFrag;  // floats per staged fragment
@@ -352,7 +356,8 @@ __global__ void __launch_bounds__(kThreads) gram_kernel(Batch b, Plan p, double*
   static_assert(Planes<TF32>::bytes <= kSmem, "operand planes fit the staging buffer");
   __shared__ __align__(128) unsigned char smem[kSmem];
   __shared__ float sh_i[kBlock], sh_j[kBlock];
-  const std::int64_t g = blockIdx.x, pair = blockIdx.y;
+  // pairs along x: consecutive blocks read the same group's samples (shared in L2)
+  const std::int64_t pair = blockIdx.x, g = blockIdx.y;
   std::int64_t bi, bj;
   block_pair(p.nblk, pair, bi, bj);
   const bool diag = bi == bj;
@@ -461,20 +466,7 @@ __global__ void __launch_bounds__(kThreads) finish_stats(Plan p, double* ws, dou
   red[y][x] = r;
   block_tree<Record, kLanes>(red, x, y);
   if (y != 0 || c >= p.C) return;
-  r = red[0][x];
-  const OutLayout L{p.C, p.cov};
-  if (c == 0) {
-    out[0] = r.n;
-    out[1] = p.per_image && p.records > 0 ? static_cast<double>(p.I) : 0.0;
-  }
-  out[L.mean() + c] = r.mean;
-  out[L.abs_sum() + c] = r.abs;
-  out[L.zeros() + c] = r.zeros;
-  out[L.min() + c] = r.mn;
-  out[L.max() + c] = r.mx;
-  out[L.nonfinite() + c] = r.nonfin;
-  out[L.msd_sum() + c] = r.msd;
-  if (!p.cov) out[L.m2() + c] = r.m2;
+  write_totals(p, c, red[0][x], out);
 }
 
 // Grid (pairs, 64 rows, 2 halves): entry (row r, 32 columns) of a block pair over the groups.
@@ -511,12 +503,13 @@ unsigned grid_dim(std::int64_t n, const char* what) {
 
 template <DType D>
 void launch(const Batch& b, const Plan& p, double* ws, double* out, cudaStream_t st) {
-  FP_CHECK(p.cgroups <= 65535 && p.pairs <= 65535, "moments: too many channels for one CUDA launch");
+  FP_CHECK(p.cgroups <= 65535 && p.pairs <= 65535 && p.groups <= 65535,
+           "moments: too many channels for one CUDA launch");
   if (p.splits > 0)
     stats_kernel<D><<<dim3(grid_dim(p.splits, "splits"), static_cast<unsigned>(p.cgroups)), kThreads, 0, st>>>(b, p, ws);
   if (p.groups > 0) {
     group_stats<<<grid_dim(ceil_div(p.groups * p.C, kThreads), "groups"), kThreads, 0, st>>>(p, ws);
-    gram_kernel<D><<<dim3(grid_dim(p.groups, "groups"), static_cast<unsigned>(p.pairs)), kThreads, 0, st>>>(b, p, ws);
+    gram_kernel<D><<<dim3(grid_dim(p.pairs, "block pairs"), static_cast<unsigned>(p.groups)), kThreads, 0, st>>>(b, p, ws);
     finish_gram<<<dim3(static_cast<unsigned>(p.pairs), kBlock, kBlock / kWarp), kThreads, 0, st>>>(p, ws, out);
   } else if (p.cov) {  // empty batch
     check(cudaMemsetAsync(out + OutLayout{p.C, true}.m2(), 0, sizeof(double) * p.C * p.C, st), "memset");
@@ -526,18 +519,6 @@ void launch(const Batch& b, const Plan& p, double* ws, double* out, cudaStream_t
   finish_stats<<<grid_dim(ceil_div(p.C, kWarp), "channels"), kThreads, 0, st>>>(p, ws, out);
   check(cudaGetLastError(), "kernel launch");
 }
-
-// Selects the input's device for the launch and restores the caller's afterwards.
-struct DeviceGuard {
-  int prev = 0;
-  explicit DeviceGuard(int dev) {
-    check(cudaGetDevice(&prev), "cudaGetDevice");
-    if (prev != dev) check(cudaSetDevice(dev), "cudaSetDevice");
-  }
-  ~DeviceGuard() { cudaSetDevice(prev); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-};
 
 }  // namespace
 

@@ -11,7 +11,7 @@
 // Pass 1, statistics (stats kernel, grid splits x channel groups): per tile, lanes accumulate
 // shifted fp32 sums (Lane); a fixed tree combines the lanes; the tile is merged into the split's
 // fp64 Record with Chan's update. A whole-image tile also adds its spatial std (msd).
-// Pass 1, Gram (gram kernel, grid Gram groups x upper-triangle 64 x 64 block pairs): a Gram
+// Pass 1, Gram (gram kernel, grid upper-triangle 64 x 64 block pairs x Gram groups): a Gram
 // group is `R` consecutive splits, shifted by the shift of its first split; chunks of kChunk
 // samples are shifted in fp32, split into hi + lo operands (3xTF32 for fp32/fp64 input, 3xBF16
 // for fp16/bf16: hi*hi + hi*lo + lo*hi on tensor cores, fp32 accumulation over kFlush chunks,
@@ -358,6 +358,24 @@ struct Co {
     n += b.n;
   }
 };
+// Channel c's totals into the output layout (the m2 diagonal only without covariance: with it,
+// the Gram's second pass writes the whole matrix).
+FP_HD void write_totals(const Plan& p, std::int64_t c, const Record& r, double* out) {
+  const OutLayout L{p.C, p.cov};
+  if (c == 0) {
+    out[0] = r.n;
+    out[1] = p.per_image && p.records > 0 ? static_cast<double>(p.I) : 0.0;
+  }
+  out[L.mean() + c] = r.mean;
+  out[L.abs_sum() + c] = r.abs;
+  out[L.zeros() + c] = r.zeros;
+  out[L.min() + c] = r.mn;
+  out[L.max() + c] = r.mx;
+  out[L.nonfinite() + c] = r.nonfin;
+  out[L.msd_sum() + c] = r.msd;
+  if (!p.cov) out[L.m2() + c] = r.m2;
+}
+
 // Lane l of kLanes takes items l, l + kLanes, ... of [0, count); lanes combine in a halving
 // tree (l < o takes l + o, o = kLanes / 2 .. 1).
 template <class T, class Get>
