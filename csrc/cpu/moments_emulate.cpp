@@ -47,21 +47,8 @@ void stats(const Batch& b, const Plan& p, double* ws) {
 }
 
 void group_stats(const Plan& p, double* ws) {
-  const RecordStore rs{ws + p.off_split, p.splits, p.C};
-  for (std::int64_t g = 0; g < p.groups; ++g) {
-    std::int64_t k0, k1;
-    group_splits(p, g, k0, k1);
-    for (std::int64_t c = 0; c < p.C; ++c) {
-      double n = 0, mean = 0;
-      for (std::int64_t k = k0; k < k1; ++k) {
-        const double nb = rs.at(0, k, c);
-        mean = chan_mean(mean, n, rs.at(1, k, c), nb);
-        n += nb;
-      }
-      ws[p.off_gmean + g * p.C + c] = mean;
-      if (c == 0) ws[p.off_gn + g] = n;
-    }
-  }
+  for (std::int64_t g = 0; g < p.groups; ++g)
+    for (std::int64_t c = 0; c < p.C; ++c) group_stat(p, ws, g, c);
 }
 
 // One operand block's chunk: hi and lo planes [row][k], zero past the tile or the channels.
@@ -107,31 +94,18 @@ void gram(const Batch& b, const Plan& p, double* ws) {
       auto flush = [&] {
         for (std::size_t e = 0; e < acc.size(); ++e) { acc64[e] += acc[e]; acc[e] = 0.0f; }
       };
-      int chunks = 0;
-      for (std::int64_t k = k0; k < k1; ++k) {
-        std::int64_t t0, t1;
-        split_tiles(p, k, t0, t1);
-        for (std::int64_t gt = t0; gt < t1; ++gt) {
-          const TileSpan t = tile_span(p, gt);
-          for (std::int64_t s0 = 0; s0 < t.n; s0 += kChunk) {
-            chunk_planes<D>(b, p, t, s0, ci0, sh_i, ah.data(), al.data());
-            chunk_planes<D>(b, p, t, s0, cj0, sh_j, bh.data(), bl.data());
-            for (int r = 0; r < kBlock; ++r)
-              for (int cc = 0; cc < kBlock; ++cc) {
-                if (!active[r / kFrag][cc / kFrag]) continue;
-                float s = acc[r * kBlock + cc];
-                for (int q = 0; q < kChunk; ++q)
-                  s += mma3(ah[r * kChunk + q], al[r * kChunk + q], bh[cc * kChunk + q], bl[cc * kChunk + q]);
-                acc[r * kBlock + cc] = s;
-              }
-            if (++chunks == kFlush) {
-              chunks = 0;
-              flush();
-            }
+      group_chunks(p, g, [&](const TileSpan& t, std::int64_t s0) {
+        chunk_planes<D>(b, p, t, s0, ci0, sh_i, ah.data(), al.data());
+        chunk_planes<D>(b, p, t, s0, cj0, sh_j, bh.data(), bl.data());
+        for (int r = 0; r < kBlock; ++r)
+          for (int cc = 0; cc < kBlock; ++cc) {
+            if (!active[r / kFrag][cc / kFrag]) continue;
+            float s = acc[r * kBlock + cc];
+            for (int q = 0; q < kChunk; ++q)
+              s += mma3(ah[r * kChunk + q], al[r * kChunk + q], bh[cc * kChunk + q], bl[cc * kChunk + q]);
+            acc[r * kBlock + cc] = s;
           }
-        }
-      }
-      flush();
+      }, flush);
       const double n = ws[p.off_gn + g];
       const double* gmean = ws + p.off_gmean + g * p.C;
       double* out = ws + p.off_gpart + (g * p.pairs + pair) * kBlock * kBlock;
@@ -181,14 +155,7 @@ void finish_gram(const Plan& p, const double* ws, double* out) {
         if (i >= p.C || j >= p.C || j < i) continue;
         Co lanes[kLanes];
         for (int y = 0; y < kLanes; ++y)
-          lanes[y] = lane_walk<Co>(y, p.groups, [&](std::int64_t g) {
-            Co e;
-            e.n = ws[p.off_gn + g];
-            e.mi = ws[p.off_gmean + g * p.C + i];
-            e.mj = ws[p.off_gmean + g * p.C + j];
-            e.m = ws[p.off_gpart + ((g * p.pairs + pair) * kBlock + r) * kBlock + cc];
-            return e;
-          });
+          lanes[y] = lane_walk<Co>(y, p.groups, [&](std::int64_t g) { return group_entry(p, ws, g, pair, r, cc, i, j); });
         const double m = host_lane_reduce(lanes).m;
         out[m2 + i * p.C + j] = m;
         out[m2 + j * p.C + i] = m;

@@ -204,18 +204,8 @@ __global__ void __launch_bounds__(kThreads, 3) stats_kernel(Batch b, Plan p, dou
 __global__ void __launch_bounds__(kThreads) group_stats(Plan p, double* ws) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= p.groups * p.C) return;
-  const std::int64_t g = i / p.C, c = i - g * p.C;
-  const RecordStore rs{ws + p.off_split, p.splits, p.C};
-  std::int64_t k0, k1;
-  group_splits(p, g, k0, k1);
-  double n = 0, mean = 0;
-  for (std::int64_t k = k0; k < k1; ++k) {
-    const double nb = rs.at(0, k, c);
-    mean = chan_mean(mean, n, rs.at(1, k, c), nb);
-    n += nb;
-  }
-  ws[p.off_gmean + i] = mean;
-  if (c == 0) ws[p.off_gn + g] = n;
+  const std::int64_t g = i / p.C;
+  group_stat(p, ws, g, i - g * p.C);
 }
 
 // ---------------------------------------------------------------- pass 1: Gram
@@ -388,28 +378,15 @@ __global__ void __launch_bounds__(kThreads, 2) gram_kernel(Batch b, Plan p, doub
       wmma::fill_fragment(acc[q], 0.0f);
     }
   };
-  int chunks = 0;
-  for (std::int64_t k = k0; k < k1; ++k) {
-    std::int64_t t0, t1;
-    split_tiles(p, k, t0, t1);
-    for (std::int64_t gt = t0; gt < t1; ++gt) {
-      const TileSpan t = tile_span(p, gt);
-      for (std::int64_t s0 = 0; s0 < t.n; s0 += kChunk) {
-        __syncthreads();  // the previous chunk's fragments are loaded (and the shifts are set)
-        load_chunk<D, TF32>(b, p, t, s0, ci0, sh_i, false, planes);
-        if (!diag) load_chunk<D, TF32>(b, p, t, s0, cj0, sh_j, true, planes);
-        __syncthreads();
+  group_chunks(p, g, [&](const TileSpan& t, std::int64_t s0) {
+    __syncthreads();  // the previous chunk's fragments are loaded (and the shifts are set)
+    load_chunk<D, TF32>(b, p, t, s0, ci0, sh_i, false, planes);
+    if (!diag) load_chunk<D, TF32>(b, p, t, s0, cj0, sh_j, true, planes);
+    __syncthreads();
 #pragma unroll
-        for (int q = 0; q < 2; ++q)
-          if (w + q * 8 < nf) M::run(planes, fr[q], fc[q], acc[q]);
-        if (++chunks == kFlush) {
-          chunks = 0;
-          flush();
-        }
-      }
-    }
-  }
-  flush();
+    for (int q = 0; q < 2; ++q)
+      if (w + q * 8 < nf) M::run(planes, fr[q], fc[q], acc[q]);
+  }, flush);
   __syncthreads();  // the planes are free: stage the fp64 sums as hi + lo fp32 fragments
   float* stage = reinterpret_cast<float*>(smem) + w * 4 * kStage;
   const double n = ws[p.off_gn + g];
@@ -480,14 +457,7 @@ __global__ void __launch_bounds__(kThreads) finish_gram(Plan p, const double* ws
   const bool on = i < p.C && j < p.C && j >= i;
   Co acc;
   if (on)
-    acc = lane_walk<Co>(y, p.groups, [&](std::int64_t g) {
-      Co e;
-      e.n = ws[p.off_gn + g];
-      e.mi = ws[p.off_gmean + g * p.C + i];
-      e.mj = ws[p.off_gmean + g * p.C + j];
-      e.m = ws[p.off_gpart + ((g * p.pairs + pair) * kBlock + r) * kBlock + cc];
-      return e;
-    });
+    acc = lane_walk<Co>(y, p.groups, [&](std::int64_t g) { return group_entry(p, ws, g, pair, r, cc, i, j); });
   red[y][x] = acc;
   block_tree<Co, kLanes>(red, x, y);
   if (y != 0 || !on) return;

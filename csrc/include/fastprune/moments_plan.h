@@ -295,6 +295,47 @@ FP_HD void group_splits(const Plan& p, std::int64_t g, std::int64_t& k0, std::in
   k1 = min64(p.splits, k0 + p.R);
 }
 
+// Count and exact mean of channel c over Gram group g (Chan merges of its splits' records, in
+// order), stored in the workspace for the Gram's centring and second pass.
+FP_HD void group_stat(const Plan& p, double* ws, std::int64_t g, std::int64_t c) {
+  const RecordStore rs{ws + p.off_split, p.splits, p.C};
+  std::int64_t k0, k1;
+  group_splits(p, g, k0, k1);
+  double n = 0, mean = 0;
+  for (std::int64_t k = k0; k < k1; ++k) {
+    const double nb = rs.at(0, k, c);
+    mean = chan_mean(mean, n, rs.at(1, k, c), nb);
+    n += nb;
+  }
+  ws[p.off_gmean + g * p.C + c] = mean;
+  if (c == 0) ws[p.off_gn + g] = n;
+}
+
+// The chunk schedule of Gram group g: its splits' tiles in order, each cut into kChunk-sample
+// chunks (the last one short); `chunk(tile, s0)` per chunk, `flush()` after every kFlush chunks
+// (fp32 accumulators into fp64) and once at the end.
+template <class Chunk, class Flush>
+FP_HD void group_chunks(const Plan& p, std::int64_t g, Chunk&& chunk, Flush&& flush) {
+  std::int64_t k0, k1;
+  group_splits(p, g, k0, k1);
+  int chunks = 0;
+  for (std::int64_t k = k0; k < k1; ++k) {
+    std::int64_t t0, t1;
+    split_tiles(p, k, t0, t1);
+    for (std::int64_t gt = t0; gt < t1; ++gt) {
+      const TileSpan t = tile_span(p, gt);
+      for (std::int64_t s0 = 0; s0 < t.n; s0 += kChunk) {
+        chunk(t, s0);
+        if (++chunks == kFlush) {
+          chunks = 0;
+          flush();
+        }
+      }
+    }
+  }
+  flush();
+}
+
 // Operand rounding for the tensor cores: TF32 keeps 10 mantissa bits (round to nearest, ties
 // away, as cvt.rna.tf32.f32), BF16 7 (round to nearest even). A value v is fed as hi + lo with
 // hi = round(v), lo = round(v - hi): hi*hi + hi*lo + lo*hi carries ~21 (TF32) or ~16 (BF16)
@@ -358,6 +399,17 @@ struct Co {
     n += b.n;
   }
 };
+// Gram group g's part of entry (i, j) = row r, column cc of block pair `pair`.
+FP_HD Co group_entry(const Plan& p, const double* ws, std::int64_t g, std::int64_t pair, std::int64_t r,
+                     std::int64_t cc, std::int64_t i, std::int64_t j) {
+  Co e;
+  e.n = ws[p.off_gn + g];
+  e.mi = ws[p.off_gmean + g * p.C + i];
+  e.mj = ws[p.off_gmean + g * p.C + j];
+  e.m = ws[p.off_gpart + ((g * p.pairs + pair) * kBlock + r) * kBlock + cc];
+  return e;
+}
+
 // Channel c's totals into the output layout (the m2 diagonal only without covariance: with it,
 // the Gram's second pass writes the whole matrix).
 FP_HD void write_totals(const Plan& p, std::int64_t c, const Record& r, double* out) {
