@@ -5,6 +5,7 @@ statistics file (default: the demo's, `fastprune demo --out DIR` writes DIR/stat
 """
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -17,7 +18,10 @@ def main(path: str) -> None:
     torch.set_num_threads(1)
     stats = load_stats(path)
     rec = stats.meta["model"]
-    model = load_model(rec.get("folder") or rec["spec"], rec.get("weights")).model.eval()
+    weights = rec.get("weights")
+    if weights:  # recorded relative to the statistics file's folder (an absolute path stays as it is)
+        weights = str(Path(path).resolve().parent / weights)
+    model = load_model(rec["spec"], weights).model.eval()
     rules = {"variance 0.99": Variance(0.99), "target_macs 0.75": Budget(macs=0.75)}
     for name in fastprune.criteria.names():
         crit = fastprune.criteria.get(name)

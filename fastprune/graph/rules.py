@@ -76,6 +76,12 @@ for _n in list(_EW):
     if not _n.startswith("_") and not _n.endswith("_"):
         _EW.add(_n + "_")
 
+def _input(tr: Tracer, args: tuple, kwargs: dict) -> tuple[Any, Tag | None]:
+    """The op's input tensor (first positional argument or `input=`) and its channel tag."""
+    x = args[0] if args else kwargs.get("input")
+    return x, tr.tag(x)
+
+
 
 @rule(*_EW)
 def elementwise(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
@@ -149,8 +155,7 @@ share_memory_ coalesce""".split()
 @rule(*UNARY)
 def unary(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
     """Output is the first argument (converted, copied or shaped like it); other tensors only lend dtype."""
-    x = args[0] if args else kwargs.get("input")
-    tg = tr.tag(x)
+    x, tg = _input(tr, args, kwargs)
     if tg is None:
         return
     for t in flat_tensors(out):
@@ -164,9 +169,8 @@ stride storage_offset data_ptr element_size is_contiguous item tolist numpy""".s
 
 @rule("pixel_shuffle", "pixel_unshuffle")
 def pixel_shuffle(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = args[0] if args else kwargs.get("input")
+    x, tg = _input(tr, args, kwargs)
     r = int(arg(args, kwargs, 1, "upscale_factor" if name == "pixel_shuffle" else "downscale_factor"))
-    tg = tr.tag(x)
     if tg is None:
         return
     if tg.dim != x.ndim - 3:
@@ -201,8 +205,7 @@ def _spatial_count(name: str, ndim: int) -> int:
       "fractional_max_pool2d", "fractional_max_pool3d", "fractional_max_pool2d_with_indices",
       "fractional_max_pool3d_with_indices", "pixel_unshuffle_spatial")
 def spatial(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = args[0] if args else kwargs.get("input")
-    tg = tr.tag(x)
+    x, tg = _input(tr, args, kwargs)
     if tg is None:
         return
     k = _spatial_count(name, x.ndim)
@@ -217,9 +220,8 @@ def spatial(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
 
 @rule("pad")
 def pad(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = args[0] if args else kwargs.get("input")
+    x, tg = _input(tr, args, kwargs)
     p = arg(args, kwargs, 1, "pad")
-    tg = tr.tag(x)
     if tg is None:
         return
     if tg.dim >= x.ndim - len(p) // 2:
@@ -289,8 +291,7 @@ def reduction(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> Non
 @rule("softmax", "log_softmax", "softmin", "cumsum", "cumprod", "cummax", "cummin", "logcumsumexp",
       "normalize", "sort", "argsort", "topk", "kthvalue", "msort", "gumbel_softmax")
 def along_dim(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = args[0] if args else kwargs.get("input")
-    tg = tr.tag(x)
+    x, tg = _input(tr, args, kwargs)
     if tg is None:
         return
     if name == "normalize":
@@ -511,8 +512,7 @@ def _pieces(tr: Tracer, name: str, x: torch.Tensor, tg: Tag, outs: list[torch.Te
 
 @rule("chunk", "tensor_split")
 def chunk(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = args[0] if args else kwargs.get("input")
-    tg = tr.tag(x)
+    x, tg = _input(tr, args, kwargs)
     if tg is None:
         return
     n = arg(args, kwargs, 1, "chunks" if name == "chunk" else "sections")
@@ -529,8 +529,7 @@ def chunk(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
 
 @rule("split", "split_with_sizes", "hsplit", "vsplit", "dsplit")
 def split(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = args[0] if args else kwargs.get("input")
-    tg = tr.tag(x)
+    x, tg = _input(tr, args, kwargs)
     if tg is None:
         return
     if name != "split" and name != "split_with_sizes":
@@ -546,8 +545,7 @@ def split(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
 
 @rule("unbind")
 def unbind(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = args[0] if args else kwargs.get("input")
-    tg = tr.tag(x)
+    x, tg = _input(tr, args, kwargs)
     if tg is None:
         return
     d = _norm_dim(arg(args, kwargs, 1, "dim", 0), x.ndim)
@@ -560,8 +558,7 @@ def unbind(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
 
 @rule("glu")
 def glu(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = args[0] if args else kwargs.get("input")
-    tg = tr.tag(x)
+    x, tg = _input(tr, args, kwargs)
     if tg is None:
         return
     d = _norm_dim(arg(args, kwargs, 1, "dim", -1), x.ndim)
@@ -705,8 +702,7 @@ def _norm_module(tr: Tracer, *tensors: Any) -> str | None:
 
 @rule("batch_norm", "instance_norm")
 def batch_norm(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = arg(args, kwargs, 0, "input")
-    tx = tr.tag(x)
+    x, tx = _input(tr, args, kwargs)
     if tx is None:
         return
     if name == "batch_norm":
@@ -731,8 +727,7 @@ def batch_norm(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> No
 
 @rule("group_norm")
 def group_norm(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = arg(args, kwargs, 0, "input")
-    tx = tr.tag(x)
+    x, tx = _input(tr, args, kwargs)
     if tx is None:
         return
     G = int(arg(args, kwargs, 1, "num_groups"))
@@ -762,8 +757,7 @@ def group_norm(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> No
 
 @rule("layer_norm", "rms_norm")
 def layer_norm(tr: Tracer, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    x = arg(args, kwargs, 0, "input")
-    tx = tr.tag(x)
+    x, tx = _input(tr, args, kwargs)
     if tx is None:
         return
     shape = arg(args, kwargs, 1, "normalized_shape")
