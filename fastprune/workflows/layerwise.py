@@ -3,7 +3,9 @@ each selected and reconstructed on statistics re-collected from the already-prun
 the errors of earlier layers are seen (and compensated) by the later ones."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import copy
+
+from typing import Any, Iterable
 
 import numpy as np
 from torch import nn
@@ -38,24 +40,33 @@ def counts_of(plan: Plan) -> dict[str, int]:
     return {name: len(k) for name, k in plan.keep.items()}
 
 
+def needs_patch_gram(method: str, reconstruct: str | None) -> bool:
+    """Whether layer-by-layer pruning with this selection and reconstruction reads the patch Gram."""
+    return reconstruct == "refit" or method in ("subset", "lasso")
+
+
 def prune_layerwise(model: nn.Module, data: Iterable[Any], counts: dict[str, int], method: str = "subset",
                     reconstruct: str | None = "refit", stats_batches: int | None = 8, recalibrate: bool = True,
-                    options: dict[str, Any] | None = None,
-                    on_step: Callable[[str, nn.Module], None] | None = None) -> nn.Module:
+                    options: dict[str, Any] | None = None, plans: list[Plan] | None = None,
+                    stats: Any = None) -> nn.Module:
     """Prune `model` to `counts` ({producer: kept output channels}) one group at a time.
 
     For each group (forward order) statistics of the current model are collected from `data`
     (re-iterable batches), `method` selects the channels to keep on them, the group is removed
     and, with `reconstruct` ("refit" or "fold"), its consumers are reconstructed. Batch norms are
-    recalibrated at the end when `recalibrate`. Returns the pruned model (the input is untouched).
+    recalibrated at the end when `recalibrate`. Returns the pruned model (the input is untouched);
+    each group's plan (relative to the model it was applied to) is appended to `plans`. `stats`:
+    statistics of `model` already collected (with the patch Gram when `needs_patch_gram`).
     """
-    need_gram = reconstruct == "refit" or method in ("subset", "lasso")
+    need_gram = needs_patch_gram(method, reconstruct)
     current = model
-    stats = collect(current, data, max_batches=stats_batches, patch_gram=need_gram, progress=False)
-    order = [g.producers[0]["module"] for g in stats.groups.values() if g.prunable]
-    for producer in order:
-        if producer not in counts:
-            continue
+    if stats is None:
+        stats = collect(current, data, max_batches=stats_batches, patch_gram=need_gram, progress=False)
+    todo = [g.producers[0]["module"] for g in stats.groups.values()
+            if g.prunable and int(counts.get(g.producers[0]["module"], g.channels)) < g.channels]
+    for n, producer in enumerate(todo):
+        if n:  # statistics of the network pruned so far
+            stats = collect(current, data, max_batches=stats_batches, patch_gram=need_gram, progress=False)
         gid = stats.group_of(producer)
         g = stats.group(gid)
         k = int(counts[producer])
@@ -69,9 +80,10 @@ def prune_layerwise(model: nn.Module, data: Iterable[Any], counts: dict[str, int
             current = prune_reconstructed(current, plan, stats, example, mode=reconstruct)
         else:
             current = prune(current, plan, example)
-        if on_step is not None:
-            on_step(producer, current)
-        stats = collect(current, data, max_batches=stats_batches, patch_gram=need_gram, progress=False)
+        if plans is not None:
+            plans.append(plan)
+    if current is model:
+        current = copy.deepcopy(model)
     if recalibrate:
         recalibrate_batchnorm(current, data, stats_batches)
     return current
