@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..workflows.compare import Arm, GridConfig, aggregate, run_grid
+from ..workflows.pipeline import Pipeline
 from . import figures
 from .render import _CSS
 
@@ -92,12 +93,13 @@ def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapp
     os.replace(tmp, out / "summary.json")
     png = base64.b64encode((out / "frontier.png").read_bytes()).decode("ascii")
     cfg = result["config"]
+    pipe = cfg.get("pipeline", {})
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<p class='note'>Unpruned building IoU {100 * base:.2f}%. Every method prunes to the same per-layer "
              f"allocation (counts by redundancy for each budget), selects its channels, is reconstructed "
-             f"({html.escape(str(cfg.get('reconstruct')))}) and fine-tuned for {cfg.get('finetune_epochs')} epochs "
-             f"(distillation {cfg.get('distill')}); mean ± sd over seeds {cfg.get('seeds')}. "
+             f"({html.escape(str(pipe.get('reconstruct')))}) and fine-tuned for {pipe.get('finetune_epochs')} epochs "
+             f"(distillation {pipe.get('distill')}); mean ± sd over seeds {cfg.get('seeds')}. "
              "Machine-readable: <code>summary.json</code>.</p>",
              "<h2>Results</h2>" + _table(entries, base),
              "<h2>IoU against MACs</h2><p class='note'>Filled: after fine-tuning; hollow, dashed: right after "
@@ -128,10 +130,11 @@ def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data:
     if (target_macs is None) == (target_params is None):
         raise ValueError("fastprune: compare needs target_macs= or target_params= (a list of fractions removed)")
     targets = [float(t) for t in (target_macs if target_macs is not None else target_params)]
+    pipe = Pipeline(finetune_epochs=int(finetune_epochs), reconstruct=reconstruct, distill=float(distill),
+                    lr=float(lr), batch_size=int(batch_size), stats_batches=int(stats_batches),
+                    exclude=list(exclude), min_channels=int(min_channels))
     config = GridConfig(arms=[Arm.parse(m) for m in methods], targets=targets, seeds=[int(s) for s in seeds],
-                        which="macs" if target_macs is not None else "params", finetune_epochs=int(finetune_epochs),
-                        reconstruct=reconstruct, distill=float(distill), lr=float(lr), batch_size=int(batch_size),
-                        stats_batches=int(stats_batches), exclude=list(exclude), min_channels=int(min_channels))
+                        which="macs" if target_macs is not None else "params", pipeline=pipe)
     if out is not None:
         check_out(out)
     result = run_grid(model, train_data, val_data, test_data, config, log)

@@ -19,6 +19,7 @@ from ..train import fit
 from .allocate import producer_counts, redundancy_counts
 from .compression import compress, evaluate_metrics
 from .layerwise import prune_layerwise
+from .pipeline import Pipeline
 
 
 @dataclass(frozen=True)
@@ -52,22 +53,15 @@ class GridConfig:
     targets: list[float]
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     which: str = "macs"
-    finetune_epochs: int = 8
-    reconstruct: str | None = "refit"
-    distill: float = 0.5
-    lr: float = 2e-3
-    batch_size: int = 8
-    stats_batches: int = 8
-    exclude: list[str] = field(default_factory=list)
-    min_channels: int = 1
-    keep_best: str | None = "building_iou"
+    pipeline: Pipeline = field(default_factory=Pipeline)
 
 
 def check_targets(model: nn.Module, stats: Any, config: GridConfig) -> dict[float, dict[str, int]]:
     """Per-layer counts for every budget (raises ValueError for a budget the model cannot reach)."""
     out = {}
     for t in config.targets:
-        counts, _, _ = redundancy_counts(model, stats, t, config.which, config.exclude, config.min_channels)
+        counts, _, _ = redundancy_counts(model, stats, t, config.which, config.pipeline.exclude,
+                                          config.pipeline.min_channels)
         out[t] = producer_counts(stats, counts)
     return out
 
@@ -78,12 +72,13 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
     if not config.arms or not config.targets or not config.seeds:
         raise ValueError("fastprune: compare needs at least one method, one budget and one seed")
     test = test_data if test_data is not None else val_data
-    loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=False)
-    stats = collect(model, loader, max_batches=config.stats_batches, progress=False)
+    pipe = config.pipeline
+    loader = DataLoader(train_data, batch_size=pipe.batch_size, shuffle=False)
+    stats = collect(model, loader, max_batches=pipe.stats_batches, progress=False)
     allocation = check_targets(model, stats, config)
     example = next(iter(loader))[0][:1]
     base = count(model, example)
-    baseline = {"macs": base.macs, "params": base.params, **evaluate_metrics(model, test, config.batch_size)}
+    baseline = {"macs": base.macs, "params": base.params, **evaluate_metrics(model, test, pipe.batch_size)}
     teacher = copy.deepcopy(model).eval()
     rows = []
     for target in config.targets:
@@ -92,23 +87,19 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
                 t0 = time.perf_counter()
                 if arm.steps == 1:
                     pruned = prune_layerwise(model, loader, allocation[target], method=arm.method,
-                                             reconstruct=config.reconstruct, stats_batches=config.stats_batches,
+                                             reconstruct=pipe.reconstruct, stats_batches=pipe.stats_batches,
                                              options={"seed": seed})
-                    before = evaluate_metrics(pruned, test, config.batch_size)
-                    if config.finetune_epochs > 0:
-                        fit(pruned, train_data, val_data, epochs=config.finetune_epochs, lr=config.lr,
-                            batch_size=config.batch_size, seed=seed, teacher=teacher, distill=config.distill,
-                            keep_best=config.keep_best, progress=False)
+                    before = evaluate_metrics(pruned, test, pipe.batch_size)
+                    if pipe.finetune_epochs > 0:
+                        fit(pruned, train_data, val_data, epochs=pipe.finetune_epochs, lr=pipe.lr,
+                            batch_size=pipe.batch_size, seed=seed, teacher=teacher, distill=pipe.distill,
+                            keep_best=pipe.keep_best, progress=False)
                 else:
                     kw = {"target_macs" if config.which == "macs" else "target_params": target}
-                    pruned, hist = compress(model, train_data, val_data, method=arm.method, steps=arm.steps,
-                                            finetune_epochs=config.finetune_epochs, teacher=teacher,
-                                            reconstruct=config.reconstruct, distill=config.distill, lr=config.lr,
-                                            batch_size=config.batch_size, stats_batches=config.stats_batches,
-                                            exclude=config.exclude, min_channels=config.min_channels,
-                                            keep_best=config.keep_best, seed=seed, progress=False, **kw)
+                    pruned, _ = compress(model, train_data, val_data, method=arm.method, steps=arm.steps,
+                                         teacher=teacher, seed=seed, progress=False, **asdict(pipe), **kw)
                     before = None  # iterative: fine-tuning happens between steps
-                after = evaluate_metrics(pruned, test, config.batch_size)
+                after = evaluate_metrics(pruned, test, pipe.batch_size)
                 cost = count(pruned, example)
                 row = {"method": arm.label, "target": target, "seed": seed,
                        "macs": cost.macs, "params": cost.params,

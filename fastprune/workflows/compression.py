@@ -34,6 +34,7 @@ from ..surgery import load_pruned, save_pruned
 from ..train import evaluate, fit
 from .allocate import producer_counts, redundancy_counts
 from .layerwise import needs_patch_gram, prune_layerwise
+from .pipeline import Pipeline
 
 FORMAT = "fastprune.compress"
 VERSION = 1
@@ -47,18 +48,10 @@ class CompressConfig:
     target_macs: float | None = None
     target_params: float | None = None
     steps: int = 3
-    finetune_epochs: int = 8
-    reconstruct: str | None = "refit"
-    distill: float = 0.5
-    lr: float = 2e-3
-    batch_size: int = 8
-    stats_batches: int = 8
-    exclude: list[str] = field(default_factory=list)
-    min_channels: int = 1
     levels: bool = True
     level_threshold: float = 0.75
-    keep_best: str | None = "building_iou"
     seed: int = 0
+    pipeline: Pipeline = field(default_factory=Pipeline)
 
     def check(self) -> None:
         if (self.target_macs is None) == (self.target_params is None):
@@ -66,10 +59,8 @@ class CompressConfig:
         target = self.target
         if not 0 < target < 1:
             raise ValueError(f"fastprune: the target is the fraction removed and must be in (0, 1), got {target}")
-        if self.steps < 1 or self.finetune_epochs < 0 or self.stats_batches < 1:
-            raise ValueError("fastprune: compress needs steps >= 1, finetune_epochs >= 0, stats_batches >= 1")
-        if self.reconstruct not in (None, "fold", "refit"):
-            raise ValueError(f"fastprune: reconstruct must be 'refit', 'fold' or None, got {self.reconstruct!r}")
+        if self.steps < 1:
+            raise ValueError(f"fastprune: compress needs steps >= 1, got {self.steps}")
 
     @property
     def target(self) -> float:
@@ -210,22 +201,22 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
     `teacher` (distillation weight `distill`). Returns (model, history); history["steps"] holds
     each step's cost and validation metrics before and after fine-tuning.
     """
-    rec = "refit" if reconstruct is True else (reconstruct or None)
+    pipe = Pipeline(finetune_epochs=int(finetune_epochs), reconstruct=reconstruct, distill=float(distill),
+                    lr=float(lr), batch_size=int(batch_size), stats_batches=int(stats_batches),
+                    exclude=list(exclude), min_channels=int(min_channels), keep_best=keep_best)
     config = CompressConfig(method=method, target_macs=target_macs, target_params=target_params, steps=int(steps),
-                            finetune_epochs=int(finetune_epochs), reconstruct=rec, distill=float(distill),
-                            lr=float(lr), batch_size=int(batch_size), stats_batches=int(stats_batches),
-                            exclude=list(exclude), min_channels=int(min_channels), levels=bool(levels),
-                            level_threshold=float(level_threshold), keep_best=keep_best, seed=int(seed))
+                            levels=bool(levels), level_threshold=float(level_threshold), seed=int(seed),
+                            pipeline=pipe)
     config.check()
     if keep_best is not None and val_data is None:
         keep_best = None
     run = _Run(out, config, model)
-    loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=False)
+    loader = DataLoader(train_data, batch_size=pipe.batch_size, shuffle=False)
     example = example_inputs if example_inputs is not None else next(iter(loader))[0][:1]
     base_cost = count(model, example)
     base_value = base_cost.macs if config.which == "macs" else base_cost.params
     goals = schedule(config.target, config.steps)
-    epochs = epochs_per_step(config.finetune_epochs, config.steps)
+    epochs = epochs_per_step(pipe.finetune_epochs, config.steps)
     restored = run.restore(model)
     current, composite = restored if restored is not None else (model, None)
     t0 = time.perf_counter()
@@ -233,8 +224,8 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
                disable=True if (not progress or os.environ.get("TQDM_DISABLE")) else None)
     for i in range(len(run.steps), config.steps):
         t_step = time.perf_counter()
-        gram = needs_patch_gram(config.method, config.reconstruct)
-        stats = collect(current, loader, max_batches=config.stats_batches, patch_gram=gram, progress=False)
+        gram = needs_patch_gram(config.method, pipe.reconstruct)
+        stats = collect(current, loader, max_batches=pipe.stats_batches, patch_gram=gram, progress=False)
         record: dict[str, Any] = {"step": i + 1, "goal": goals[i]}
         if i == 0:
             n = _levels_to_remove(current, stats, config)
@@ -242,18 +233,18 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
                 current = remove_levels(current, n)
                 run.levels_removed = n
                 record["levels_removed"] = n
-                stats = collect(current, loader, max_batches=config.stats_batches, patch_gram=gram, progress=False)
+                stats = collect(current, loader, max_batches=pipe.stats_batches, patch_gram=gram, progress=False)
         now = count(current, example)
         now_value = now.macs if config.which == "macs" else now.params
         share = 1.0 - (1.0 - goals[i]) * base_value / now_value  # of the current model's cost
         plan_step = None
         if share > 0:
-            counts, tau, _ = redundancy_counts(current, stats, share, config.which, config.exclude,
-                                               config.min_channels, stats.example_inputs(current))
+            counts, tau, _ = redundancy_counts(current, stats, share, config.which, pipe.exclude,
+                                               pipe.min_channels, stats.example_inputs(current))
             record["tau"] = tau
             plans: list[Plan] = []
             current = prune_layerwise(current, loader, producer_counts(stats, counts), method=config.method,
-                                      reconstruct=config.reconstruct, stats_batches=config.stats_batches,
+                                      reconstruct=pipe.reconstruct, stats_batches=pipe.stats_batches,
                                       options={"seed": config.seed}, plans=plans, stats=stats)
             for p in plans:
                 plan_step = _compose(plan_step, p)
@@ -262,17 +253,17 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
         record.update(macs=after.macs, params=after.params,
                       macs_removed=1 - after.macs / base_cost.macs, params_removed=1 - after.params / base_cost.params)
         if val_data is not None:
-            record["before_finetune"] = evaluate_metrics(current, val_data, config.batch_size)
+            record["before_finetune"] = evaluate_metrics(current, val_data, pipe.batch_size)
         if epochs[i] > 0:
-            fit(current, train_data, val_data, epochs=epochs[i], lr=config.lr, batch_size=config.batch_size,
-                seed=config.seed + i, teacher=teacher, distill=config.distill if teacher is not None else 0.0,
+            fit(current, train_data, val_data, epochs=epochs[i], lr=pipe.lr, batch_size=pipe.batch_size,
+                seed=config.seed + i, teacher=teacher, distill=pipe.distill if teacher is not None else 0.0,
                 keep_best=keep_best, progress=False)
         if val_data is not None:
-            record["after_finetune"] = evaluate_metrics(current, val_data, config.batch_size)
+            record["after_finetune"] = evaluate_metrics(current, val_data, pipe.batch_size)
         record["seconds"] = time.perf_counter() - t_step
         if composite is None:  # nothing removed yet: an identity plan keeps the run resumable
             composite = _identity_plan(current, stats)
-        run.save(i, current, composite, collect(current, loader, max_batches=config.stats_batches, progress=False)
+        run.save(i, current, composite, collect(current, loader, max_batches=pipe.stats_batches, progress=False)
                  if out is not None else stats, record)
         bar.update(1)
         bar.set_postfix(macs_removed=f"{record['macs_removed']:.1%}")

@@ -8,30 +8,20 @@ from __future__ import annotations
 
 import argparse
 
+from ..pipeline import add_finetuning, add_model_and_data, reconstruction
+
 HELP = "methods x budgets x seeds: the IoU-vs-MACs frontier of a trained model (HTML + summary.json)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="SPEC", help="trained model: folder or SPEC (with --weights)")
-    p.add_argument("--weights", metavar="CKPT", help="checkpoint of the model")
-    p.add_argument("--data", required=True, metavar="SPEC", help="training data (statistics and fine-tuning)")
-    p.add_argument("--val-data", required=True, metavar="SPEC", help="validation data (picks the best epoch)")
-    p.add_argument("--test-data", metavar="SPEC", help="data every reported IoU is measured on (default: --val-data)")
+    add_model_and_data(p)
+    add_finetuning(p)
     p.add_argument("--methods", nargs="+", default=["subset", "random"], metavar="METHOD",
                    help="criteria to compare (default: subset random); NAME:steps=N compresses iteratively")
     rule = p.add_mutually_exclusive_group(required=True)
     rule.add_argument("--target-macs", type=float, nargs="+", metavar="R", help="fractions of the MACs to remove")
     rule.add_argument("--target-params", type=float, nargs="+", metavar="R", help="fractions of the params to remove")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
-    p.add_argument("--finetune-epochs", type=int, default=8, help="fine-tuning epochs per run (default 8)")
-    p.add_argument("--reconstruct", choices=("refit", "fold", "none"), default="refit",
-                   help="consumer reconstruction after each removal (default refit)")
-    p.add_argument("--distill", type=float, default=0.5, help="distillation weight (default 0.5)")
-    p.add_argument("--lr", type=float, default=2e-3, help="fine-tuning learning rate (default 2e-3)")
-    p.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
-    p.add_argument("--stats-batches", type=int, default=8, help="batches per statistics pass (default 8)")
-    p.add_argument("--prune-classifier-input", action="store_true",
-                   help="also prune the layer feeding the classifier (kept whole by default, as in the demo)")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder (new, or one compare wrote)")
 
 
@@ -57,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     targets = {"target_macs": args.target_macs} if args.target_macs else {"target_params": args.target_params}
     result = compare(loaded.model.eval(), train, val, test, methods=args.methods, seeds=args.seeds,
                      finetune_epochs=args.finetune_epochs,
-                     reconstruct=None if args.reconstruct == "none" else args.reconstruct, distill=args.distill,
+                     reconstruct=reconstruction(args), distill=args.distill,
                      lr=args.lr, batch_size=args.batch_size, stats_batches=args.stats_batches,
                      exclude=[] if args.prune_classifier_input else classifier_input(loaded.model),
                      log=print, **targets)

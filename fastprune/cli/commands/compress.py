@@ -12,30 +12,20 @@ from __future__ import annotations
 import argparse
 import copy
 
+from ..pipeline import add_finetuning, add_model_and_data, reconstruction
+
 HELP = "iterative compression to a MACs/params budget (resumable); writes model and report"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="SPEC", help="trained model: folder or SPEC (with --weights)")
-    p.add_argument("--weights", metavar="CKPT", help="checkpoint of the model")
-    p.add_argument("--data", required=True, metavar="SPEC", help="training data (statistics and fine-tuning)")
-    p.add_argument("--val-data", required=True, metavar="SPEC", help="validation data (best epoch, step metrics)")
-    p.add_argument("--test-data", metavar="SPEC", help="data the final report evaluates on (default: --val-data)")
+    add_model_and_data(p)
+    add_finetuning(p)
     p.add_argument("--method", default="subset", help="selection criterion within each layer (default subset)")
     rule = p.add_mutually_exclusive_group(required=True)
     rule.add_argument("--target-macs", type=float, metavar="R", help="remove this fraction of the MACs")
     rule.add_argument("--target-params", type=float, metavar="R", help="remove this fraction of the parameters")
     p.add_argument("--steps", type=int, default=3, help="steps of the geometric schedule (default 3)")
-    p.add_argument("--finetune-epochs", type=int, default=8, help="fine-tuning epochs over all steps (default 8)")
-    p.add_argument("--reconstruct", choices=("refit", "fold", "none"), default="refit",
-                   help="consumer reconstruction after each removal (default refit)")
-    p.add_argument("--distill", type=float, default=0.5, help="distillation weight to the unpruned model (default 0.5)")
-    p.add_argument("--lr", type=float, default=2e-3, help="fine-tuning learning rate (default 2e-3)")
-    p.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
-    p.add_argument("--stats-batches", type=int, default=8, help="batches per statistics pass (default 8)")
     p.add_argument("--no-levels", action="store_true", help="never remove U-Net levels")
-    p.add_argument("--prune-classifier-input", action="store_true",
-                   help="also prune the layer feeding the classifier (kept whole by default, as in the demo)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (run state, model, report)")
 
@@ -65,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     target = {"target_macs": args.target_macs} if args.target_macs is not None else {"target_params": args.target_params}
     pruned, history = compress(model, train, val, method=args.method, steps=args.steps,
                                finetune_epochs=args.finetune_epochs, teacher=teacher,
-                               reconstruct=None if args.reconstruct == "none" else args.reconstruct,
+                               reconstruct=reconstruction(args),
                                distill=args.distill, lr=args.lr, batch_size=args.batch_size,
                                stats_batches=args.stats_batches, levels=not args.no_levels,
                                exclude=[] if args.prune_classifier_input else classifier_input(model),
