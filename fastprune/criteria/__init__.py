@@ -30,6 +30,9 @@ METHODS = ("l1", "l2", "fpgm", "random", "mean", "std", "apoz", "msd", "taylor",
            "nci", "nci_w", "pca_nci", "msd_nci", "lfa", "lasso", "subset", "subset_cov")
 
 
+SEEDED = ("random",)  # criteria whose selection depends on the `seed` option
+
+
 def score(method: str, model: Any, stats: Any, gid: str, **options: Any) -> Scored:
     """Score the channels of group `gid` by criterion `method`."""
     reg = _registry()
@@ -45,4 +48,4 @@ def score(method: str, model: Any, stats: Any, gid: str, **options: Any) -> Scor
     return out
 
 
-__all__ = ["METHODS", "Scored", "GroupContext", "score"]
+__all__ = ["METHODS", "SEEDED", "Scored", "GroupContext", "score"]

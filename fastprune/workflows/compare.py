@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..criteria import METHODS
+from ..criteria import METHODS, SEEDED
 from ..graph.cost import count
 from ..stats.collect import collect
 from ..train import fit
@@ -81,15 +81,19 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
     baseline = {"macs": base.macs, "params": base.params, **evaluate_metrics(model, test, pipe.batch_size)}
     teacher = copy.deepcopy(model).eval()
     rows = []
+    pruned_once: dict[tuple, tuple[nn.Module, dict[str, float]]] = {}
     for target in config.targets:
         for arm in config.arms:
             for seed in config.seeds:
                 t0 = time.perf_counter()
                 if arm.steps == 1:
-                    pruned = prune_layerwise(model, loader, allocation[target], method=arm.method,
-                                             reconstruct=pipe.reconstruct, stats_batches=pipe.stats_batches,
-                                             options={"seed": seed})
-                    before = evaluate_metrics(pruned, test, pipe.batch_size)
+                    key = (target, arm.method, seed if arm.method in SEEDED else None)
+                    if key not in pruned_once:  # a seed-free selection is pruned once, fine-tuned per seed
+                        once = prune_layerwise(model, loader, allocation[target], method=arm.method,
+                                               reconstruct=pipe.reconstruct, stats_batches=pipe.stats_batches,
+                                               options={"seed": seed})
+                        pruned_once = {key: (once, evaluate_metrics(once, test, pipe.batch_size))}
+                    pruned, before = copy.deepcopy(pruned_once[key][0]), pruned_once[key][1]
                     if pipe.finetune_epochs > 0:
                         fit(pruned, train_data, val_data, epochs=pipe.finetune_epochs, lr=pipe.lr,
                             batch_size=pipe.batch_size, seed=seed, teacher=teacher, distill=pipe.distill,
