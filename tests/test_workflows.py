@@ -111,3 +111,19 @@ def test_compare_writes_the_frontier_and_refuses_foreign_folders(tiny, tmp_path)
     with pytest.raises(ValueError, match="not written by fastprune compare"):
         compare(model, train, val, target_macs=[0.5], seeds=[0], finetune_epochs=0, out=foreign)
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_compress_removes_redundant_unet_levels_and_resumes_the_shallower_model(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(base_width=4, depth=2, upsample="bilinear").eval()
+    train = open_dataset("synthetic:n=8,size=16,seed=0")
+    out = tmp_path / "run"
+    kw = dict(target_macs=0.8, steps=1, finetune_epochs=0, stats_batches=1, batch_size=4, levels=True,
+              level_threshold=0.0, progress=False)  # threshold 0: every level but one counts as redundant
+    pruned, hist = compress(model, train, None, out=out, **kw)
+    assert hist["levels_removed"] == 1 and len(pruned.downs) == 1
+    assert 1 - count(pruned, EXAMPLE).macs / count(model, EXAMPLE).macs == pytest.approx(0.8, abs=0.05)
+    again, _ = compress(model, train, None, out=out, **kw)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), pruned(x))

@@ -48,7 +48,7 @@ class CompressConfig:
     target_macs: float | None = None
     target_params: float | None = None
     steps: int = 3
-    levels: bool = True
+    levels: bool = False
     level_threshold: float = 0.75
     seed: int = 0
     pipeline: Pipeline = field(default_factory=Pipeline)
@@ -187,13 +187,15 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
              target_macs: float | None = None, target_params: float | None = None, steps: int = 3,
              finetune_epochs: int = 8, teacher: nn.Module | None = None, reconstruct: bool | str | None = True,
              distill: float = 0.5, lr: float = 2e-3, batch_size: int = 8, stats_batches: int = 8,
-             exclude: Sequence[str] = (), min_channels: int = 1, levels: bool = True, level_threshold: float = 0.75,
+             exclude: Sequence[str] = (), min_channels: int = 1, levels: bool = False, level_threshold: float = 0.75,
              keep_best: str | None = "building_iou", seed: int = 0, out: str | os.PathLike | None = None,
              example_inputs: Any = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Compress `model` toward `target_macs` / `target_params` (fraction removed) in `steps` steps.
 
     Each step: statistics of the current model (`stats_batches` batches of `train_data`); on the
-    first step, U-Net levels that `choose_levels` judges redundant are removed; per-layer counts
+    first step, with `levels`, U-Net levels that `choose_levels` judges redundant are removed
+    (off by default: on the demo U-Net it removed the bottleneck level and lost ~20 points of IoU
+    before fine-tuning, benchmarks/README.md); per-layer counts
     by redundancy (one PCA tau for all layers, `redundancy_counts`) for this step's share of the
     budget; layer-by-layer selection by `method` with reconstruction (`reconstruct`: True or
     "refit" = least-squares refit on the patch Gram, "fold" = covariance fold, False = none);

@@ -2,7 +2,7 @@
 schedule, each re-collecting statistics, allocating per-layer counts by redundancy, selecting
 and removing channels layer by layer with reconstruction, recalibrating batch norm and
 fine-tuning (the total --finetune-epochs are spread over the steps, the unpruned model is the
-teacher). A U-Net first loses the deepest levels its statistics judge redundant.
+teacher). With --levels a U-Net first loses the deepest levels its statistics judge redundant.
 
 Resumable: OUT/run holds every finished step (model and statistics); run the same command again
 after an interruption and it continues. Different arguments on an existing OUT are refused.
@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     rule.add_argument("--target-macs", type=float, metavar="R", help="remove this fraction of the MACs")
     rule.add_argument("--target-params", type=float, metavar="R", help="remove this fraction of the parameters")
     p.add_argument("--steps", type=int, default=3, help="steps of the geometric schedule (default 3)")
-    p.add_argument("--no-levels", action="store_true", help="never remove U-Net levels")
+    p.add_argument("--levels", action="store_true",
+                   help="first remove the deepest U-Net levels whose channels are redundant (choose_levels)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (run state, model, report)")
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                                finetune_epochs=args.finetune_epochs, teacher=teacher,
                                reconstruct=reconstruction(args),
                                distill=args.distill, lr=args.lr, batch_size=args.batch_size,
-                               stats_batches=args.stats_batches, levels=not args.no_levels,
+                               stats_batches=args.stats_batches, levels=args.levels,
                                exclude=[] if args.prune_classifier_input else classifier_input(model),
                                seed=args.seed, out=out / "run", **target)
     spec = loaded.spec
