@@ -30,7 +30,8 @@ def test_schedule_is_geometric_and_epochs_add_up():
     assert s[-1] == pytest.approx(0.9)
     kept = [1 - x for x in s]
     assert kept[1] / kept[0] == pytest.approx(kept[0]) and kept[2] / kept[1] == pytest.approx(kept[0])
-    assert sum(epochs_per_step(8, 3)) == 8 and epochs_per_step(2, 3) == [0, 1, 1]
+    assert epochs_per_step(8, 3) == [0, 0, 8]
+    assert sum(epochs_per_step(8, 3, between=True)) == 8 and epochs_per_step(2, 3, between=True) == [0, 1, 1]
 
 
 def test_redundancy_counts_reach_the_budget_and_refuse_the_unreachable(tiny):

@@ -50,6 +50,7 @@ class CompressConfig:
     steps: int = 3
     levels: bool = False
     level_threshold: float = 0.75
+    finetune_between: bool = False
     seed: int = 0
     pipeline: Pipeline = field(default_factory=Pipeline)
 
@@ -77,8 +78,11 @@ def schedule(target: float, steps: int) -> list[float]:
     return [1.0 - (1.0 - target) ** ((i + 1) / steps) for i in range(steps)]
 
 
-def epochs_per_step(total: int, steps: int) -> list[int]:
-    """`total` fine-tuning epochs spread over the steps (the later steps get the remainder)."""
+def epochs_per_step(total: int, steps: int, between: bool = False) -> list[int]:
+    """`total` fine-tuning epochs over the steps: all after the last step, or with `between`
+    spread over the steps (the later steps get the remainder)."""
+    if not between:
+        return [0] * (steps - 1) + [total]
     base, extra = divmod(total, steps)
     return [base + (1 if i >= steps - extra else 0) for i in range(steps)]
 
@@ -188,7 +192,8 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
              finetune_epochs: int = 8, teacher: nn.Module | None = None, reconstruct: bool | str | None = True,
              distill: float = 0.5, lr: float = 2e-3, batch_size: int = 8, stats_batches: int = 8,
              exclude: Sequence[str] = (), min_channels: int = 1, levels: bool = False, level_threshold: float = 0.75,
-             keep_best: str | None = "building_iou", seed: int = 0, out: str | os.PathLike | None = None,
+             keep_best: str | None = "building_iou", finetune_between: bool = False, seed: int = 0,
+             out: str | os.PathLike | None = None,
              example_inputs: Any = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Compress `model` toward `target_macs` / `target_params` (fraction removed) in `steps` steps.
 
@@ -199,8 +204,9 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
     by redundancy (one PCA tau for all layers, `redundancy_counts`) for this step's share of the
     budget; layer-by-layer selection by `method` with reconstruction (`reconstruct`: True or
     "refit" = least-squares refit on the patch Gram, "fold" = covariance fold, False = none);
-    batch-norm recalibration; `finetune_epochs` (in total over all steps) of fine-tuning with
-    `teacher` (distillation weight `distill`). Returns (model, history); history["steps"] holds
+    batch-norm recalibration; `finetune_epochs` of fine-tuning with `teacher` (distillation
+    weight `distill`), all after the last step, or spread over the steps with `finetune_between`
+    (on the demo U-Net at 90% spreading them lost ~3 points, benchmarks/README.md). Returns (model, history); history["steps"] holds
     each step's cost and validation metrics before and after fine-tuning.
     """
     pipe = Pipeline(finetune_epochs=int(finetune_epochs), reconstruct=reconstruct, distill=float(distill),
@@ -208,6 +214,7 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
                     exclude=list(exclude), min_channels=int(min_channels), keep_best=keep_best)
     config = CompressConfig(method=method, target_macs=target_macs, target_params=target_params, steps=int(steps),
                             levels=bool(levels), level_threshold=float(level_threshold), seed=int(seed),
+                            finetune_between=bool(finetune_between),
                             pipeline=pipe)
     config.check()
     if keep_best is not None and val_data is None:
@@ -218,7 +225,7 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
     base_cost = count(model, example)
     base_value = base_cost.macs if config.which == "macs" else base_cost.params
     goals = schedule(config.target, config.steps)
-    epochs = epochs_per_step(pipe.finetune_epochs, config.steps)
+    epochs = epochs_per_step(pipe.finetune_epochs, config.steps, config.finetune_between)
     restored = run.restore(model)
     current, composite = restored if restored is not None else (model, None)
     t0 = time.perf_counter()
