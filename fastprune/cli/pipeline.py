@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .artifacts import add_trust_code
+
 
 def add_model_and_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="SPEC", help="trained model: folder or SPEC (with --weights)")
@@ -11,6 +13,7 @@ def add_model_and_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="SPEC", help="training data (statistics and fine-tuning)")
     p.add_argument("--val-data", required=True, metavar="SPEC", help="validation data (picks the best epoch)")
     p.add_argument("--test-data", metavar="SPEC", help="data the reported IoU is measured on (default: --val-data)")
+    add_trust_code(p)
 
 
 def add_finetuning(p: argparse.ArgumentParser) -> None:

@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from .._documents import weights_digest
+from .moments import NonFiniteInput
 from .statistics import GroupInfo, Statistics
 
 _CONV_KINDS = ("conv", "depthwise")
@@ -94,6 +96,11 @@ def _describe(graph: Any) -> dict[str, GroupInfo]:
     return infos
 
 
+class NonFiniteActivations(ValueError):
+    """A layer's input held NaN/Inf, or finite values too large for the statistics: names the
+    layer, the batch and what was saved."""
+
+
 class _Tiling:
     """Overlapping crops of a large input; hooks keep only each crop's core (no overlap),
     so every feature-map pixel is counted once and peak memory is one crop's."""
@@ -128,8 +135,9 @@ class _Tiling:
 class _Collector:
     """Owns the hooks and feeds one `Statistics`."""
 
-    def __init__(self, model: torch.nn.Module, stats: Statistics, tiling: _Tiling | None, taylor: bool) -> None:
-        self.stats, self.tiling, self.taylor = stats, tiling, taylor
+    def __init__(self, model: torch.nn.Module, stats: Statistics, tiling: _Tiling | None, taylor: bool,
+                 checkpoint: str | Path | None = None) -> None:
+        self.stats, self.tiling, self.taylor, self.checkpoint = stats, tiling, taylor, checkpoint
         self.modules = dict(model.named_modules())
         self.tasks: dict[str, list[tuple[str, str, Any]]] = {}
         for gid, g in stats.groups.items():
@@ -150,12 +158,16 @@ class _Collector:
         for h in self.handles:
             h.remove()
 
-    def _nonfinite(self, name: str) -> FloatingPointError:
+    def _nonfinite(self, name: str, overflow: bool = False) -> NonFiniteActivations:
         groups = sorted({t[0] for t in self.tasks[name]})
         producers = [p["module"] for gid in groups for p in self.stats.groups[gid].producers]
-        return FloatingPointError(
-            f"fastprune: non-finite activations (NaN/inf) entering layer '{name}' "
-            f"(output of {', '.join(producers) or 'the input'}); statistics up to the last checkpoint are kept")
+        what = ("finite activations too large for the statistics' sums of squares (overflow)" if overflow
+                else "non-finite activations (NaN/inf)")
+        kept = (f"; the statistics of the batches before it are in {self.checkpoint}"
+                if self.checkpoint is not None and Path(self.checkpoint).exists() else "; nothing was saved")
+        return NonFiniteActivations(
+            f"fastprune: {what} entering layer '{name}' "
+            f"(output of {', '.join(producers) or 'the input'}) in batch {self.stats.meta.get('batches', 0) + 1}{kept}")
 
     def _hook(self, name: str) -> Callable:
         # the moments kernel finds NaN/inf in the same pass (and raises, state unchanged); a
@@ -185,10 +197,8 @@ class _Collector:
                 if mom is not None:
                     try:
                         mom.update(xd)
-                    except ValueError as exc:
-                        if "non-finite" in str(exc):
-                            raise self._nonfinite(name) from exc
-                        raise
+                    except NonFiniteInput as exc:
+                        raise self._nonfinite(name, exc.overflow) from exc
                     if taylor and x.requires_grad:
                         x.register_hook(self._taylor_hook(gid, xd, sel))
                 for acc in after:
@@ -269,6 +279,7 @@ def collect(
     graph: Any = None,
     seed: int = 0,
     progress: bool = True,
+    resume_key: dict[str, Any] | None = None,
 ) -> Statistics:
     """Run `model` over `data` and return the statistics of every prunable channel group.
 
@@ -278,7 +289,10 @@ def collect(
     subsampled: `sample` positions per batch) patch Gram that `lasso` needs.
     `checkpoint`: a file the statistics are saved to every `checkpoint_every` batches; if it
     exists when collect starts, collection resumes after the batches it already holds (the
-    data must come in the same order). `tile`: run on overlapping `tile`x`tile` crops (with
+    data must come in the same order); a checkpoint is marked incomplete (`stats.complete`,
+    refused by `plan`) until the pass ends, and resuming it on other weights, with another
+    batch size, other options or another `resume_key` (the caller's name for the data, e.g.
+    its SPEC) is refused. `tile`: run on overlapping `tile`x`tile` crops (with
     `overlap` pixels of context on each side; keep both multiples of the model's total stride)
     and count each crop's core only, so peak memory is one crop's. `loss(output, batch)`:
     opt-in backward pass per batch for the first-order Taylor criterion (`taylor`).
@@ -316,15 +330,19 @@ def collect(
                 graph = DependencyGraph(model, example_inputs)
         stats = None
         done = 0
+        run = {"covariance": covariance, "influence": influence, "patch_gram": patch_gram, "sample": sample,
+               "seed": seed, "tile": tile, "overlap": overlap if tile else None, "taylor": loss is not None,
+               **(resume_key or {})}
+        digest = weights_digest(model)
         if checkpoint is not None and Path(checkpoint).exists():
             stats = Statistics.load(checkpoint)
-            if stats.fingerprint != graph.fingerprint():
-                raise ValueError(f"fastprune: checkpoint {checkpoint} holds statistics of a different model")
+            _check_resumable(stats, checkpoint, graph.fingerprint(), digest, run)
             done = int(stats.meta.get("batches", 0))
         if stats is None:
             stats = _new_statistics(model, graph, example_inputs, covariance, influence, patch_gram,
                                     sample, seed, loss is not None)
-        collector = _Collector(model, stats, tiling, loss is not None)
+            stats.meta.update(run=run, weights_digest=digest)
+        collector = _Collector(model, stats, tiling, loss is not None, checkpoint)
         total = None
         if hasattr(data, "__len__"):
             total = len(data)  # type: ignore[arg-type]
@@ -342,6 +360,8 @@ def collect(
                 for i, batch in enumerate(batches()):
                     if max_batches is not None and i >= max_batches:
                         break
+                    if i == 0:
+                        _check_batch_size(stats, checkpoint, get_input(batch))
                     if i < done:
                         continue  # already in the checkpoint
                     x = _to(get_input(batch), device)
@@ -351,15 +371,43 @@ def collect(
                         stats.meta["samples"] = int(stats.meta.get("samples", 0)) + int(x.shape[0])
                     bar.update(1)
                     if checkpoint is not None and (i + 1) % checkpoint_every == 0:
+                        stats.meta["complete"] = False
                         stats.save(checkpoint)
         finally:
             collector.close()
+        stats.meta["complete"] = True
         if checkpoint is not None:
             stats.save(checkpoint)
         return stats
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+def _check_resumable(stats: Statistics, checkpoint: Any, fingerprint: str, digest: str, run: dict) -> None:
+    """ValueError unless checkpoint `stats` continue this collection: same model, weights, options."""
+    if stats.fingerprint != fingerprint:
+        raise ValueError(f"fastprune: checkpoint {checkpoint} holds statistics of a different model")
+    if stats.meta.get("weights_digest") != digest:
+        raise ValueError(f"fastprune: checkpoint {checkpoint} was collected on other weights of this model")
+    had = stats.meta.get("run") or {}
+    differ = sorted(k for k in set(had) | set(run) if k != "batch_size" and had.get(k) != run.get(k))
+    if differ:
+        shown = ", ".join(f"{k}={had.get(k)!r} there, {run.get(k)!r} now" for k in differ)
+        raise ValueError(f"fastprune: checkpoint {checkpoint} was collected with other options ({shown}): "
+                         "resume with the same ones, or start afresh")
+
+
+def _check_batch_size(stats: Statistics, checkpoint: Any, x: Any) -> None:
+    """Record the first batch's size; a resumed collection must see the same (its batches are
+    counted, not its samples)."""
+    size = int(x.shape[0]) if isinstance(x, torch.Tensor) and x.dim() else None
+    run = stats.meta.setdefault("run", {})
+    if run.get("batch_size") is None:
+        run["batch_size"] = size
+    elif run["batch_size"] != size:
+        raise ValueError(f"fastprune: checkpoint {checkpoint} was collected in batches of {run['batch_size']}, "
+                         f"this data comes in batches of {size}: resume with the same batch size")
 
 
 def _run(model: torch.nn.Module, x: Any, batch: Any, tiling: _Tiling | None, loss: Callable | None,

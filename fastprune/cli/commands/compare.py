@@ -37,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("need --finetune-epochs >= 0 and --batch-size >= 1")
     from ...report.frontier import check_out, compare, write_frontier
 
+    from ..outputs import check_output
+    check_output(args, args.out, "report")
     check_out(args.out)
-    loaded = load_model(args.model, args.weights)
+    loaded = load_model(args.model, args.weights, trust_code=args.trust_code)
     if loaded.pruned:
         raise UsageError("--model must be an unpruned model (compare prunes it itself)")
     train, val = open_data(args.data), open_data(args.val_data)

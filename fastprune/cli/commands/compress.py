@@ -41,10 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.finetune_epochs < 0 or args.batch_size < 1:
         raise UsageError("need --steps >= 1, --finetune-epochs >= 0 and --batch-size >= 1")
+    from ..outputs import refuse_inputs
     out = Path(args.out)
+    refuse_inputs(args, out)
     if out.exists() and any(out.iterdir()) and not (out / "run").is_dir():
         raise UsageError(f"--out {out} exists and holds no compress run; choose a new folder")
-    loaded = load_model(args.model, args.weights)
+    loaded = load_model(args.model, args.weights, trust_code=args.trust_code)
     if loaded.pruned:
         raise UsageError("--model must be an unpruned model (compress prunes it itself)")
     train, val = open_data(args.data), open_data(args.val_data)
