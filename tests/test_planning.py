@@ -177,7 +177,7 @@ def test_planted_structure_end_to_end():
 
 
 def test_lasso_refit_reconstructs_the_consumer_output_better_than_slicing():
-    from fastprune.surgery.reconstruct import prune_with_refit
+    from fastprune.surgery.reconstruct import prune_reconstructed
     import copy
     model = small_cnn()
     data = batches(4)
@@ -198,7 +198,7 @@ def test_lasso_refit_reconstructs_the_consumer_output_better_than_slicing():
 
     y = consumer_out(model)[:, p.keep.get(name, slice(None))]  # the consumer's own kept outputs
     sliced = fastprune.prune(copy.deepcopy(model), p, ex)
-    refit = prune_with_refit(copy.deepcopy(model), p, stats, ex)
+    refit = prune_reconstructed(copy.deepcopy(model), p, stats, ex, mode="refit")
     err_slice = (consumer_out(sliced) - y).square().sum()
     err_refit = (consumer_out(refit) - y).square().sum()
     assert err_refit < 0.9 * err_slice

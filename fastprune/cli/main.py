@@ -9,7 +9,7 @@ from typing import Sequence
 from .errors import UsageError, one_line
 
 # (command, module under fastprune.cli.commands); the order is the order of `fastprune --help`
-COMMANDS = ("info", "score", "plan", "levels", "prune", "finetune", "evaluate", "report", "bench", "demo")
+COMMANDS = ("info", "score", "plan", "levels", "prune", "finetune", "evaluate", "report", "compress", "compare", "bench", "demo")
 
 # What a user can cause: bad arguments, files, specs, values; what is not built yet.
 USER_ERRORS = (UsageError, ValueError, TypeError, OSError, NotImplementedError, KeyError)
@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
-        print(f"fastprune {args.command}: interrupted", file=sys.stderr)
+        hint = "; rerun the same command with --resume to continue" if getattr(args, "resume", None) is not None else ""
+        print(f"fastprune {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     except ImportError as exc:  # a part of fastprune this build lacks (ModuleNotFoundError included)
         if not (exc.name or "").startswith("fastprune") or os.environ.get("FASTPRUNE_DEBUG"):

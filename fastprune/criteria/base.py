@@ -148,6 +148,12 @@ def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def seeded(name: str) -> bool:
+    """Whether criterion `name`'s selection depends on a `seed` option."""
+    cls = _REGISTRY.get(str(name))
+    return cls is not None and "seed" in {f.name for f in dataclasses.fields(cls.Options)}
+
+
 def get(name: str | Criterion, **options: Any) -> Criterion:
     """The registered criterion `name` with `options` (a Criterion instance passes through)."""
     if isinstance(name, Criterion):

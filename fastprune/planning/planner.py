@@ -5,6 +5,7 @@ The rule (`rules.py`) and the criterion decide each group's count in one place
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,11 +21,21 @@ from .plan import Plan
 from .rules import Bounds, Budget, Own
 
 
-def plan(model: torch.nn.Module, stats: Statistics, criterion: str | Criterion = "l1", rule: Any = None, *,
-         bounds: Bounds = Bounds(), example_inputs: Any = None, check: bool = True) -> Plan:
-    """Which output channels each producer keeps: `criterion` (a registered name or a
-    `Criterion`) scores and selects, `rule` (`Variance`, `Ratio`, `Budget`, `Tolerance`, or
-    None/`Own()`: the criterion's own count) decides how many, `bounds` bound every count."""
+@dataclass
+class Allocation:
+    """What `allocate` decided: the kept count per group, what the search recorded, and the
+    objects `plan` goes on with."""
+    counts: dict[str, int]
+    search: dict[str, Any]
+    criterion: Criterion
+    rule: Any
+    contexts: dict[str, GroupContext]
+    cost: ChannelCost
+
+
+def allocate(model: torch.nn.Module, stats: Statistics, criterion: str | Criterion = "l1", rule: Any = None, *,
+             bounds: Bounds = Bounds(), example_inputs: Any = None, check: bool = True) -> Allocation:
+    """How many channels each group keeps under `rule` (the counts `plan` then selects)."""
     crit = get(criterion)
     rule = Own() if rule is None else rule
     if isinstance(rule, Own) and not crit.own_count:
@@ -32,7 +43,6 @@ def plan(model: torch.nn.Module, stats: Statistics, criterion: str | Criterion =
                          "(variance=, ratio=, target_macs=, target_params= or tolerance=)")
     stats.check_complete()
     crit.check(stats)
-    digest = weights_digest(model)  # of the weights planned on
     if example_inputs is None:
         example_inputs = stats.example_inputs(model)
     if check:
@@ -53,14 +63,24 @@ def plan(model: torch.nn.Module, stats: Statistics, criterion: str | Criterion =
         return 1.0 - cost.evaluate(lost)[which] / base if base else 0.0
 
     counts, search = counts_for(rule, crit, contexts, bounds, removed, lambda keep: _removal(model, stats, keep))
+    return Allocation(counts, search, crit, rule, contexts, cost)
+
+
+def plan(model: torch.nn.Module, stats: Statistics, criterion: str | Criterion = "l1", rule: Any = None, *,
+         bounds: Bounds = Bounds(), example_inputs: Any = None, check: bool = True) -> Plan:
+    """Which output channels each producer keeps: `criterion` (a registered name or a
+    `Criterion`) scores and selects, `rule` (`Variance`, `Ratio`, `Budget`, `Tolerance`, or
+    None/`Own()`: the criterion's own count) decides how many, `bounds` bound every count."""
+    digest = weights_digest(model)  # of the weights planned on
+    a = allocate(model, stats, criterion, rule, bounds=bounds, example_inputs=example_inputs, check=check)
     keep = {}
-    for gid, ctx in contexts.items():
-        sel = sorted(int(i) for i in crit.select(ctx, counts[gid]))
-        if len(sel) != counts[gid] or len(set(sel)) != len(sel) or (sel and not 0 <= sel[0] <= sel[-1] < ctx.channels):
-            raise RuntimeError(f"fastprune: criterion {crit.name} selected {len(sel)} channels of group {gid}, "
-                               f"asked for {counts[gid]}")
+    for gid, ctx in a.contexts.items():
+        sel = sorted(int(i) for i in a.criterion.select(ctx, a.counts[gid]))
+        if len(sel) != a.counts[gid] or len(set(sel)) != len(sel) or (sel and not 0 <= sel[0] <= sel[-1] < ctx.channels):
+            raise RuntimeError(f"fastprune: criterion {a.criterion.name} selected {len(sel)} channels of group {gid}, "
+                               f"asked for {a.counts[gid]}")
         keep[gid] = sel
-    p = _assemble(model, stats, crit, rule, bounds, contexts, keep, cost, search)
+    p = _assemble(model, stats, a.criterion, a.rule, bounds, a.contexts, keep, a.cost, a.search)
     p.meta["weights_digest"] = digest
     return p
 

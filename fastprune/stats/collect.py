@@ -56,6 +56,11 @@ def _default_inputs(batch: Any) -> Any:
     raise TypeError(f"fastprune: cannot find the model input in a batch of type {type(batch).__name__}; pass inputs=")
 
 
+# collect traces the graph on a 64 x 64 window of the example (DependencyGraph trace_size): the
+# groups are those of the whole example, for a fraction of a forward pass
+_TRACE_SIZE = 64
+
+
 def _to(x: Any, device: torch.device) -> Any:
     if isinstance(x, torch.Tensor):
         return x.to(device, non_blocking=True)
@@ -335,7 +340,7 @@ def collect(
     try:
         if graph is None:
             with torch.no_grad():
-                graph = DependencyGraph(model, example_inputs)
+                graph = DependencyGraph(model, example_inputs, trace_size=_TRACE_SIZE)
         stats = None
         done = 0
         run = {"covariance": covariance, "influence": influence, "patch_gram": patch_gram, "sample": sample,
@@ -383,6 +388,13 @@ def collect(
                         stats.save(checkpoint)
         finally:
             collector.close()
+        bad = stats.nonfinite()
+        if bad:
+            gid, layer = bad[0]
+            producers = ", ".join(p.module for p in stats.groups[gid].producers) or "the input"
+            raise NonFiniteActivations(
+                f"fastprune: the statistics of the activations entering layer '{layer}' (output of {producers}) "
+                "overflowed: finite activations too large for their sums of squares; nothing more was saved")
         stats.meta["complete"] = True
         if checkpoint is not None:
             stats.save(checkpoint)
