@@ -83,8 +83,6 @@ def test_own_allocation_needs_an_own_count(demo_unet):
 
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_budget_within_one_point(name):
-    if name == "coverage":  # collect refuses it on main: msd of a 1x1 map (after adaptive pooling) is NaN
-        pytest.skip("collect: the moments' msd of the 1x1 'gate' input is NaN (stats bug, reported)")
     fac, shape = ZOO[name]
     torch.manual_seed(0)
     model = fac().eval()

@@ -75,8 +75,6 @@ def test_flatten_linear_nci_is_the_per_feature_energy():
 
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_plan_cost_equals_count(name):
-    if name == "coverage":  # collect refuses it on main: msd of a 1x1 map (after adaptive pooling) is NaN
-        pytest.skip("collect: the moments' msd of the 1x1 'gate' input is NaN (stats bug, reported)")
     fac, shape = ZOO[name]
     torch.manual_seed(0)
     model = fac().eval()

@@ -188,6 +188,8 @@ class ChannelMoments:
         _C.moments_update(v, out.data_ptr(), out.numel(), self.covariance,
                           0 if ws is None else ws.data_ptr(), 0 if ws is None else ws.numel())
         four = t.dim() == 4
+        if four and t.shape[2] * t.shape[3] == 1:
+            parts["msd_sum"].zero_()  # one position per image (after global pooling): its spatial std is 0
         return {"n": t.shape[0] * (t.shape[2] * t.shape[3] if four else 1),
                 "images": t.shape[0] if four else 0, **parts}
 
