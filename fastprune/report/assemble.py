@@ -8,7 +8,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from .records import LayerRecord, Sample
+from .latency import Latency, measure_latency
+from .records import LayerRecord, ModelResult, Sample, metrics_from_evaluation
+
+
+def model_result(model: nn.Module, data: Any, example: torch.Tensor, *, batch_size: int = 8,
+                 before_finetune: Mapping[str, float] | None = None, latency: Latency | None = None,
+                 warmup: int = 3, repeats: int = 10, threads: int | None = None,
+                 extra: Mapping[str, Any] | None = None) -> ModelResult:
+    """Evaluate `model` on `data`, count its params/MACs on `example`, and time it on the CPU
+    (unless `latency` was measured already, e.g. interleaved with other models)."""
+    from ..graph.cost import count
+    from ..train import evaluate
+
+    metrics = metrics_from_evaluation(evaluate(model, data, batch_size=batch_size))
+    cost = count(model, example)
+    lat = latency or measure_latency(model, example, warmup=warmup, repeats=repeats, threads=threads)
+    return ModelResult(params=cost.params, macs=cost.macs, latency_ms=lat.median_ms, latency=lat.to_dict(),
+                       before_finetune=dict(before_finetune) if before_finetune else None,
+                       extra=dict(extra or {}), **metrics)
 
 
 def _layer_cost(per_layer: Mapping[str, Any], names: Sequence[str]) -> tuple[int | None, int | None]:
@@ -30,7 +48,10 @@ def layer_records(plan: Any, before: Any = None, after: Any = None) -> dict[str,
         pb, mb = _layer_cost(before.per_layer, producers) if before is not None else (None, None)
         pa, ma = _layer_cost(after.per_layer, producers) if after is not None else (None, None)
         rv = rec.get("retained_variance")
-        out[name] = LayerRecord(channels=int(rec["channels"]), kept=int(rec["kept"]),
+        # planners that record other things per layer (gates: gate values) still have the counts
+        channels = rec.get("channels", plan.channels.get(name))
+        kept = rec.get("kept", len(plan.keep.get(name, ())))
+        out[name] = LayerRecord(channels=int(channels), kept=int(kept),
                                 retained_variance=None if rv is None else float(rv),
                                 params_before=pb, params_after=pa, macs_before=mb, macs_after=ma)
     return out
