@@ -39,7 +39,7 @@ def test_redundancy_counts_reach_the_budget_and_refuse_the_unreachable(tiny):
     loader = torch.utils.data.DataLoader(train, batch_size=4)
     stats = collect(model, loader, progress=False)
     counts, tau, removed = redundancy_counts(model, stats, 0.5, "macs", example_inputs=EXAMPLE)
-    assert 0.5 <= removed < 0.6 and 0 < tau <= 1
+    assert abs(removed - 0.5) <= 0.01 and 0 < tau <= 1  # within a point of the budget (planning's Budget)
     with pytest.raises(ValueError, match="min_channels"):
         redundancy_counts(model, stats, 0.99, "macs", min_channels=3, example_inputs=EXAMPLE)
 
