@@ -70,7 +70,7 @@ def test_compress_reaches_the_budget_and_resumes(tiny, tmp_path, monkeypatch):
     calls = _counting(monkeypatch)
     again, hist2 = compress(model, train, val, out=out, **kw)
     assert calls == []
-    assert hist2["steps"] == hist["steps"]
+    assert json.dumps(hist2["steps"]) == json.dumps(hist["steps"])  # NaN metrics (no building pixels) compare equal
     for a, b in zip(pruned.state_dict().values(), again.state_dict().values()):
         torch.testing.assert_close(a, b)
     # different arguments: refused, nothing overwritten
