@@ -50,7 +50,9 @@ def load_stats(path: str | Path):
 
 
 def load_model(text: str, weights: str | None = None) -> LoadedModel:
-    """Build a model from a SPEC or a model folder; `weights` (a checkpoint) overrides."""
+    """Build a model from a SPEC or a model folder; `weights` (a checkpoint) overrides. The
+    model comes in eval mode (as `fit` leaves it): tracing, statistics and evaluation see the
+    network as it predicts (a classifier's BatchNorm1d cannot run one example in train mode)."""
     if is_model_dir(text):
         folder = Path(text)
         doc = read_model_dir(folder)
@@ -72,6 +74,7 @@ def load_model(text: str, weights: str | None = None) -> LoadedModel:
         loaded = LoadedModel(build(spec), spec)
     if weights:
         load_weights(loaded.model, weights, f"model {text!r}")
+    loaded.model.eval()
     return loaded
 
 

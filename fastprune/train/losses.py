@@ -31,7 +31,10 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | No
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice: float = 0.0,
                       ignore_index: int | None = None,
                       class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy (+ ``dice`` x Dice loss); one-logit outputs get binary cross-entropy."""
+    """Cross-entropy (+ ``dice`` x Dice loss); one-logit outputs get binary cross-entropy.
+    Logits (N, C) with labels (N,) (a classifier) take cross-entropy alone."""
+    if dice and logits.ndim == 2:
+        raise ValueError("fastprune: the Dice loss is for segmentation masks, not class labels")
     logits = two_class(logits)
     ce = F.cross_entropy(logits.float(), target, weight=class_weights,
                          ignore_index=-100 if ignore_index is None else ignore_index)
