@@ -54,12 +54,12 @@ CAMVID_COLOURS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128),
 
 def write_camvid(root: Path, n: int = 4, size: tuple[int, int] = (48, 64), seed: int = 0) -> Path:
     """The Kaggle release's layout: `root/train/*.png` and `root/train_labels/*_L.png` (RGB
-    colour labels), and the same for `val/`; a scene of horizontal class bands so it is learnable."""
+    colour labels), and the same for `val/` and `test/`; a scene of horizontal class bands so it is learnable."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     h, w = size
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         (root / split).mkdir(parents=True, exist_ok=True)
         (root / f"{split}_labels").mkdir(parents=True, exist_ok=True)
         for i in range(n):
@@ -75,21 +75,24 @@ def write_camvid(root: Path, n: int = 4, size: tuple[int, int] = (48, 64), seed:
     return root
 
 
-def write_inria(root: Path, n: int = 2, size: int = 96, seed: int = 0) -> Path:
+def write_aerial(root: Path, layout: str = "inria", n: int = 2, size: int = 96, seed: int = 0) -> Path:
     """Inria's layout: `root/images/<city><k>.tif` (RGB uint8) and `root/gt/<same>.tif` (one
-    band, 0 background / 255 building); buildings are bright rectangles."""
+    band, 0 background / 255 building); AIRS's: `root/image/<name>.tif` and
+    `root/label/<name>.tif` (0/1). Buildings are bright rectangles."""
     import tifffile
 
     rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "gt").mkdir(parents=True, exist_ok=True)
+    images, labels, on = {"inria": ("images", "gt", 255), "airs": ("image", "label", 1)}[layout]
+    (root / images).mkdir(parents=True, exist_ok=True)
+    (root / labels).mkdir(parents=True, exist_ok=True)
     for i in range(n):
         gt = np.zeros((size, size), np.uint8)
         for _ in range(6):
             y, x = rng.integers(0, size - 12, 2)
-            gt[y:y + rng.integers(6, 12), x:x + rng.integers(6, 12)] = 255
+            gt[y:y + rng.integers(6, 12), x:x + rng.integers(6, 12)] = on
         image = rng.integers(40, 110, (size, size, 3)).astype(np.uint8)
         image[gt > 0] = rng.integers(180, 240, 3).astype(np.uint8)
-        tifffile.imwrite(root / "images" / f"austin{i + 1}.tif", image, photometric="rgb")
-        tifffile.imwrite(root / "gt" / f"austin{i + 1}.tif", gt)
+        name = f"austin{i + 1}.tif" if layout == "inria" else f"christchurch_{i + 1}.tif"
+        tifffile.imwrite(root / images / name, image, photometric="rgb")
+        tifffile.imwrite(root / labels / name, gt)
     return root

@@ -114,13 +114,12 @@ def _metric(args: argparse.Namespace):
 
 
 def _loss(data):
-    """Cross-entropy that leaves out the labels `data` marks as void (if any)."""
-    from torch.nn import functional as F
+    """Cross-entropy that leaves out the labels `data` marks as void (if any); a one-logit
+    binary model (TernausNet) gets binary cross-entropy, as in training."""
+    from ...train.losses import segmentation_loss
 
     ignore = getattr(data, "ignore_index", None)
-    if ignore is None:
-        return F.cross_entropy
-    return lambda out, y: F.cross_entropy(out, y, ignore_index=ignore)
+    return lambda out, y: segmentation_loss(out, y, ignore_index=ignore)
 
 
 def _check_gates_args(args: argparse.Namespace) -> None:
