@@ -190,3 +190,30 @@ def test_finetune_options_are_checked(cifar, capsys):
                     "--val-data", f"cifar10:{root}:split=test", "--epochs", "1", "--keep-best", "iou",
                     "--out", root / "o")
     assert code == 2 and "keep_best='iou' is not a metric" in out.err
+
+
+def test_folder_specs_take_options_after_the_path():
+    from fastprune.data import parse_spec
+
+    assert parse_spec("cifar10:/d/c:split=test,n=5") == ("cifar10", "/d/c", {"split": "test", "n": 5})
+    assert parse_spec("inria:/data/a:b/train:tile=256,samples=64") == \
+        ("inria", "/data/a:b/train", {"tile": 256, "samples": 64})
+    assert parse_spec("camvid:/data/camvid:v2") == ("camvid", "/data/camvid:v2", {})  # not key=value: a path
+    with pytest.raises(ValueError, match="needs a path"):
+        parse_spec("inria:")
+
+
+def test_a_classifier_result_in_the_report():
+    from fastprune.report import ModelResult, summary
+
+    base, pruned = ModelResult(100, 1000, 2.0, accuracy=0.9), ModelResult(40, 300, 1.0, accuracy=0.85,
+                                                                         before_finetune={"accuracy": 0.5})
+    s = summary({"baseline": base, "x": pruned})
+    assert s["x"]["accuracy_change"] == pytest.approx(-0.05) and "iou" not in s["x"]
+    assert s["x"]["before_finetune"] == {"accuracy": 0.5}
+    with pytest.raises(ValueError, match="segmentation.*classification"):
+        ModelResult(1, 1, 1.0, 0.5, 0.5, 0.5, accuracy=0.5)
+    with pytest.raises(ValueError, match="lacks"):
+        ModelResult(1, 1, 1.0, accuracy=0.5, before_finetune={"iou": 0.1})
+    with pytest.raises(ValueError, match="classification result, the baseline a segmentation"):
+        summary({"baseline": ModelResult(1, 1, 1.0, 0.5, 0.5, 0.5), "x": pruned})
