@@ -18,18 +18,7 @@ from fastprune.train import evaluate
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded machine torch's and
-    OpenBLAS's threads wait for each other (a 0.5 ms forward pass takes 0.8 s with 2 threads
-    under load, a 64x64 eigh 7 ms instead of 1)."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def cli(capsys, *argv: str):
     try:

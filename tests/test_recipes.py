@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import recipes
 from _formats import write_aerial, write_camvid, write_cifar10
@@ -18,18 +17,7 @@ TINY = {"EPOCHS": "1", "FT_EPOCHS": "1"}
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded machine torch's and
-    OpenBLAS's threads wait for each other (a 0.5 ms forward pass takes 0.8 s with 2 threads
-    under load, a 64x64 eigh 7 ms instead of 1)."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _run(title: str, overrides: dict[str, str]) -> None:
     r = RECIPES[title]
