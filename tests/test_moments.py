@@ -102,6 +102,50 @@ def test_channel_with_mean_1e4_times_std(isa):
         assert abs(m.var[c] / ref["var"][c] - 1) <= 1e-5
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "rows"])
+@pytest.mark.parametrize("offset, scale, tol", [
+    (1e8, 1.0, 1e-7),    # mean 3.5e8 x std: float32 would lose everything (var 0.0 before); 1e-7 is
+                         # float64's condition bound eps * |mean| / std for a one-pass merge of means
+    (0.0, 1e20, 1e-12),  # squares ~1e40 overflow float32 (var inf before), fine in float64
+])
+def test_float64_input_is_accumulated_in_float64(isa, layout, offset, scale, tol):
+    g = torch.Generator().manual_seed(3)
+    x = offset + scale * torch.rand(5, 7, 13, 17, dtype=torch.float64, generator=g)
+    x[:, 3] = offset - 2 * scale * torch.rand(5, 13, 17, dtype=torch.float64, generator=g) ** 2
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "rows":
+        x = x.permute(0, 2, 3, 1).reshape(-1, 7)
+    m = ChannelMoments(7)
+    for part in x.split(2):  # merged over updates and over the kernel's tiles and threads
+        m.update(part)
+    ref = reference_moments(x)
+    for k in ("mean", "var", "cov", "min", "max", "abs_mean") + (("msd",) if x.dim() == 4 else ()):
+        err = rel(getattr(m, k), ref[k])
+        assert err <= tol, f"{k}: relative error {err:.3g} > {tol:g}"
+
+
+def test_issue_reproduction_float64_offsets(isa):
+    g = torch.Generator().manual_seed(0)
+    for offset in (1e7, 1e8):
+        x = offset + torch.rand(4, 3, 5, 5, dtype=torch.float64, generator=g)
+        want = x.transpose(0, 1).reshape(3, -1).var(1)
+        assert rel(channel_moments(x).var, want) <= 1e-7
+
+
+@pytest.mark.parametrize("dtype, big", [(torch.float32, 1e20), (torch.float64, 1e160)])
+def test_finite_overflow_is_refused_naming_channels(isa, dtype, big):
+    m = ChannelMoments(3)
+    m.update(torch.rand(2, 3, 4, 4, dtype=dtype))
+    before = m.state_dict()
+    x = torch.rand(2, 3, 4, 4, dtype=dtype)
+    x[:, 1] *= big
+    with pytest.raises(fastprune.stats.moments.NonFiniteInput, match=r"overflow .* channel\(s\) 1 ") as err:
+        m.update(x)
+    assert err.value.overflow
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
 @pytest.mark.slow
 def test_stream_of_1e8_samples_in_many_updates():
     # Every update holds the same multiset of values in a different order (a roll), so the exact

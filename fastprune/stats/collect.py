@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from .moments import NonFiniteInput
 from .statistics import GroupInfo, Statistics
 
 _CONV_KINDS = ("conv", "depthwise")
@@ -94,6 +95,11 @@ def _describe(graph: Any) -> dict[str, GroupInfo]:
     return infos
 
 
+class NonFiniteActivations(ValueError):
+    """A layer's input held NaN/Inf, or finite values too large for the statistics: names the
+    layer, the batch and what was saved."""
+
+
 class _Tiling:
     """Overlapping crops of a large input; hooks keep only each crop's core (no overlap),
     so every feature-map pixel is counted once and peak memory is one crop's."""
@@ -128,8 +134,9 @@ class _Tiling:
 class _Collector:
     """Owns the hooks and feeds one `Statistics`."""
 
-    def __init__(self, model: torch.nn.Module, stats: Statistics, tiling: _Tiling | None, taylor: bool) -> None:
-        self.stats, self.tiling, self.taylor = stats, tiling, taylor
+    def __init__(self, model: torch.nn.Module, stats: Statistics, tiling: _Tiling | None, taylor: bool,
+                 checkpoint: str | Path | None = None) -> None:
+        self.stats, self.tiling, self.taylor, self.checkpoint = stats, tiling, taylor, checkpoint
         self.modules = dict(model.named_modules())
         self.tasks: dict[str, list[tuple[str, str, Any]]] = {}
         for gid, g in stats.groups.items():
@@ -150,12 +157,16 @@ class _Collector:
         for h in self.handles:
             h.remove()
 
-    def _nonfinite(self, name: str) -> FloatingPointError:
+    def _nonfinite(self, name: str, overflow: bool = False) -> NonFiniteActivations:
         groups = sorted({t[0] for t in self.tasks[name]})
         producers = [p["module"] for gid in groups for p in self.stats.groups[gid].producers]
-        return FloatingPointError(
-            f"fastprune: non-finite activations (NaN/inf) entering layer '{name}' "
-            f"(output of {', '.join(producers) or 'the input'}); statistics up to the last checkpoint are kept")
+        what = ("finite activations too large for the statistics' sums of squares (overflow)" if overflow
+                else "non-finite activations (NaN/inf)")
+        kept = (f"; the statistics of the batches before it are in {self.checkpoint}"
+                if self.checkpoint is not None and Path(self.checkpoint).exists() else "; nothing was saved")
+        return NonFiniteActivations(
+            f"fastprune: {what} entering layer '{name}' "
+            f"(output of {', '.join(producers) or 'the input'}) in batch {self.stats.meta.get('batches', 0) + 1}{kept}")
 
     def _hook(self, name: str) -> Callable:
         # the moments kernel finds NaN/inf in the same pass (and raises, state unchanged); a
@@ -185,10 +196,8 @@ class _Collector:
                 if mom is not None:
                     try:
                         mom.update(xd)
-                    except ValueError as exc:
-                        if "non-finite" in str(exc):
-                            raise self._nonfinite(name) from exc
-                        raise
+                    except NonFiniteInput as exc:
+                        raise self._nonfinite(name, exc.overflow) from exc
                     if taylor and x.requires_grad:
                         x.register_hook(self._taylor_hook(gid, xd, sel))
                 for acc in after:
@@ -324,7 +333,7 @@ def collect(
         if stats is None:
             stats = _new_statistics(model, graph, example_inputs, covariance, influence, patch_gram,
                                     sample, seed, loss is not None)
-        collector = _Collector(model, stats, tiling, loss is not None)
+        collector = _Collector(model, stats, tiling, loss is not None, checkpoint)
         total = None
         if hasattr(data, "__len__"):
             total = len(data)  # type: ignore[arg-type]

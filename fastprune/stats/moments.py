@@ -7,8 +7,11 @@ and merges the batch into the totals with Chan's exact pairwise update in float6
 combines accumulators the same way, so parts merged equal the whole for any split.
 
 Input: (N, C, H, W) in NCHW-contiguous or channels_last memory, or (N, C); float32, float16,
-bfloat16 or float64 (float64 is rounded to float32 on load; half types convert to float32, never
-accumulated in half precision). Samples are pixels (4-D) or rows (2-D). Any other memory layout
+bfloat16 or float64 (float64 is accumulated in float64 throughout on the CPU, so offsets of 1e8 x
+the std and magnitudes up to ~1e150 keep float64 accuracy; the CUDA back-end rounds it to float32;
+half types convert to float32, never accumulated in half precision). Finite values whose sums of
+squares overflow (|x| above ~1e19 for float32 input) are refused like non-finite ones, naming the
+channels (`NonFiniteInput.overflow`). Samples are pixels (4-D) or rows (2-D). Any other memory layout
 is copied to contiguous memory first. Anything speaking DLPack (numpy, cupy) is accepted.
 
 Non-finite values: `update` raises ValueError naming how many NaN/Inf values there are and in
@@ -70,6 +73,19 @@ def _add_comoment(m2: torch.Tensor, batch_m2: torch.Tensor, delta: torch.Tensor,
     for i in range(0, C, rows):
         block = m2[i:i + rows]
         block.add_(batch_m2[i:i + rows]).addr_(a[i:i + rows], a)
+
+
+class NonFiniteInput(ValueError):
+    """`update` refused a batch: NaN/Inf values in it, or (`overflow`) finite values too large
+    for the sums of squares. The accumulator is unchanged."""
+
+    def __init__(self, message: str, overflow: bool = False) -> None:
+        super().__init__(message)
+        self.overflow = overflow
+
+
+def _channels(chans: list[int]) -> str:
+    return ", ".join(map(str, chans[:10])) + (", ..." if len(chans) > 10 else "")
 
 
 class ChannelMoments:
@@ -179,19 +195,35 @@ class ChannelMoments:
             self._to(t.device)
         b = self._kernel(t)
         nonfinite = b["nonfinite"]
-        total = int(nonfinite.sum().item())
+        m2 = torch.diagonal(b["m2"]) if self.covariance else b["m2"]
+        # one read-back for both checks: non-finite input values, and finite ones whose sums
+        # overflowed (|off-diagonal| <= sqrt of the diagonal's, so the diagonal is enough)
+        total, overflowed = torch.stack([nonfinite.sum(), (~torch.isfinite(
+            torch.cat([b["mean"], m2, b["abs_sum"]]))).sum().to(_F64)]).tolist()
         if total > 0:
             if not allow_nonfinite:
                 chans = torch.nonzero(nonfinite.cpu()).flatten().tolist()
-                shown = ", ".join(map(str, chans[:10])) + (", ..." if len(chans) > 10 else "")
-                raise ValueError(
-                    f"fastprune: input holds {total} non-finite values (NaN/Inf) in channel(s) {shown}; "
-                    "the accumulator is unchanged (pass allow_nonfinite=True to drop those samples "
-                    "and count them)")
+                raise NonFiniteInput(
+                    f"fastprune: input holds {int(total)} non-finite values (NaN/Inf) in channel(s) "
+                    f"{_channels(chans)}; the accumulator is unchanged (pass allow_nonfinite=True to drop "
+                    "those samples and count them)")
             self._update_finite(t, nonfinite)
-            return self
-        self._absorb(**b)
+        elif overflowed:
+            self._raise_overflow(t, b)
+        else:
+            self._absorb(**b)
         return self
+
+    def _raise_overflow(self, t: torch.Tensor, b: dict[str, Any]) -> None:
+        m2 = torch.diagonal(b["m2"]) if self.covariance else b["m2"]
+        bad = (~torch.isfinite(b["mean"]) | ~torch.isfinite(m2) | ~torch.isfinite(b["abs_sum"])).cpu()
+        chans = torch.nonzero(bad).flatten().tolist()
+        top = float(t.detach().abs().amax())
+        hint = ("float32 sums of squares overflow above |x| ~ 1e19: pass float64 input"
+                if t.dtype != _F64 else "float64 sums of squares overflow above |x| ~ 1e154")
+        raise NonFiniteInput(
+            f"fastprune: finite input values (largest |x| = {top:.3g}) overflow the accumulators in "
+            f"channel(s) {_channels(chans)} ({hint}); the accumulator is unchanged", overflow=True)
 
     def _update_finite(self, t: torch.Tensor, nonfinite: torch.Tensor) -> None:
         """Accumulates the samples of `t` whose every channel is finite; counts the rest."""

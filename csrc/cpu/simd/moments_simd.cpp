@@ -102,11 +102,6 @@ template <> struct Elem<DType::f32> {
   static float one(const T* p) { return *p; }
   static vf vec(const T* p) { return vload(p); }
 };
-template <> struct Elem<DType::f64> {
-  using T = double;
-  static float one(const T* p) { return static_cast<float>(*p); }
-  static vf vec(const T* p) { vd d; std::memcpy(&d, p, sizeof d); return __builtin_convertvector(d, vf); }
-};
 template <> struct Elem<DType::bf16> {
   using T = std::uint16_t;
   static float one(const T* p) { return bf16_to_float(*p); }
@@ -532,11 +527,18 @@ void gram_inner(Tile& t, std::int64_t kn, const NextTile<D>* next) {
 struct ImageAcc {
   double n = 0;
   std::vector<double> mean, m2;
+  void reset() {
+    n = 0;
+    std::fill(mean.begin(), mean.end(), 0.0);
+    std::fill(m2.begin(), m2.end(), 0.0);
+  }
 };
 
 // Merges the packed tile (kn samples) into the thread totals and the image accumulator.
 // d and o: scratch of C doubles each.
-void merge_tile(const Tile& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::vector<double>& dv,
+// TileT: Tile (fp32 sums of fp32/fp16/bf16 input) or Tile64 (fp64 sums of fp64 input).
+template <class TileT>
+void merge_tile(const TileT& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::vector<double>& dv,
                 std::vector<double>& ov) {
   const std::int64_t C = t.C;
   const double k = static_cast<double>(kn);
@@ -551,7 +553,7 @@ void merge_tile(const Tile& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::ve
   if (acc.cov) {
     for (std::int64_t i = 0; i < C; ++i) {
       double* __restrict mrow = acc.m2.data() + i * C;
-      const float* __restrict grow = t.gram + i * t.ld;
+      const auto* __restrict grow = t.gram + i * t.ld;
       const double si = t.s1[i];
       const double di = d[i] * w;
       mrow[i] += moments::tile_m2(t.s2[i], si, k) + d[i] * di;
@@ -615,6 +617,18 @@ TileRef next_tile(const Batch& b, const TileRef& c, std::int64_t m1, std::int64_
   return first_tile(b, c.image * b.P + c.p_end, m1, K);
 }
 
+// After a tile that ends its image's samples in this range: the image's spatial std into msd_sum,
+// or, for an image cut by the range, its partial (n, mean, m2) for finish_segments.
+void finish_image(const Batch& b, const TileRef& cur, const ImageAcc& img, Acc& acc) {
+  if (!cur.last() || !b.per_image) return;
+  if (cur.whole) {
+    for (std::int64_t c = 0; c < b.C; ++c) acc.msd_sum[c] += moments::image_std(img.m2[c], img.n);
+    acc.images += 1;
+  } else {
+    acc.segments.push_back(Acc::Segment{cur.image, img.n, img.mean, img.m2});
+  }
+}
+
 // Shift (an image's first tile: its own mean; else the image's running mean) and pack of a tile.
 template <DType D>
 void pack_tile(const Batch& b, const typename Elem<D>::T* data, const TileRef& r, const ImageAcc& img, Tile& t) {
@@ -667,22 +681,100 @@ void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
     } else if (b.cov) {
       gram_inner<D>(t, cur.kn, nullptr);
     }
-    if (cur.first) {
-      img.n = 0;
-      std::fill(img.mean.begin(), img.mean.end(), 0.0);
-      std::fill(img.m2.begin(), img.m2.end(), 0.0);
-    }
+    if (cur.first) img.reset();
     merge_tile(t, cur.kn, acc, &img, d, o);
-    if (cur.last() && b.per_image) {
-      if (cur.whole) {
-        for (std::int64_t c = 0; c < b.C; ++c) acc.msd_sum[c] += moments::image_std(img.m2[c], img.n);
-        acc.images += 1;
-      } else {
-        acc.segments.push_back(Acc::Segment{cur.image, img.n, img.mean, img.m2});
-      }
-    }
+    finish_image(b, cur, img, acc);
     if (!pipelined && nxt.valid) pack_tile<D>(b, data, nxt, img, t);
     cur = nxt;
+  }
+}
+
+// float64 input is accumulated in fp64 throughout (never rounded to fp32): a tile of K samples
+// of one image is shifted per channel by a value near its mean (the tile's own mean for an
+// image's first tile, else the image's running mean), written to a channel-major fp64 panel,
+// and its shifted sums, sums of squares and Gram (fp64 lanes) are merged by the same Chan update
+// as the fp32 tiles. Exact for offsets of 1e8 x std and magnitudes up to ~1e150 (squares stay
+// finite); larger finite values overflow to inf, which the Python side reports.
+struct Tile64 {
+  static constexpr std::int64_t K = 256;
+  std::int64_t C, ld;
+  std::unique_ptr<double[], AlignedFree> panel, gram_store, shift, s1, s2, abs, mn, mx;
+  std::unique_ptr<std::int64_t[], AlignedFree> zeros, nonfin;
+  double* gram = nullptr;
+  bool cov;
+
+  Tile64(std::int64_t channels, bool covariance) : C(channels), ld(channels), cov(covariance) {
+    panel = aligned_zeros<double>(static_cast<std::size_t>(C * K));
+    if (cov) gram_store = aligned_zeros<double>(static_cast<std::size_t>(C * C));
+    gram = gram_store.get();
+    for (auto* p : {&shift, &s1, &s2, &abs, &mn, &mx}) *p = aligned_zeros<double>(static_cast<std::size_t>(C));
+    zeros = aligned_zeros<std::int64_t>(static_cast<std::size_t>(C));
+    nonfin = aligned_zeros<std::int64_t>(static_cast<std::size_t>(C));
+  }
+};
+
+inline double dot64(const double* a, const double* b, std::int64_t kv) {
+  vd acc{};
+  for (std::int64_t k = 0; k < kv; k += W) {
+    vd x, y;
+    std::memcpy(&x, a + k, sizeof x);
+    std::memcpy(&y, b + k, sizeof y);
+    acc += x * y;
+  }
+  double s = 0;
+  for (int l = 0; l < W; ++l) s += acc[l];
+  return s;
+}
+
+// Pack (shift, per-channel statistics) and Gram of kn samples at x (channel stride sC, sample
+// stride sP); `first`: the image's first tile in this range, shifted by its own mean.
+void tile64(const double* x, std::int64_t sC, std::int64_t sP, std::int64_t kn, bool first,
+            const ImageAcc& img, Tile64& t) {
+  const std::int64_t kv = (kn + W - 1) / W * W;
+  for (std::int64_t c = 0; c < t.C; ++c) {
+    const double* xc = x + c * sC;
+    double* row = t.panel.get() + c * Tile64::K;
+    double sh = img.mean[c];
+    if (first) {
+      double sum = 0;
+      for (std::int64_t k = 0; k < kn; ++k) sum += xc[k * sP];
+      sh = sum / static_cast<double>(kn);
+    }
+    double s1 = 0, s2 = 0, ab = 0, mn = std::numeric_limits<double>::infinity(), mx = -mn;
+    std::int64_t z = 0, nf = 0;
+    for (std::int64_t k = 0; k < kn; ++k) {
+      const double v = xc[k * sP], d = v - sh;
+      row[k] = d;
+      s1 += d;
+      s2 += d * d;
+      ab += v < 0 ? -v : v;
+      mn = v < mn ? v : mn;
+      mx = v > mx ? v : mx;
+      z += v == 0.0;
+      nf += !(v - v == 0.0);
+    }
+    for (std::int64_t k = kn; k < kv; ++k) row[k] = 0.0;
+    t.shift[c] = sh; t.s1[c] = s1; t.s2[c] = s2; t.abs[c] = ab; t.mn[c] = mn; t.mx[c] = mx;
+    t.zeros[c] = z; t.nonfin[c] = nf;
+  }
+  if (t.cov)
+    for (std::int64_t i = 0; i < t.C; ++i)
+      for (std::int64_t j = i + 1; j < t.C; ++j)
+        t.gram[i * t.ld + j] = dot64(t.panel.get() + i * Tile64::K, t.panel.get() + j * Tile64::K, kv);
+}
+
+void run_range_f64(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
+  const double* data = reinterpret_cast<const double*>(b.data);
+  Tile64 t(b.C, b.cov);
+  std::vector<double> d(b.C), o(b.C);
+  ImageAcc img;
+  img.mean.assign(b.C, 0.0);
+  img.m2.assign(b.C, 0.0);
+  for (TileRef cur = first_tile(b, m0, m1, Tile64::K); cur.valid; cur = next_tile(b, cur, m1, Tile64::K)) {
+    tile64(data + cur.image * b.sI + cur.p * b.sP, b.sC, b.sP, cur.kn, cur.first, img, t);
+    if (cur.first) img.reset();
+    merge_tile(t, cur.kn, acc, &img, d, o);
+    finish_image(b, cur, img, acc);
   }
 }
 
@@ -693,7 +785,7 @@ void moments_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
     case DType::f32: return run_range<DType::f32>(b, m0, m1, acc);
     case DType::f16: return run_range<DType::f16>(b, m0, m1, acc);
     case DType::bf16: return run_range<DType::bf16>(b, m0, m1, acc);
-    case DType::f64: return run_range<DType::f64>(b, m0, m1, acc);
+    case DType::f64: return run_range_f64(b, m0, m1, acc);
   }
 }
 
