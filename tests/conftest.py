@@ -42,16 +42,3 @@ def run_python(tmp_path):
 
     return run
 
-
-@pytest.fixture
-def one_thread():
-    """One torch thread and one BLAS thread: tiny models gain nothing from a second one, and on
-    a loaded machine the threads wait for each other (a 0.5 ms forward pass of a tiny VGG took
-    0.8 s with 2 threads under load, a 64x64 eigh 7 ms instead of 1)."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)

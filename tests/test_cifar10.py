@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from graph_util import one_thread
 from _formats import CIFAR_RECORD, write_cifar10, write_cifar_file
 from fastprune.cli.main import main
 from fastprune.data import open_dataset
@@ -18,7 +19,7 @@ from fastprune.train import evaluate
 
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+_threads = pytest.fixture(autouse=True)(one_thread)  # tiny models: one thread is fastest
 
 def cli(capsys, *argv: str):
     try:

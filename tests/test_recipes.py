@@ -9,6 +9,7 @@ import json
 import pytest
 
 import recipes
+from graph_util import one_thread
 from _formats import write_aerial, write_camvid, write_cifar10
 from fastprune.cli.main import main
 
@@ -17,7 +18,7 @@ TINY = {"EPOCHS": "1", "FT_EPOCHS": "1"}
 
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+_threads = pytest.fixture(autouse=True)(one_thread)  # tiny models: one thread is fastest
 
 def _run(title: str, overrides: dict[str, str]) -> None:
     r = RECIPES[title]
@@ -58,6 +59,7 @@ def test_the_parser_rejects_what_a_test_could_not_run():
     assert recipes.argv(r, {"A": "z"}) == [["plan", "z/2", "--y", "z"]]
 
 
+@pytest.mark.slow
 def test_vgg16_cifar10_recipes(tmp_path):
     write_cifar10(tmp_path / "data")
     over = {"CIFAR10": str(tmp_path / "data" / "cifar-10-batches-bin"), "OUT": str(tmp_path / "out"),
@@ -70,6 +72,7 @@ def test_vgg16_cifar10_recipes(tmp_path):
     assert summ["lfa"]["params"] < summ["baseline"]["params"]
 
 
+@pytest.mark.slow
 def test_segnet_camvid_recipe(tmp_path):
     write_camvid(tmp_path / "camvid")
     _run(_title("SegNet on CamVid"), {"CAMVID": str(tmp_path / "camvid"), "OUT": str(tmp_path / "out"),
@@ -78,6 +81,7 @@ def test_segnet_camvid_recipe(tmp_path):
     assert summ["lasso"]["macs"] < summ["baseline"]["macs"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start, layout, model", [
     ("TernausNet on Inria", "inria", "ternausnet:width=0.125,num_filters=4"),
     ("U-Net on AIRS", "airs", "unet:base_width=4,depth=2")])
