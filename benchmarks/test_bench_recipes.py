@@ -1,9 +1,11 @@
 """Time per training epoch of each docs/recipes.md experiment on this CPU, measured on a few
 batches, and a GPU estimate from the MAC count (an estimate, not a measurement).
 
-For every recipe model at its full size, batch size and input size: one warm-up step, then the
-best of `STEPS` timed training steps (forward + cross-entropy + backward + AdamW update) with
-torch's threads; epoch time = step time x batches per epoch. The GPU figure assumes the step
+For every recipe model at its full size and input size: one warm-up step, then the
+best of `STEPS` timed training steps (forward + cross-entropy + backward + AdamW update) on
+`MEASURE_BATCH` images with torch's threads; epoch time = time per image x images per epoch (on
+a CPU a convnet's step time grows linearly with the batch; a full-size SegNet step on the
+recipe's batch of 4 at 360x480 takes minutes on 2 cores, hence the small measured batch). The GPU figure assumes the step
 costs 3x the forward MACs (forward, and the backward's two products), 2 FLOP per MAC, at
 `GPU_TFLOPS` sustained; rescale it for another GPU by the ratio of sustained rates.
 
@@ -19,6 +21,7 @@ from fastprune.graph.cost import count
 from fastprune.models import create
 
 STEPS = 2
+MEASURE_BATCH = 2
 GPU_TFLOPS = 40.0  # assumed sustained mixed-precision rate of an A100-class GPU on these convnets
 
 # recipe, model SPEC name and options, input (C, H, W), batch, samples per epoch, classes
@@ -54,13 +57,13 @@ def test_epoch_time(benchmark, recipe):
     model = create(spec, **opts)
     macs = count(model.eval(), torch.zeros(1, *shape)).macs
     step = _step(model, shape, classes)
-    step(2)  # warm-up (allocator, kernels)
-    benchmark.pedantic(step, args=(batch,), rounds=STEPS, iterations=1)
-    sec = benchmark.stats.stats.min
-    batches = -(-samples // batch)
-    cpu_epoch = sec * batches
+    step(MEASURE_BATCH)  # warm-up (allocator, kernels)
+    benchmark.pedantic(step, args=(MEASURE_BATCH,), rounds=STEPS, iterations=1)
+    per_image = benchmark.stats.stats.min / MEASURE_BATCH
+    sec = per_image * batch
+    cpu_epoch = per_image * samples
     gpu_epoch = 3 * 2 * macs * samples / (GPU_TFLOPS * 1e12)
-    print(f"\n| {name} | {batch} x {shape[1]}x{shape[2]} | {macs / 1e9:.2f} GMAC | {sec:.2f} s/batch | "
+    print(f"\n| {name} | {batch} x {shape[1]}x{shape[2]} | {macs / 1e9:.2f} GMAC | {sec:.2f} s per batch of {batch} | "
           f"{samples} samples: CPU {cpu_epoch / 3600:.2f} h/epoch | GPU estimate {gpu_epoch:.0f} s/epoch | "
           f"threads {torch.get_num_threads()}")
     benchmark.extra_info.update(macs=macs, seconds_per_batch=sec, cpu_epoch_s=cpu_epoch, gpu_epoch_estimate_s=gpu_epoch)
