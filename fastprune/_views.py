@@ -23,7 +23,15 @@ def as_tensor(x: Any) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach()
     if hasattr(x, "__dlpack__"):
-        return torch.from_dlpack(x)
+        strides = getattr(x, "strides", None)  # numpy: negative strides abort DLPack's import
+        if isinstance(strides, tuple) and any(s < 0 for s in strides):
+            raise ValueError("fastprune: arrays with negative strides (a reversed view such as a[::-1]) cannot be "
+                             "shared without a copy: pass a contiguous copy (numpy.ascontiguousarray)")
+        try:
+            return torch.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+            raise ValueError(f"fastprune: this {type(x).__name__} cannot be shared through DLPack ({exc}): "
+                             "pass a contiguous copy") from None
     raise TypeError(f"fastprune: expected a torch tensor or a DLPack array, got {type(x).__name__}")
 
 

@@ -131,7 +131,16 @@ def test_interrupted_collection_resumes_from_checkpoint(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fastprune.collect(model, _Interrupting(data, 5), checkpoint=ck, checkpoint_every=2)
     assert Statistics.load(ck).meta["batches"] == 4  # the last checkpoint before the interrupt
+    partial = Statistics.load(ck)
+    assert not partial.complete  # issue 15: an unfinished checkpoint is marked, and plan refuses it
+    with pytest.raises(ValueError, match="unfinished checkpoint"):
+        fastprune.plan(model, partial, method="l1", ratio=0.5)
+    with pytest.raises(ValueError, match="batches of"):  # was: samples silently dropped
+        fastprune.collect(model, [x for b in data for x in b.split(1)], checkpoint=ck, checkpoint_every=2)
+    with pytest.raises(ValueError, match="other options"):
+        fastprune.collect(model, data, checkpoint=ck, checkpoint_every=2, covariance=False)
     resumed = fastprune.collect(model, data, checkpoint=ck, checkpoint_every=2)
+    assert resumed.complete and Statistics.load(ck).complete
     whole = fastprune.collect(model, data)
     assert resumed.meta["batches"] == 7
     for gid in whole.moments:

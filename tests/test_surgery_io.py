@@ -30,7 +30,10 @@ def _same(m, snap):
     ({"enc1.0.0": [-1]}, ValueError, "out of range"),
     ({"enc1.0.0": list(range(8))}, ValueError, "all 8 channels"),
     ({"head": [0]}, ValueError, "output"),
-    ({"enc1.0.0": ["a"]}, TypeError, "integers"),
+    ({"enc1.0.0": ["a"]}, ValueError, "whole number"),
+    ({"enc1.0.0": [0.7]}, ValueError, "whole number"),   # issue 15 item 8: was truncated to 0
+    ({"enc1.0.0": [True]}, ValueError, "whole number"),  # was channel 1
+    ({"enc1.0.0": "01"}, ValueError, "list of indices"),
     ([("enc1.0.0", [0])], TypeError, "Plan or a dict"),
 ])
 def test_bad_removal_is_a_clear_error_and_changes_nothing(removal, err, msg):

@@ -286,3 +286,53 @@ def test_keep_best_restores_best_epoch():
     assert evaluate(m, data)["miou"] == pytest.approx(best)
     with pytest.raises(ValueError, match="keep_best"):
         fit(m, data, epochs=1, keep_best="miou")
+
+
+def test_resumed_fit_equals_uninterrupted_bit_for_bit(tmp_path):
+    """Issue 15 item 6: shuffled data, dropout (the global RNG), warm-up + cosine schedule, AdamW
+    and keep_best: a run interrupted after epoch 1 and resumed in a fresh model ends with the
+    very same weights as one uninterrupted run (the data order and RNG states are restored)."""
+    data = open_dataset("synthetic:n=12,size=32,seed=4")
+    val = open_dataset("synthetic:n=4,size=32,seed=5")
+    kw = dict(epochs=3, lr=5e-3, batch_size=4, progress=False, shuffle=True, seed=7, val_data=val,
+              keep_best="building_iou")
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(UNet(base_width=4, depth=1), nn.Dropout2d(0.2))
+
+    ref = net()
+    h_ref = fit(ref, data, **kw)
+
+    class Stop(Exception):
+        pass
+
+    def stop(record):
+        if record["epoch"] == 1:
+            raise Stop
+    m = net()
+    with pytest.raises(Stop):
+        fit(m, data, checkpoint=tmp_path / "ck", callback=stop, **kw)
+    torch.manual_seed(123)  # a fresh process: other global RNG state
+    m = net()
+    h = fit(m, data, checkpoint=tmp_path / "ck", **kw)
+    assert [r["loss"] for r in h["epochs"]] == [r["loss"] for r in h_ref["epochs"]]
+    for (k, a), b in zip(ref.state_dict().items(), m.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("change, what", [({"batch_size": 2}, "batch_size"), ({"lr": 1e-2}, "lr"),
+                                          ({"resume_key": {"data": "other"}}, "data")])
+def test_resuming_fit_with_other_options_is_refused(tmp_path, change, what):
+    data = open_dataset("synthetic:n=8,size=32,seed=4")
+    kw = dict(epochs=2, lr=5e-3, batch_size=4, progress=False, resume_key={"data": "synthetic"})
+
+    class Stop(Exception):
+        pass
+
+    def stop(record):
+        raise Stop
+    with pytest.raises(Stop):
+        fit(_tiny(), data, checkpoint=tmp_path / "ck", callback=stop, **kw)
+    with pytest.raises(ValueError, match=f"other options .*{what}="):
+        fit(_tiny(), data, checkpoint=tmp_path / "ck", **{**kw, **change})

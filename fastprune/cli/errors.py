@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 
+MAX_MESSAGE = 600
+
+
 class UsageError(Exception):
     """A mistake in what the user asked for; the CLI prints the message alone and exits with 2."""
 
@@ -14,6 +17,8 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         text = f"{exc.strerror}: {exc.filename}"
     text = " ".join(text.split())
+    if len(text) > MAX_MESSAGE:  # a message quoting a whole file or tensor list is no help
+        text = text[:MAX_MESSAGE] + " ..."
     if text.startswith("fastprune: "):
         text = text[len("fastprune: "):]
     return text

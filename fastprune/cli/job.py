@@ -107,8 +107,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     with clock.phase("collect statistics (one streaming pass)"):
         loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=False)
         stats = collect(model, loader, max_batches=cfg.stats_batches)
-        stats.meta["model"] = {"spec": cfg.model, "weights": str((out / "baseline" / "weights.safetensors").resolve()),
-                               "folder": str((out / "baseline").resolve())}
+        stats.meta["model"] = {"spec": cfg.model, "weights": "baseline/weights.safetensors",
+                               "folder": "baseline"}  # relative to the statistics file's folder
         stats.meta["data"] = cfg.train
         stats.save(out / "stats.fps")
 

@@ -10,14 +10,17 @@ changed file is refused, since the plan would then prune a different network.
 """
 from __future__ import annotations
 
-import hashlib
+import argparse
 from pathlib import Path
 
 from torch import nn
 
+from .._documents import sha256
+from .._files import atomic_write
 from ..planning.plan import Plan
 from .artifacts import require_file
 from .errors import UsageError
+from .outputs import check_output, refuse_inputs
 from .specs import load_state
 
 WEIGHTS_SUFFIX = ".weights.safetensors"
@@ -28,35 +31,60 @@ def weights_path(plan_path: str | Path) -> Path:
     return Path(plan_path).with_suffix(WEIGHTS_SUFFIX)
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def load_plan(path: str | Path) -> Plan:
-    """A plan file, or the user's error naming it."""
-    return Plan.load(require_file(path, "plan file"))
+    """A plan file, or the user's error naming it and the check that failed."""
+    try:
+        return Plan.load(require_file(path, "plan file"))
+    except ValueError as exc:
+        raise UsageError(f"{path}: {str(exc).removeprefix('fastprune: ')}") from None
+
+
+def owned_weights(plan_path: str | Path) -> Path | None:
+    """The weights file beside `plan_path` if fastprune wrote it for the plan there: that plan
+    records it by name with the sha256 it still has. Anything else is the user's file."""
+    path, w = Path(plan_path), weights_path(plan_path)
+    if not (path.is_file() and w.is_file()):
+        return None
+    try:
+        rec = Plan.load(path).meta.get("weights")
+    except (OSError, ValueError):
+        return None
+    if isinstance(rec, dict) and rec.get("file") == w.name and rec.get("sha256") == sha256(w.read_bytes()):
+        return w
+    return None
+
+
+def check_plan_output(args: argparse.Namespace, path: str | Path, with_weights: bool) -> None:
+    """Before planning: `path` may be written (outputs.check_output), and so may the weights file
+    beside it when the plan brings weights (only a file fastprune wrote for the plan there)."""
+    check_output(args, path, "plan")
+    w = weights_path(path)
+    if with_weights:
+        refuse_inputs(args, w)
+        if w.exists() and owned_weights(path) is None:
+            raise UsageError(f"{w} exists and fastprune did not write it for the plan {path}: it is left as it "
+                             "is (choose another --out)")
 
 
 def save_plan(plan: Plan, path: str | Path, model: nn.Module | None = None) -> list[Path]:
     """Write `plan` to `path`; with `model`, first its weights (safetensors) beside it, recorded
-    with their sha256 in `plan.meta["weights"]`. Returns the files written."""
+    with their sha256 in `plan.meta["weights"]`. A weights file fastprune wrote for the plan being
+    replaced goes with it when the new plan needs none; any other file is left alone. Returns
+    the files written."""
     from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     plan.meta.pop("weights", None)
-    stale = weights_path(path)
-    if model is None and stale.is_file() and path.is_file():
-        # the plan this file belonged to is being replaced by one that needs no weights
-        stale.unlink()
+    stale = owned_weights(path)
     if model is not None:
         data = save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()})
-        wpath = weights_path(path)
-        wpath.write_bytes(data)
+        wpath = atomic_write(weights_path(path), data)
         written.append(wpath)
         plan.meta["weights"] = {"file": wpath.name, "sha256": sha256(data)}
     plan.save(path)
+    if model is None and stale is not None:
+        stale.unlink()
     return [path, *written]
 
 

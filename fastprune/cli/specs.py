@@ -9,7 +9,6 @@ Checkpoints: ``.safetensors``, or a torch file read with ``weights_only=True`` (
 from __future__ import annotations
 
 import importlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +69,17 @@ class ModelSpec:
         return self.name in BUILTIN_MODELS
 
 
-def parse_model_spec(text: str) -> ModelSpec:
+def parse_model_spec(text: str, source: str | Path | None = None, trust_code: bool = False) -> ModelSpec:
+    """A model SPEC typed by the user, or (`source`: the file it was read from) recorded in a file.
+
+    Trust model: a file never names code to import. A SPEC read from a file may name a built-in
+    model only; a user factory it names is refused unless the user confirms it on the command
+    line (`trust_code`: --trust-code, or the same --model pkg.mod:factory given explicitly).
+    """
+    if not isinstance(text, str) or not text.strip():
+        where = f" recorded in {source}" if source is not None else ""
+        raise UsageError(f"model SPEC{where} is {text!r}: expected a built-in name, package.module:factory "
+                         "or a model folder")
     text = text.strip()
     head, _, rest = text.partition(":")
     if head.lower() in BUILTIN_MODELS:
@@ -78,7 +87,15 @@ def parse_model_spec(text: str) -> ModelSpec:
     if _MODULE.match(head) and rest:
         factory, _, opts = rest.partition(":")
         if _IDENT.match(factory):
+            if source is not None and not trust_code:
+                raise UsageError(
+                    f"{source} names the Python factory {head}:{factory}; fastprune never imports code a file "
+                    "names: check that file and that code, then confirm with --trust-code (or pass "
+                    f"--model {head}:{factory} yourself)")
             return ModelSpec(text, f"{head}:{factory}", parse_options(opts))
+    if source is not None:
+        raise UsageError(f"{source} records the model SPEC {text[:80]!r}, which is neither a built-in model nor "
+                         "package.module:factory")
     raise UsageError(
         f"unknown model SPEC {text!r}: use a built-in name ({', '.join(BUILTIN_MODELS)}) with options "
         "like unet:base_width=16, package.module:factory, or a folder written by `fastprune prune`")
@@ -154,28 +171,16 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Pat
 
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:
-    """A plain state dict as safetensors (no pickle)."""
-    from safetensors.torch import save_file
+    """A plain state dict as safetensors (no pickle), written atomically."""
+    from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
-    return path
+    from .._files import atomic_write
+
+    return atomic_write(path, save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}))
 
 
 def is_model_dir(text: str | Path) -> bool:
-    return (Path(text) / MODEL_MARKER).is_file()
-
-
-def read_model_dir(path: str | Path) -> dict[str, Any]:
-    marker = Path(path) / MODEL_MARKER
-    try:
-        doc = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{marker} is not readable ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != "fastprune.model" or "spec" not in doc:
-        raise UsageError(f"{marker} is not a fastprune model description")
-    return doc
+    return bool(str(text)) and (Path(text) / MODEL_MARKER).is_file()
 
 
 def first_conv_in_channels(model: nn.Module) -> int:
@@ -205,10 +210,18 @@ def parse_size(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
-def open_data(spec: str, **options: Any):
-    """fastprune.data.open_dataset(spec); a missing path or bad SPEC is the user's error."""
+def open_data(spec: str, batch_size: int | None = None, **options: Any):
+    """fastprune.data.open_dataset(spec); a missing path or bad SPEC is the user's error, and so
+    are items of several sizes to be stacked in batches of `batch_size`."""
     try:
         from ..data import open_dataset
+        from ..data.tiles import check_batchable
     except ImportError as exc:
         raise NotImplementedError(f"the data sets (fastprune.data) are not available: {exc}") from None
-    return open_dataset(spec, **options)
+    data = open_dataset(spec, **options)
+    if batch_size is not None:
+        try:
+            check_batchable(data, batch_size)
+        except ValueError as exc:
+            raise UsageError(f"data SPEC {spec!r}: {exc}") from None
+    return data

@@ -72,6 +72,10 @@ class _Base(Dataset):
 class Scenes(_Base):
     """Whole scenes, one item each."""
 
+    def sizes(self) -> set[tuple[int, int]]:
+        """The (height, width) of the items (several: they cannot be batched together)."""
+        return {tuple(self.source.shape(i)) for i in range(len(self.source))}
+
     def __len__(self) -> int:
         return len(self.source)
 
@@ -140,6 +144,9 @@ class SlidingTiles(_Base):
     def __len__(self) -> int:
         return len(self.windows)
 
+    def sizes(self) -> set[tuple[int, int]]:
+        return {(h, w) for _, _, _, h, w in self.windows}
+
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         i, y, x, h, w = self.windows[k]
         return _pair(*self.source.read(i, (y, x, h, w)))
@@ -147,3 +154,12 @@ class SlidingTiles(_Base):
 
 def num_tiles(length: int, tile: int, stride: int) -> int:
     return 1 if tile >= length else math.ceil((length - tile) / stride) + 1
+
+
+def check_batchable(data: Dataset, batch_size: int) -> None:
+    """ValueError if `data` holds items of several sizes and `batch_size` > 1 would stack them."""
+    sizes = sorted(data.sizes()) if batch_size > 1 and hasattr(data, "sizes") else []
+    if len(sizes) > 1:
+        shown = ", ".join(f"{h}x{w}" for h, w in sizes[:4]) + (", ..." if len(sizes) > 4 else "")
+        raise ValueError(f"the scenes have different sizes ({shown}) and cannot be stacked in batches of "
+                         f"{batch_size}: use a batch size of 1, or tiles of one size (SPEC option tile=N)")

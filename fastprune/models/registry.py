@@ -4,7 +4,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import torch
 from torch import nn
+
+MAX_PARAMETERS = 2_000_000_000  # 8 GiB of float32 weights: larger is a mistyped option
 
 # CLI name -> (module, class)
 _MODELS = {
@@ -28,6 +31,16 @@ def create(name: str, **options: Any) -> nn.Module:
     module, cls = _MODELS[key]
     ctor = getattr(importlib.import_module(module), cls)
     try:
+        try:
+            with torch.device("meta"):  # shapes only, no memory: refuse a model too large to build
+                params = sum(p.numel() for p in ctor(**options).parameters())
+        except (RuntimeError, OverflowError, MemoryError):  # a tensor size beyond int64
+            params = float("inf")
+        if params > MAX_PARAMETERS:
+            size = "layers beyond any tensor size" if params == float("inf") else \
+                f"{params:.3g} parameters ({4 * params / 2**30:.3g} GiB in float32)"
+            raise ValueError(f"{name} with {options} would have {size}, more than {MAX_PARAMETERS:.0e} parameters: "
+                             "choose a smaller width or depth")
         return ctor(**options)
     except TypeError as e:
         raise ValueError(f"{name}: bad option(s) {sorted(options)}: {e}") from None

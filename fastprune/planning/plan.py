@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastprune._documents import check_tag
+from fastprune._documents import check_seal, check_tag, read_json, seal
+from fastprune._files import atomic_write
 
 FORMAT = "fastprune.plan"
 VERSION = 1
+MAX_CHANNELS = 1 << 24  # output channels of one layer; a larger count is a corrupt file
 
 
 @dataclass
@@ -28,8 +31,15 @@ class Plan:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.keep = {k: sorted(int(i) for i in v) for k, v in self.keep.items()}
-        self.channels = {k: int(v) for k, v in self.channels.items()}
+        if not isinstance(self.keep, dict) or not isinstance(self.channels, dict) \
+                or not isinstance(self.layers, dict) or not isinstance(self.meta, dict):
+            raise TypeError("fastprune: a plan's keep, channels, layers and meta are dicts")
+        self.keep = {_name(k): sorted(whole_number(i, f"kept channel index of '{k}'") for i in _list(v, k))
+                     for k, v in self.keep.items()}
+        self.channels = {_name(k): whole_number(v, f"channel count of '{k}'") for k, v in self.channels.items()}
+        for name, n in self.channels.items():
+            if not 1 <= n <= MAX_CHANNELS:
+                raise ValueError(f"fastprune: the plan gives '{name}' {n} output channels (1..{MAX_CHANNELS} allowed)")
         for name, idx in self.keep.items():
             if name not in self.channels:
                 raise ValueError(f"fastprune: plan keeps channels of '{name}' but does not say how many it had")
@@ -50,27 +60,48 @@ class Plan:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"format": FORMAT, "version": VERSION, "keep": self.keep, "channels": self.channels,
-             "layers": self.layers, "meta": self.meta},
-            indent=1,
-        )
+        """The plan as JSON with its format tag, version and checksum."""
+        doc = seal({"format": FORMAT, "version": VERSION, "keep": self.keep, "channels": self.channels,
+                    "layers": self.layers, "meta": self.meta})
+        return json.dumps(doc, indent=1, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
-        try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"fastprune: not a plan file (invalid JSON: {exc})") from None
+        """A plan from `to_json`'s text; ValueError saying which check failed (JSON, format,
+        version, checksum, content)."""
+        doc = read_json(text, "plan file")
         check_tag(doc, FORMAT, VERSION, "plan", "plan")
+        check_seal(doc, "plan file")
         try:
             return cls(keep=doc["keep"], channels=doc["channels"], layers=doc.get("layers", {}), meta=doc.get("meta", {}))
         except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"fastprune: corrupt plan file ({exc!r})") from None
+            raise ValueError(f"fastprune: corrupt plan file ({str(exc)[:200]})") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        atomic_write(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
-        return cls.from_json(Path(path).read_text())
+        return cls.from_json(Path(path).read_bytes())
+
+
+def whole_number(v: Any, what: str) -> int:
+    """`v` as an int if it is one (an int, or a float/numpy/torch scalar with an integral value);
+    booleans, fractions and non-finite values are ValueErrors naming `what`."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) and not hasattr(v, "__index__"):
+        raise ValueError(f"fastprune: {what} must be a whole number, got {v!r}")
+    if isinstance(v, float) and (not math.isfinite(v) or abs(v) > 2 ** 53 or v != int(v)):
+        raise ValueError(f"fastprune: {what} must be a whole number, got {v!r}")
+    return int(v)
+
+
+def _name(k: Any) -> str:
+    if not isinstance(k, str):
+        raise ValueError(f"fastprune: a plan names layers by strings, got {k!r}")
+    return k
+
+
+def _list(v: Any, k: str) -> list:
+    if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__iter__"):
+        raise ValueError(f"fastprune: the plan's kept channels of '{k}' are not a list")
+    return list(v)

@@ -6,6 +6,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from fastprune._documents import weights_digest
+
 from .cost import CostModel
 from .plan import Plan
 from .rules import bound, check_fraction, global_threshold, ratio_count, top_k
@@ -83,9 +85,14 @@ def plan(
     """
     from fastprune.criteria import METHODS, score
 
+    if stats is not None:
+        stats.check_complete()
+    digest = weights_digest(model)  # of the weights planned on (gates may fold into them)
     if method == "gates":
-        return _gates(model, stats, tolerance, relative, higher_is_better, evaluate, example_inputs,
+        plan = _gates(model, stats, tolerance, relative, higher_is_better, evaluate, example_inputs,
                       train_data, val_data, gates or {})
+        plan.meta["weights_digest"] = digest
+        return plan
     if method not in METHODS:
         raise ValueError(f"fastprune: unknown criterion {method!r}; choose one of {', '.join(METHODS)}, gates")
     rules = {k: v for k, v in (("variance", variance), ("ratio", ratio), ("target_macs", target_macs),
@@ -134,8 +141,10 @@ def plan(
         for gid in gids:
             keep[gid] = _per_layer(model, stats, method, gid, scored[gid], covs[gid], opts, variance, ratio,
                                    factors, int(min_channels), int(round_to))
-    return _assemble(model, stats, method, keep, scored, covs, cost, rules, opts, search_info,
+    plan = _assemble(model, stats, method, keep, scored, covs, cost, rules, opts, search_info,
                      int(min_channels), int(round_to))
+    plan.meta["weights_digest"] = digest
+    return plan
 
 
 def _cov(stats: Any, gid: str) -> np.ndarray | None:
@@ -261,4 +270,8 @@ def _gates(model, stats, tolerance, relative, higher_is_better, evaluate, exampl
     if example_inputs is not None:
         options.setdefault("example_inputs", example_inputs)
     tol = Tolerance(tolerance, relative=relative, higher_is_better=higher_is_better)
-    return gates_plan(model, train_data, val_data, tol, init, **options)
+    fingerprint = stats.fingerprint if stats is not None else None
+    plan = gates_plan(model, train_data, val_data, tol, init, **options)
+    if fingerprint is not None:
+        plan.meta["fingerprint"] = fingerprint
+    return plan

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from .._documents import weights_digest
 from .moments import NonFiniteInput
 from .statistics import GroupInfo, Statistics
 
@@ -278,6 +279,7 @@ def collect(
     graph: Any = None,
     seed: int = 0,
     progress: bool = True,
+    resume_key: dict[str, Any] | None = None,
 ) -> Statistics:
     """Run `model` over `data` and return the statistics of every prunable channel group.
 
@@ -287,7 +289,10 @@ def collect(
     subsampled: `sample` positions per batch) patch Gram that `lasso` needs.
     `checkpoint`: a file the statistics are saved to every `checkpoint_every` batches; if it
     exists when collect starts, collection resumes after the batches it already holds (the
-    data must come in the same order). `tile`: run on overlapping `tile`x`tile` crops (with
+    data must come in the same order); a checkpoint is marked incomplete (`stats.complete`,
+    refused by `plan`) until the pass ends, and resuming it on other weights, with another
+    batch size, other options or another `resume_key` (the caller's name for the data, e.g.
+    its SPEC) is refused. `tile`: run on overlapping `tile`x`tile` crops (with
     `overlap` pixels of context on each side; keep both multiples of the model's total stride)
     and count each crop's core only, so peak memory is one crop's. `loss(output, batch)`:
     opt-in backward pass per batch for the first-order Taylor criterion (`taylor`).
@@ -325,14 +330,18 @@ def collect(
                 graph = DependencyGraph(model, example_inputs)
         stats = None
         done = 0
+        run = {"covariance": covariance, "influence": influence, "patch_gram": patch_gram, "sample": sample,
+               "seed": seed, "tile": tile, "overlap": overlap if tile else None, "taylor": loss is not None,
+               **(resume_key or {})}
+        digest = weights_digest(model)
         if checkpoint is not None and Path(checkpoint).exists():
             stats = Statistics.load(checkpoint)
-            if stats.fingerprint != graph.fingerprint():
-                raise ValueError(f"fastprune: checkpoint {checkpoint} holds statistics of a different model")
+            _check_resumable(stats, checkpoint, graph.fingerprint(), digest, run)
             done = int(stats.meta.get("batches", 0))
         if stats is None:
             stats = _new_statistics(model, graph, example_inputs, covariance, influence, patch_gram,
                                     sample, seed, loss is not None)
+            stats.meta.update(run=run, weights_digest=digest)
         collector = _Collector(model, stats, tiling, loss is not None, checkpoint)
         total = None
         if hasattr(data, "__len__"):
@@ -351,6 +360,8 @@ def collect(
                 for i, batch in enumerate(batches()):
                     if max_batches is not None and i >= max_batches:
                         break
+                    if i == 0:
+                        _check_batch_size(stats, checkpoint, get_input(batch))
                     if i < done:
                         continue  # already in the checkpoint
                     x = _to(get_input(batch), device)
@@ -360,15 +371,43 @@ def collect(
                         stats.meta["samples"] = int(stats.meta.get("samples", 0)) + int(x.shape[0])
                     bar.update(1)
                     if checkpoint is not None and (i + 1) % checkpoint_every == 0:
+                        stats.meta["complete"] = False
                         stats.save(checkpoint)
         finally:
             collector.close()
+        stats.meta["complete"] = True
         if checkpoint is not None:
             stats.save(checkpoint)
         return stats
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+def _check_resumable(stats: Statistics, checkpoint: Any, fingerprint: str, digest: str, run: dict) -> None:
+    """ValueError unless checkpoint `stats` continue this collection: same model, weights, options."""
+    if stats.fingerprint != fingerprint:
+        raise ValueError(f"fastprune: checkpoint {checkpoint} holds statistics of a different model")
+    if stats.meta.get("weights_digest") != digest:
+        raise ValueError(f"fastprune: checkpoint {checkpoint} was collected on other weights of this model")
+    had = stats.meta.get("run") or {}
+    differ = sorted(k for k in set(had) | set(run) if k != "batch_size" and had.get(k) != run.get(k))
+    if differ:
+        shown = ", ".join(f"{k}={had.get(k)!r} there, {run.get(k)!r} now" for k in differ)
+        raise ValueError(f"fastprune: checkpoint {checkpoint} was collected with other options ({shown}): "
+                         "resume with the same ones, or start afresh")
+
+
+def _check_batch_size(stats: Statistics, checkpoint: Any, x: Any) -> None:
+    """Record the first batch's size; a resumed collection must see the same (its batches are
+    counted, not its samples)."""
+    size = int(x.shape[0]) if isinstance(x, torch.Tensor) and x.dim() else None
+    run = stats.meta.setdefault("run", {})
+    if run.get("batch_size") is None:
+        run["batch_size"] = size
+    elif run["batch_size"] != size:
+        raise ValueError(f"fastprune: checkpoint {checkpoint} was collected in batches of {run['batch_size']}, "
+                         f"this data comes in batches of {size}: resume with the same batch size")
 
 
 def _run(model: torch.nn.Module, x: Any, batch: Any, tiling: _Tiling | None, loss: Callable | None,

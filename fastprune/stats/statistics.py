@@ -16,11 +16,14 @@ from typing import Any
 
 import torch
 
-from fastprune._documents import check_tag
+from fastprune._documents import check_seal, check_tag, read_json, seal, weights_digest
+from fastprune._files import atomic_write
 
 FORMAT = "fastprune.statistics"
 VERSION = 1
 _KINDS = ("moments", "influence", "patch_gram")
+_DTYPES = ("float32", "float64", "float16", "bfloat16")
+MAX_EXAMPLE_ELEMENTS = 1 << 26  # an example input is one image: 1 x 4 x 4096 x 4096 at most
 
 
 def _accumulator_class(kind: str):
@@ -46,6 +49,50 @@ def _fresh_copy(acc):
     """An independent copy of an accumulator (through its state dict)."""
     tensors, other = _split_state(acc.state_dict())
     return type(acc).from_state_dict({**{k: v.clone() for k, v in tensors.items()}, **other})
+
+
+def _payload(tensors: dict[str, torch.Tensor]) -> list[bytes]:
+    """What a statistics file's checksum covers besides its description: every tensor's name,
+    dtype, shape and bytes, in name order."""
+    out = []
+    for k in sorted(tensors):
+        t = tensors[k].contiguous()
+        out.append(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        out.append(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return out
+
+
+def _is_index_list(v: Any) -> bool:
+    return isinstance(v, list) and all(type(i) is int and i >= 0 for i in v) and len(set(v)) == len(v)
+
+
+def _check_description(doc: dict[str, Any]) -> None:
+    """ValueError unless the description has the types `from_bytes` relies on and an example
+    input one image can have (a hand-edited file cannot make loading allocate without bound)."""
+    if not isinstance(doc.get("fingerprint"), str) or not isinstance(doc.get("groups"), dict) \
+            or not isinstance(doc.get("states"), dict) or not isinstance(doc.get("meta", {}), dict):
+        raise ValueError("fingerprint, groups, states or meta of the wrong type")
+    for gid, info in doc["groups"].items():
+        if not isinstance(info, dict) or type(info.get("channels")) is not int or info["channels"] < 1:
+            raise ValueError(f"group {gid!r} has no valid channel count")
+        for role in ("producers", "consumers", "members"):
+            entries = info.get(role)
+            if not isinstance(entries, list) or not all(
+                    isinstance(m, dict) and isinstance(m.get("module"), str) and _is_index_list(m.get("indices"))
+                    and len(m["indices"]) == info["channels"] for m in entries):
+                raise ValueError(f"group {gid!r} has malformed {role}")
+    spec = doc.get("meta", {}).get("example_input")
+    if spec is not None:
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 1 for d in shape) \
+                or spec.get("dtype") not in _DTYPES:
+            raise ValueError(f"example input {spec!r} is not a shape of positive ints with a float dtype")
+        n = 1
+        for d in shape:
+            n *= d
+        if n > MAX_EXAMPLE_ELEMENTS:
+            raise ValueError(f"example input {shape} has {n:,} elements, more than one image "
+                             f"({MAX_EXAMPLE_ELEMENTS:,} at most)")
 
 
 @dataclass
@@ -91,14 +138,39 @@ class Statistics:
                 return gid
         raise KeyError(f"fastprune: no channel group is produced by {producer!r}")
 
-    def check_model(self, model: torch.nn.Module, example_inputs: Any) -> None:
-        """Raise ValueError if these statistics were not collected on a model with this graph."""
+    @property
+    def complete(self) -> bool:
+        """False for a checkpoint of an interrupted `collect` (resume it before planning)."""
+        return self.meta.get("complete", True) is not False
+
+    def check_complete(self) -> None:
+        if not self.complete:
+            raise ValueError(
+                f"fastprune: these statistics are an unfinished checkpoint ({self.meta.get('batches', 0)} batches "
+                "of an interrupted collection): resume it (`fastprune score ... --resume`) before planning")
+
+    def check_model(self, model: torch.nn.Module, example_inputs: Any, weights: bool = True) -> None:
+        """ValueError naming the failed check unless these statistics were collected on a model
+        with this graph (fingerprint, and every group's producers and channel indices) and, with
+        `weights`, on these weights (digest recorded at collection)."""
         from fastprune.graph import DependencyGraph
-        fp = DependencyGraph(model, example_inputs).fingerprint()
+        graph = DependencyGraph(model, example_inputs)
+        fp = graph.fingerprint()
         if fp != self.fingerprint:
             raise ValueError(
                 "fastprune: these statistics come from a different model (graph fingerprint "
                 f"{self.fingerprint[:12]}..., this model's is {fp[:12]}...)")
+        have = {str(g.id): sorted((str(p.module), [int(i) for i in p.indices]) for p in g.producers)
+                for g in graph.groups}
+        for gid, info in self.groups.items():
+            mine = sorted((p["module"], list(p["indices"])) for p in info.producers)
+            if have.get(gid) != mine:
+                raise ValueError(f"fastprune: these statistics describe channel group {gid!r} with producers "
+                                 f"and channels the model's graph does not have")
+        recorded = self.meta.get("weights_digest")
+        if weights and recorded is not None and recorded != weights_digest(model):
+            raise ValueError("fastprune: these statistics were collected on other weights of this model "
+                             f"(weights digest {str(recorded)[:12]}..., this model's is {weights_digest(model)[:12]}...)")
 
     # ---- merging ----------------------------------------------------------------------
     def _check_compatible(self, other: "Statistics") -> None:
@@ -150,12 +222,12 @@ class Statistics:
                         tensors[f"{key}|{k}"] = v
         for gid, v in self.taylor.items():
             tensors[f"taylor|{gid}"] = v.detach().cpu().to(torch.float64).contiguous()
-        doc = {
+        doc = seal({
             "format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
             "groups": {g: info.to_dict() for g, info in self.groups.items()},
             "states": states, "taylor_count": self.taylor_count, "meta": self.meta,
-        }
-        return save(tensors, metadata={"fastprune": json.dumps(doc)})
+        }, _payload(tensors))
+        return save(tensors, metadata={"fastprune": json.dumps(doc, allow_nan=False)})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Statistics":
@@ -164,11 +236,14 @@ class Statistics:
             tensors = load(data)
             header_len = int.from_bytes(data[:8], "little")
             header = json.loads(data[8:8 + header_len])
-            doc = json.loads(header["__metadata__"]["fastprune"])
+            text = header["__metadata__"]["fastprune"]
         except Exception as exc:  # safetensors raises its own error types
             raise ValueError(f"fastprune: not a statistics file (corrupt or not safetensors: {exc})") from None
+        doc = read_json(text, "the statistics file's description")
         check_tag(doc, FORMAT, VERSION, "statistics file", "statistics")
+        check_seal(doc, "statistics file", _payload(tensors))
         try:
+            _check_description(doc)
             groups = {g: GroupInfo(**info) for g, info in doc["groups"].items()}
             stats = cls(fingerprint=doc["fingerprint"], groups=groups, meta=doc.get("meta", {}),
                         taylor_count={g: int(c) for g, c in doc.get("taylor_count", {}).items()})
@@ -186,16 +261,14 @@ class Statistics:
                     getattr(stats, kind).setdefault(gid, {})[cname] = acc
             for gid in stats.taylor_count:
                 stats.taylor[gid] = tensors[f"taylor|{gid}"]
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"fastprune: corrupt statistics file ({exc!r})") from None
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"fastprune: corrupt statistics file ({str(exc)[:200]})") from None
         return stats
 
     def save(self, path: str | Path) -> None:
-        """Write one safetensors file (tensors) with a JSON description in its metadata."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)  # atomic: an interrupted save never leaves a half-written file
+        """Write one safetensors file (tensors) with a JSON description in its metadata, atomically
+        (an interrupted save never leaves a half-written file)."""
+        atomic_write(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path, model: torch.nn.Module | None = None, example_inputs: Any = None) -> "Statistics":

@@ -169,8 +169,40 @@ def _channel_count(mod: nn.Module, kind: str) -> int:
     raise ValueError(f"fastprune: cannot tell how many channels norm layer of kind {kind} has")
 
 
+# attributes an edit may set (compute_edits sets no others): whole numbers, or a list of them
+EDIT_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_groups",
+              "num_channels", "num_features", "num_parameters", "normalized_shape")
+
+
+def _ints(v: Any, nonneg: bool = True) -> bool:
+    return isinstance(v, list) and all(type(i) is int and (i >= 0 or not nonneg) for i in v)
+
+
+def check_edits(edits: Any) -> None:
+    """ValueError unless `edits` has the shape compute_edits gives (e.g. read from a file):
+    {module: {"params": {name: [[axis, [index, ...]], ...]}, "attrs": {EDIT_ATTRS: int}, "shapes"?}}."""
+    if not isinstance(edits, dict):
+        raise ValueError(f"fastprune: surgery edits must be a dict of modules, got {type(edits).__name__}")
+    for name, e in edits.items():
+        where = f"fastprune: the surgery edit of {str(name)[:80]!r}"
+        if not isinstance(e, dict) or not isinstance(e.get("params"), dict) or not isinstance(e.get("attrs"), dict) \
+                or not isinstance(e.get("shapes", {}), dict):
+            raise ValueError(f"{where} is not {{'params': ..., 'attrs': ...}}")
+        for pname, ops in e["params"].items():
+            if not isinstance(ops, list) or not all(isinstance(op, list) and len(op) == 2 and type(op[0]) is int
+                                                    and _ints(op[1]) for op in ops):
+                raise ValueError(f"{where} slices {str(pname)[:80]!r} with something other than [axis, [indices]]")
+        for pname, shape in e.get("shapes", {}).items():
+            if not _ints(shape):
+                raise ValueError(f"{where} gives {str(pname)[:80]!r} a shape that is not a list of sizes")
+        for k, v in e["attrs"].items():
+            if k not in EDIT_ATTRS or not (type(v) is int and v >= 0 or k == "normalized_shape" and _ints(v)):
+                raise ValueError(f"{where} sets {str(k)[:80]!r} to {str(v)[:80]}: not an attribute surgery sets")
+
+
 def apply_edits(model: nn.Module, edits: Edits) -> None:
     """Slice parameters/buffers and set attributes in place (validated first: all or nothing)."""
+    check_edits(edits)
     mods = dict(model.named_modules())
     for name, e in edits.items():
         if name not in mods:
@@ -180,6 +212,12 @@ def apply_edits(model: nn.Module, edits: Edits) -> None:
             if not isinstance(t, torch.Tensor) or list(t.shape) != list(shape):
                 have = None if not isinstance(t, torch.Tensor) else list(t.shape)
                 raise ValueError(f"fastprune: '{name}.{pname}' has shape {have}, the plan expects {shape}")
+        for pname, ops in e["params"].items():
+            t = getattr(mods[name], pname, None)
+            if not isinstance(t, torch.Tensor) or any(
+                    not 0 <= axis < t.dim() or any(k >= t.shape[axis] for k in keep) for axis, keep in ops):
+                raise ValueError(f"fastprune: the surgery edit slices '{name}.{pname}' beyond its shape "
+                                 f"({None if not isinstance(t, torch.Tensor) else list(t.shape)})")
     with torch.no_grad():
         for name, e in edits.items():
             mod = mods[name]

@@ -11,7 +11,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..graph.graph import DependencyGraph
 from ..graph.trace import call_model, preserved_state
-from ..planning.plan import Plan
+from ..planning.plan import Plan, whole_number
 from .edits import Edits, apply_edits, compute_edits, removed_classes
 
 EDITS_ATTR = "_fastprune_edits"
@@ -23,7 +23,12 @@ def as_removal(removal: Plan | Mapping[str, Any]) -> dict[str, list[int]]:
         return {k: [i for i in range(removal.channels[k]) if i not in set(v)] for k, v in removal.keep.items()}
     if not isinstance(removal, Mapping):
         raise TypeError(f"fastprune: removal must be a Plan or a dict {{producer name: indices}}, got {type(removal).__name__}")
-    return {k: list(v) for k, v in removal.items()}
+    out = {}
+    for k, v in removal.items():
+        if isinstance(v, (str, bytes, Mapping)) or not hasattr(v, "__iter__"):
+            raise ValueError(f"fastprune: the channels to remove from {k!r} must be a list of indices, got {v!r}")
+        out[k] = [whole_number(i, f"channel index of {k!r}") for i in v]
+    return out
 
 
 def plan_edits(model: nn.Module, removal: Plan | Mapping[str, Any], example_inputs: Any,
@@ -49,6 +54,10 @@ def _plan_removal(plan: Plan, graph: DependencyGraph) -> dict[str, list[int]]:
 
 
 def _check_plan_counts(plan: Plan, graph: DependencyGraph) -> None:
+    recorded = plan.meta.get("fingerprint")
+    if recorded is not None and recorded != graph.fingerprint():
+        raise ValueError(f"fastprune: the plan was made for a different model (graph fingerprint {str(recorded)[:12]}..., "
+                         f"this model's is {graph.fingerprint()[:12]}...)")
     for name, n in plan.channels.items():
         have = graph.producer_channels(name)
         if have != n:

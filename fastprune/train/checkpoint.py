@@ -16,6 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .._files import atomic_write
+
 
 def _tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}
@@ -34,8 +36,9 @@ def _json_safe(x: Any) -> Any:
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any = None, **state: Any) -> Path:
-    """Write a checkpoint folder (files replaced atomically: written under a temp name, renamed)."""
+                    scheduler: Any = None, best: dict[str, torch.Tensor] | None = None, **state: Any) -> Path:
+    """Write a checkpoint folder (files replaced atomically: written under a temp name, renamed);
+    `best`: a state dict kept beside it (best.safetensors, see load_best)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
@@ -53,13 +56,58 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         opt_json = {"param_groups": sd["param_groups"], "other": other}
     meta = {"optimizer": opt_json, "scheduler": scheduler.state_dict() if scheduler is not None else None,
             **state}
-    for name, write in (("model.safetensors", lambda p: save_file(_tensors(model.state_dict()), p)),
-                        ("optimizer.safetensors", lambda p: save_file(_tensors(tensors), p)),
-                        ("state.json", lambda p: Path(p).write_text(json.dumps(_json_safe(meta), indent=1)))):
-        tmp = path / (name + ".tmp")
-        write(str(tmp))
-        os.replace(tmp, path / name)
+    files = [("model.safetensors", lambda p: save_file(_tensors(model.state_dict()), p)),
+             ("optimizer.safetensors", lambda p: save_file(_tensors(tensors), p))]
+    if best is not None:
+        files.append((BEST_FILE, lambda p: save_file(_tensors(best), p)))
+    files.append(("state.json", lambda p: Path(p).write_text(json.dumps(_json_safe(meta), indent=1))))  # last
+    for name, write in files:
+        atomic_write(path / name, write)
     return path
+
+
+BEST_FILE = "best.safetensors"
+
+
+def load_best(path: str | os.PathLike) -> dict[str, torch.Tensor] | None:
+    """The best-epoch state dict a checkpoint keeps (None if it keeps none)."""
+    f = Path(path) / BEST_FILE
+    return load_file(str(f)) if f.is_file() else None
+
+
+def rng_states(loader_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """The random states a resumed run restores: torch's (CPU and CUDA), Python's, NumPy's and
+    the data loader's generator (the data order), as JSON-able lists."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    out = {"torch": torch.get_rng_state().tolist(), "python": [list(random.getstate()[1]), random.getstate()[2]],
+           "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    if loader_generator is not None:
+        out["loader"] = loader_generator.get_state().tolist()
+    return out
+
+
+def set_rng_states(states: dict[str, Any] | None, loader_generator: torch.Generator | None = None) -> None:
+    """Restore what `rng_states` recorded (missing entries are left as they are)."""
+    import random
+
+    import numpy as np
+
+    if not states:
+        return
+    u8 = torch.uint8
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=u8))
+    random.setstate((3, tuple(states["python"][0]), states["python"][1]))
+    np.random.set_state((states["numpy"][0], np.array(states["numpy"][1], dtype=np.uint32), *states["numpy"][2:]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=u8) for s in states["cuda"]])
+    if loader_generator is not None and "loader" in states:
+        loader_generator.set_state(torch.tensor(states["loader"], dtype=u8))
 
 
 def has_checkpoint(path: str | os.PathLike) -> bool:

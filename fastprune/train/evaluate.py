@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.tiles import window_starts
-from .metrics import classification_metrics, confusion_update, metrics_from_confusion
+from .metrics import check_labels, classification_metrics, confusion_update, metrics_from_confusion
 
 
 def _quiet() -> bool | None:
@@ -76,6 +76,7 @@ def evaluate(model: nn.Module, data: Dataset, num_classes: int | None = None, *,
             if not classifier and logits.shape[-2:] != target.shape[-2:]:
                 raise ValueError(f"evaluate: model output {tuple(logits.shape[-2:])} does not match "
                                  f"mask {tuple(target.shape[-2:])}")
+            check_labels(logits.shape[1], target, ignore_index)
             pred = logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
             confusion_update(confusion, pred, target.to(dev), ignore_index)
     finally:

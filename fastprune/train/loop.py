@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import has_checkpoint, load_best, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .evaluate import evaluate
 from .losses import distillation_loss, segmentation_loss
 from .schedule import warmup_cosine
@@ -53,7 +53,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         temperature: float = 2.0, checkpoint: str | os.PathLike | None = None, resume: bool = True,
         max_steps: int | None = None, time_limit: float | None = None, keep_best: str | None = None,
         num_classes: int | None = None, progress: bool = True,
-        callback: Callable[[dict], None] | None = None) -> dict:
+        callback: Callable[[dict], None] | None = None, resume_key: dict[str, Any] | None = None) -> dict:
     """Train ``model`` in place on ``train_data`` (Dataset of (image, mask)); returns the history.
 
     - Loss: cross-entropy (+ ``dice`` x soft Dice); with a ``teacher`` (e.g. the unpruned model)
@@ -62,7 +62,10 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
       < 1, else steps) then cosine to ``min_lr`` x lr; gradient norm clipped to ``grad_clip``.
     - AMP (fp16 autocast + grad scaling) when ``amp`` and the device is CUDA.
     - ``checkpoint``: a folder written after every epoch; with ``resume`` an existing one is
-      loaded first and training continues after its last epoch.
+      loaded first and training continues after its last epoch, exactly as if uninterrupted
+      (weights, optimizer, scheduler, the best epoch so far, the data order and the RNG states
+      are restored). Resuming with other options, another size of ``train_data`` or another
+      ``resume_key`` (the caller's name for the data, e.g. its SPEC) is refused.
     - Under ``torch.distributed`` (initialised by the caller) the model is wrapped in DDP and
       each rank sees its share of ``train_data``.
     - ``max_steps`` / ``time_limit`` (seconds) stop early (the schedule is laid out over
@@ -108,11 +111,25 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
 
     history: dict[str, Any] = {"epochs": [], "steps": 0, "stopped": None}
     start_epoch = 0
+    best_value, best_state = -math.inf, None
+    run = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer,
+           "weight_decay": weight_decay, "momentum": momentum, "warmup": warmup, "min_lr": min_lr, "dice": dice,
+           "grad_clip": grad_clip, "amp": use_amp, "shuffle": shuffle, "seed": seed, "distill": distill if teacher else None,
+           "temperature": temperature if teacher else None, "max_steps": max_steps, "keep_best": keep_best,
+           "samples": len(train_data), "world": world, **(resume_key or {})}
     if checkpoint is not None and resume and has_checkpoint(checkpoint):
         meta = load_checkpoint(checkpoint, model, opt, sched)
+        differ = sorted(k for k in set(run) | set(meta.get("run") or {}) if (meta.get("run") or {}).get(k) != run.get(k))
+        if differ:
+            had = meta.get("run") or {}
+            raise ValueError(f"fit: checkpoint {checkpoint} was made with other options ("
+                             + ", ".join(f"{k}={had.get(k)!r} there, {run.get(k)!r} now" for k in differ)
+                             + "): resume with the same ones, or start afresh")
         history = meta.get("history", history)
         start_epoch = int(meta.get("epoch", -1)) + 1
-    best_value, best_state = -math.inf, None
+        set_rng_states(meta.get("rng"), gen)
+        if meta.get("best_value") is not None:
+            best_value, best_state = float(meta["best_value"]), load_best(checkpoint)
     t0 = time.perf_counter()
     step = history["steps"]
     for epoch in range(start_epoch, epochs):
@@ -165,7 +182,9 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         history["epochs"].append(record)
         history["steps"] = step
         if checkpoint is not None and rank == 0:
-            save_checkpoint(checkpoint, model, opt, sched, epoch=epoch, history=history)
+            save_checkpoint(checkpoint, model, opt, sched, epoch=epoch, history=history, run=run,
+                            rng=rng_states(gen), best=best_state,
+                            best_value=best_value if best_state is not None else None)
         if callback is not None:
             callback(record)
         if history["stopped"]:

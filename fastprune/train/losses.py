@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from .metrics import check_labels
+
 
 def two_class(logits: torch.Tensor) -> torch.Tensor:
     """One-logit binary outputs (TernausNet) as two-class logits [0, z]: softmax gives
@@ -36,6 +38,7 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice: float = 
     if dice and logits.ndim == 2:
         raise ValueError("fastprune: the Dice loss is for segmentation masks, not class labels")
     logits = two_class(logits)
+    check_labels(logits.shape[1], target, ignore_index)
     ce = F.cross_entropy(logits.float(), target, weight=class_weights,
                          ignore_index=-100 if ignore_index is None else ignore_index)
     return ce + dice * dice_loss(logits, target, ignore_index) if dice else ce

@@ -7,6 +7,18 @@ import math
 import torch
 
 
+def check_labels(classes: int, target: torch.Tensor, ignore_index: int | None = None) -> None:
+    """ValueError unless every label of `target` (but `ignore_index`) is a class in [0, classes)
+    of a model that predicts `classes` classes (one logit: 2)."""
+    t = target if ignore_index is None else target[target != ignore_index]
+    if t.numel() == 0:
+        return
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 0 or hi >= max(classes, 2):
+        raise ValueError(f"the data has class labels {lo}..{hi} but the model predicts {max(classes, 2)} classes "
+                         f"(0..{max(classes, 2) - 1}): use a model made for this data")
+
+
 def confusion_update(confusion: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
                      ignore_index: int | None = None) -> torch.Tensor:
     """Add the (target, pred) pairs of one batch to ``confusion`` (int64, C x C) in place.

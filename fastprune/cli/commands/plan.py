@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..argtypes import finite_float
+
 HELP = "make a pruning plan (plan.json) from a statistics file, or by learned gates"
 
 GATE_INITS = (  # fastprune.train.gates.INITS, spelled out so `--help` needs no torch (tested equal)
@@ -21,22 +23,24 @@ GATE_INITS = (  # fastprune.train.gates.INITS, spelled out so `--help` needs no 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..artifacts import add_trust_code
+
     p.add_argument("stats", nargs="?", metavar="STATS.fps",
                    help="statistics file written by `fastprune score` (optional for --method gates)")
     p.add_argument("--method", required=True,
                    help="criterion: pca_nci, lfa, msd_nci, nci, l1, l2, fpgm, apoz, ..., or gates")
     rule = p.add_mutually_exclusive_group()
-    rule.add_argument("--variance", type=float, metavar="TAU", help="explained-variance threshold τ in (0, 1]")
-    rule.add_argument("--ratio", type=float, metavar="R", help="fraction of channels to remove in every layer")
-    rule.add_argument("--target-macs", type=float, metavar="R", help="remove this fraction of the model's MACs")
-    rule.add_argument("--target-params", type=float, metavar="R", help="remove this fraction of the parameters")
-    rule.add_argument("--tolerance", type=float, metavar="EPS",
+    rule.add_argument("--variance", type=finite_float, metavar="TAU", help="explained-variance threshold τ in (0, 1]")
+    rule.add_argument("--ratio", type=finite_float, metavar="R", help="fraction of channels to remove in every layer")
+    rule.add_argument("--target-macs", type=finite_float, metavar="R", help="remove this fraction of the model's MACs")
+    rule.add_argument("--target-params", type=finite_float, metavar="R", help="remove this fraction of the parameters")
+    rule.add_argument("--tolerance", type=finite_float, metavar="EPS",
                       help="error tolerance ε: the --metric on --data may drop by at most ε (gates: required)")
     p.add_argument("--relative", action="store_true", help="--tolerance is a fraction of the unpruned metric")
     p.add_argument("--factors", choices=("kaiser", "variance", "se_scree"),
                    help="lfa: how many factors (kaiser: eigenvalues >= 1; variance: with --variance; se_scree)")
-    p.add_argument("--alpha", type=float, help="msd_nci: prune below mean - alpha*std of the score distribution")
-    p.add_argument("--percentile", type=float, help="msd_nci: prune below this percentile instead")
+    p.add_argument("--alpha", type=finite_float, help="msd_nci: prune below mean - alpha*std of the score distribution")
+    p.add_argument("--percentile", type=finite_float, help="msd_nci: prune below this percentile instead")
     p.add_argument("--exclude", nargs="+", default=None, metavar="LAYER", help="layers that keep every channel")
     p.add_argument("--min-channels", type=int, default=None, help="never keep fewer channels in a layer")
     p.add_argument("--round-to", type=int, default=None, help="round kept counts to a multiple of this")
@@ -50,9 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-data", metavar="SPEC", help="data the gates are trained on")
     g.add_argument("--gate-init", choices=GATE_INITS, default="ones", help="initial gate values (default ones)")
     g.add_argument("--gate-epochs", type=int, default=10, help="epochs of gate training (default 10)")
-    g.add_argument("--gate-lr", type=float, default=0.05, help="learning rate of the gates (default 0.05)")
-    g.add_argument("--gate-l1", type=float, default=1e-3, help="L1 sparsity weight on the gates (default 1e-3)")
-    g.add_argument("--gate-step", type=float, default=0.02,
+    g.add_argument("--gate-lr", type=finite_float, default=0.05, help="learning rate of the gates (default 0.05)")
+    g.add_argument("--gate-l1", type=finite_float, default=1e-3, help="L1 sparsity weight on the gates (default 1e-3)")
+    g.add_argument("--gate-step", type=finite_float, default=0.02,
                    help="channels masked per step of the tolerance loop: a fraction of the prunable channels "
                         "(< 1) or a count (>= 1) (default 0.02)")
     g.add_argument("--train-base", action="store_true", help="train the model's weights jointly with the gates")
@@ -66,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the gate initialisation and shuffling (default 0)")
     p.add_argument("--out", required=True, metavar="plan.json", help="plan file to write (gates: and "
                    "plan.weights.safetensors beside it)")
+    add_trust_code(p)
 
 
 def rule_options(args: argparse.Namespace) -> dict:
@@ -85,18 +90,35 @@ def _model(args: argparse.Namespace):
             raise UsageError(f"--method {args.method} plans from statistics: give STATS.fps (from `fastprune score`)")
         if not args.model:
             raise UsageError("--method gates without STATS.fps needs --model (and --weights)")
-        return None, load_model(args.model, args.weights)
+        return None, load_model(args.model, args.weights, trust_code=args.trust_code)
     path = Path(args.stats)
     stats = load_stats(path)
-    rec = stats.meta.get("model") or {}
-    spec = args.model or rec.get("folder") or rec.get("spec")
-    weights = args.weights if args.model or args.weights else rec.get("weights")
-    if not spec:
+    try:
+        stats.check_complete()
+    except ValueError as exc:
+        raise UsageError(f"{path}: {str(exc).removeprefix('fastprune: ')}") from None
+    rec = stats.meta.get("model") if isinstance(stats.meta.get("model"), dict) else {}
+    here = path.resolve().parent  # the file records paths relative to its folder
+
+    def recorded(key: str) -> str | None:
+        v = rec.get(key)
+        return str(here / v) if isinstance(v, str) and v else None
+    if args.model:
+        loaded = load_model(args.model, args.weights, trust_code=args.trust_code)
+    elif recorded("folder") and Path(recorded("folder")).is_dir():
+        loaded = load_model(recorded("folder"), args.weights, trust_code=args.trust_code)
+    elif rec.get("spec"):
+        weights = args.weights or recorded("weights")
+        if weights and not Path(weights).is_file():
+            raise UsageError(f"checkpoint {rec.get('weights')} (recorded in {path}) not found: pass --weights")
+        loaded = load_model(rec["spec"], weights, trust_code=args.trust_code, source=path)
+    else:
         raise UsageError(f"{path} records no model: pass --model (and --weights)")
-    if weights and not Path(weights).is_file():
-        raise UsageError(f"checkpoint {weights} (recorded in {path}) not found: pass --weights")
-    loaded = load_model(spec, weights)
-    stats.check_model(loaded.model, stats.example_inputs(loaded.model))
+    try:
+        stats.check_model(loaded.model, stats.example_inputs(loaded.model))
+    except ValueError as exc:
+        raise UsageError(f"{path}: {str(exc).removeprefix('fastprune: ')} (pass the model and --weights "
+                         "they were collected on)") from None
     return stats, loaded
 
 
@@ -108,7 +130,7 @@ def _metric(args: argparse.Namespace):
 
     if not args.data:
         raise UsageError("--tolerance needs --data (validation data the metric is measured on)")
-    val = open_data(args.data)
+    val = open_data(args.data, args.batch_size)
     if args.metric == "loss":
         from torch.utils.data import DataLoader
 
@@ -158,7 +180,7 @@ def _gates_options(args: argparse.Namespace) -> dict:
     from ..specs import open_data
 
     val, metric = _metric(args)
-    train = open_data(args.train_data)
+    train = open_data(args.train_data, args.batch_size)
     if len(train) == 0 or len(val) == 0:
         raise UsageError("--train-data and --data must hold samples")
     step = int(args.gate_step) if args.gate_step >= 1 else args.gate_step
@@ -176,8 +198,13 @@ def _gates_options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ...planning import plan as make_plan
     from ..errors import UsageError
-    from ..plans import save_plan
+    from ..plans import check_plan_output, save_plan
 
+    check_plan_output(args, args.out, with_weights=args.method == "gates")
+    if args.variance is not None and not 0 < args.variance <= 1:
+        raise UsageError(f"--variance {args.variance}: the explained-variance threshold is in (0, 1]")
+    if args.alpha is not None and args.alpha < 0 or args.percentile is not None and not 0 <= args.percentile <= 100:
+        raise UsageError("need --alpha >= 0 and --percentile in [0, 100]")
     if args.relative and args.tolerance is None:
         raise UsageError("--relative qualifies --tolerance: give --tolerance EPS")
     if args.train_data and args.method != "gates":

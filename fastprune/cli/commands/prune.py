@@ -12,28 +12,45 @@ HELP = "apply a plan to a model; writes a pruned model folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..artifacts import add_trust_code
+
     p.add_argument("--model", required=True, metavar="SPEC", help="model SPEC or model folder (pruning again is fine)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint of the unpruned model")
     p.add_argument("--plan", required=True, metavar="plan.json",
                    help="plan written by `fastprune plan` (with its .weights.safetensors if it has one)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the pruned model")
     p.add_argument("--input-size", default="64", metavar="N|HxW", help="example input size for tracing (default 64)")
+    add_trust_code(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..._documents import weights_digest
     from ..artifacts import LoadedModel, load_model, save_model
+    from ..errors import UsageError
+    from ..outputs import check_output
     from ..plans import apply_plan_weights, load_plan
     from ..specs import example_input, parse_size
 
+    check_output(args, args.out, "model")
+    size = parse_size(args.input_size)
     plan = load_plan(args.plan)
-    loaded = load_model(args.model, args.weights)
+    loaded = load_model(args.model, args.weights, trust_code=args.trust_code)
+    recorded = plan.meta.get("weights_digest")  # a plan with its own weights file replaces the model's
+    if recorded is not None and plan.meta.get("weights") is None and recorded != weights_digest(loaded.model):
+        raise UsageError(f"plan {args.plan} was made on other weights than those of {args.model}"
+                         f"{' with ' + args.weights if args.weights else ''} (weights digest {str(recorded)[:12]}..., "
+                         f"this model's is {weights_digest(loaded.model)[:12]}...): give the model and --weights "
+                         "it was planned on")
     folded = apply_plan_weights(plan, args.plan, loaded.model)
-    example = example_input(loaded.model, parse_size(args.input_size))
+    example = example_input(loaded.model, size)
     from ...graph.cost import count
     from ...surgery import prune
 
     before = count(loaded.model, example)
-    model = prune(loaded.model, plan, example)
+    try:
+        model = prune(loaded.model, plan, example)
+    except ValueError as exc:
+        raise UsageError(f"plan {args.plan}: {str(exc).removeprefix('fastprune: ')}") from None
     after = count(model, example)
     save_model(args.out, LoadedModel(model, loaded.spec, plan))
     print(f"pruned {args.model}{f' (weights {folded})' if folded else ''}: params {before.params:,} -> "

@@ -9,18 +9,22 @@ HELP = "report: compare the unpruned model with pruned model folders"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..argtypes import finite_float
+    from ..artifacts import add_trust_code
+
     p.add_argument("--model", required=True, metavar="SPEC", help="the unpruned model: SPEC or model folder")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint of the unpruned model")
     p.add_argument("--pruned", nargs="+", required=True, metavar="DIR", help="pruned model folders (prune/finetune --out)")
     p.add_argument("--data", required=True, metavar="SPEC", help="evaluation data SPEC")
     p.add_argument("--stats", metavar="STATS.fps", help="statistics file (adds the eigenvalue spectra)")
-    p.add_argument("--variance", type=float, metavar="TAU", help="τ line drawn on the spectra")
+    p.add_argument("--variance", type=finite_float, metavar="TAU", help="τ line drawn on the spectra")
     p.add_argument("--input-size", metavar="N|HxW",
                    help="input for MACs and latency (default 256; a classifier: its data's image size)")
     p.add_argument("--repeats", type=int, default=10, help="timed CPU forward passes per model (default 10)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the latency measurement")
     p.add_argument("--samples", type=int, default=3, help="sample tiles to show (default 3)")
     p.add_argument("--out", default="report", metavar="DIR", help="report folder (default ./report)")
+    add_trust_code(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,23 +35,28 @@ def run(args: argparse.Namespace) -> int:
     from ...report import ModelResult, assemble, measure_latencies, render_report
     from ..artifacts import load_model, load_stats
     from ..errors import UsageError
+    from ..outputs import check_output
     from ..specs import example_input, is_model_dir, open_data, parse_size
 
-    if args.repeats < 1 or (args.threads is not None and args.threads < 1):
-        raise UsageError("need --repeats >= 1 and --threads >= 1")
-    base = load_model(args.model, args.weights)
+    if args.repeats < 1 or (args.threads is not None and args.threads < 1) or args.samples < 0:
+        raise UsageError("need --repeats >= 1, --threads >= 1 and --samples >= 0")
+    if args.variance is not None and not 0 < args.variance <= 1:
+        raise UsageError(f"--variance {args.variance}: the explained-variance threshold is in (0, 1]")
+    check_output(args, args.out, "report")
+    size = parse_size(args.input_size)
+    base = load_model(args.model, args.weights, trust_code=args.trust_code)
     pruned = {}
     for folder in args.pruned:
         if not is_model_dir(folder):
             raise UsageError(f"{folder} is not a model folder written by `fastprune prune` or `finetune`")
-        lm = load_model(folder)
+        lm = load_model(folder, trust_code=args.trust_code)
         if not lm.pruned:
             raise UsageError(f"{folder} holds an unpruned model")
         name = lm.doc.get("method") or Path(folder).name
         if name in pruned or name == "baseline":
             name = f"{name}:{Path(folder).name}"
         pruned[name] = lm
-    data = open_data(args.data)
+    data = open_data(args.data, 8)
     if len(data) == 0:
         raise UsageError(f"data SPEC {args.data!r} holds no samples")
     classifier = getattr(data, "task", None) == "classification"
@@ -57,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
         size = tuple(data[0][0].shape[-2:]) if classifier else (256, 256)
     example = example_input(base.model, size)
     stats = load_stats(args.stats) if args.stats else None
+    if stats is not None:
+        try:
+            stats.check_model(base.model, stats.example_inputs(base.model))
+        except ValueError as exc:
+            raise UsageError(f"--stats {args.stats}: {str(exc).removeprefix('fastprune: ')} (give the statistics "
+                             f"of {args.model})") from None
     from ...graph.cost import count
     from ...report.records import metrics_from_evaluation
     from ...train import evaluate
