@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.variance is not None and not 0 < args.variance <= 1:
         raise UsageError(f"--variance {args.variance}: the explained-variance threshold is in (0, 1]")
     check_output(args, args.out, "report")
-    size = parse_size(args.input_size)
+    size = parse_size(args.input_size) if args.input_size else None  # checked before any work
     base = load_model(args.model, args.weights, trust_code=args.trust_code)
     pruned = {}
     for folder in args.pruned:
@@ -60,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if len(data) == 0:
         raise UsageError(f"data SPEC {args.data!r} holds no samples")
     classifier = getattr(data, "task", None) == "classification"
-    if args.input_size:
-        size = parse_size(args.input_size)
-    else:
+    if size is None:
         size = tuple(data[0][0].shape[-2:]) if classifier else (256, 256)
     example = example_input(base.model, size)
     stats = load_stats(args.stats) if args.stats else None
