@@ -164,7 +164,8 @@ class NinjaBuildExt(build_ext):
                         f"-I{CSRC / 'include'}"] + (["-O0", "-g"] if debug else ["-O3"])
                        + defines + cuda_flags)
             lines.append(f"nvcc = {nvcc}\nnvflags = {q(nvflags)}")
-            lines.append("rule nvcc\n  command = $nvcc $nvflags -c $in -o $out\n  description = NVCC $out")
+            lines.append("rule nvcc\n  command = $nvcc -MD -MF $out.d $nvflags -c $in -o $out\n  depfile = $out.d\n"
+                         "  deps = gcc\n  description = NVCC $out")
             for src in sorted(CSRC.rglob("*.cu")):
                 o = obj_for(src, "cu")
                 lines.append(f"build {q([o])}: nvcc {q([src])}")

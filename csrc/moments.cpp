@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "fastprune/moments_plan.h"
 #include "fastprune/moments_tile.h"
 
 namespace fastprune::moments {
@@ -76,7 +77,16 @@ Batch make_batch(const View& x, bool cov) {
   return b;
 }
 
-void update(const View& x, std::uintptr_t out, std::int64_t out_len, bool cov) {
+dev::Plan dev::plan_of(const View& x, bool cov, const Targets& tg) {
+  return make_plan(make_batch(x, cov), static_cast<std::int64_t>(dtype_size(x.dtype)), tg);
+}
+
+std::int64_t workspace_size(const View& x, bool cov) {
+  return x.device == Device::cpu ? 0 : 8 * dev::plan_of(x, cov).size;
+}
+
+void update(const View& x, std::uintptr_t out, std::int64_t out_len, bool cov, std::uintptr_t workspace,
+            std::int64_t workspace_bytes) {
   Batch b = make_batch(x, cov);
   FP_CHECK(out_len == out_size(b.C, cov), "moments output buffer has the wrong size");
   FP_CHECK(out != 0, "moments output buffer is null");
@@ -86,8 +96,10 @@ void update(const View& x, std::uintptr_t out, std::int64_t out_len, bool cov) {
   }
 #if defined(FASTPRUNE_WITH_CUDA)
   FP_CHECK(cuda_device_count() > 0, "a CUDA tensor was given but no CUDA device is visible");
-  cuda::run(b, reinterpret_cast<double*>(out));
+  cuda::run(b, reinterpret_cast<double*>(out), reinterpret_cast<double*>(workspace), workspace_bytes);
 #else
+  (void)workspace;
+  (void)workspace_bytes;
   FP_CHECK(false, "a CUDA tensor was given but this build of fastprune has no CUDA back-end");
 #endif
 }

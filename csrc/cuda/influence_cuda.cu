@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_check.h"
 #include "fastprune/influence.h"
 
 namespace fastprune::cuda {
@@ -21,20 +22,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kTile = 32;
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("fastprune: CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
-
-// Selects x's device for the launch and restores the caller's afterwards.
-struct DeviceGuard {
-  int prev = 0;
-  explicit DeviceGuard(int dev) {
-    check(cudaGetDevice(&prev), "cudaGetDevice");
-    if (prev != dev) check(cudaSetDevice(dev), "cudaSetDevice");
-  }
-  ~DeviceGuard() { cudaSetDevice(prev); }
-};
+using cuda_util::check;
+using cuda_util::DeviceGuard;
 
 __global__ void influence_shift_kernel(View x, ShiftPlanArgs p, double* out) {
   const std::int64_t job = blockIdx.x;

@@ -1,355 +1,510 @@
-// CUDA back-end of the moments engine. Everything is launched on the caller's stream with
-// stream-ordered scratch memory (cudaMallocAsync); nothing synchronises the device.
+// CUDA back-end of the moments engine: the algorithm of fastprune/moments_plan.h (partition,
+// shifts, lanes, trees, merges; run on the host by csrc/cpu/moments_emulate.cpp), on the
+// caller's stream, in a workspace the caller allocates (Python: through torch's caching
+// allocator). Nothing here allocates, synchronises the device or divides per element.
 //
-// The samples are cut into splits that never cross an image (split = image x pixel chunk), so
-// per-image spatial std (msd) comes out of the same partials. Passes:
-//  1. stats_kernel   (split, 32-channel group): shifted fp32 sums over 256-sample shared-memory
-//                    tiles, flushed into fp64 per tile; per-split n, mean, m2, |x|, zeros, min,
-//                    max, non-finite count.
-//  2. group_means    consecutive splits form "Gram groups" (split-K for the C x C co-moments);
-//                    each group's mean by Chan merges of its splits, in order.
-//  3. gram_kernel    (group, 64x64 upper-triangle block pair): shared-memory tiles shifted by the
-//                    group mean, 4x4 register tiles accumulated in fp32 over 256 samples and
-//                    flushed into fp64; centred exactly with the shift's offset.
-//  4. reduce_stats / reduce_gram: deterministic second pass, one thread per channel / entry,
-//                    Chan merges over splits / groups in a fixed order.
-// Tile arithmetic and merges: moments_tile.h (shared with the CPU back-end).
+// Kernels (all blocks of kThreads = 256):
+//  stats_kernel   grid (splits, channel groups). Planar input: one warp per channel streams the
+//                 split's tiles with 16-byte loads (several in flight per lane), fp32 Lane sums,
+//                 a shuffle butterfly per tile, fp64 Chan merge. Interleaved input: 32 channels x
+//                 8 sample lanes, coalesced along channels, a shared-memory tree per tile.
+//  group_stats    count and exact mean of each Gram group (Chan merges of its splits' records).
+//  gram_kernel    grid (upper-triangle 64 x 64 block pairs, Gram groups). Chunks of 32 samples
+//                 are shifted in fp32 into shared memory and multiplied on tensor cores
+//                 (WMMA m16n16k8 3xTF32 for fp32/fp64 input, m16n16k16 3xBF16 for fp16/bf16),
+//                 fp32 fragments flushed into fp64 registers every 256 samples; only the
+//                 fragments on or above the diagonal of diagonal blocks are formed.
+//  image_records  (maps of more than kTile pixels) the splits of each image merged: its std.
+//  finish_stats / finish_gram: the second pass, kLanes lanes per output entry walking the
+//                 records / Gram groups, then a fixed tree (deterministic).
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
-#include <algorithm>
 #include <stdexcept>
 #include <string>
 
-#include "fastprune/convert.h"
+#include "cuda_check.h"
 #include "fastprune/moments.h"
-#include "fastprune/moments_tile.h"
+#include "fastprune/moments_plan.h"
 
 namespace fastprune::moments::cuda {
 namespace {
 
-constexpr int kStatThreads = 256;  // 32 channels x 8 lanes
-constexpr int kStatChannels = 32;
-constexpr int kStatTile = 256;     // samples per shared-memory tile
-constexpr int kBlock = 64;         // Gram block (channels)
-constexpr int kChunk = 32;         // Gram samples per shared-memory chunk
-constexpr int kFlush = 8;          // Gram chunks per fp32 accumulation (256 samples)
+using namespace fastprune::moments::dev;
+namespace wmma = nvcuda::wmma;
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("fastprune: CUDA moments: ") + what + ": " + cudaGetErrorString(e));
-}
+using cuda_util::check;
+using cuda_util::DeviceGuard;
 
-template <DType D> __device__ __forceinline__ float load(std::uintptr_t base, std::int64_t i);
-template <> __device__ __forceinline__ float load<DType::f32>(std::uintptr_t b, std::int64_t i) {
-  return reinterpret_cast<const float*>(b)[i];
-}
-template <> __device__ __forceinline__ float load<DType::f64>(std::uintptr_t b, std::int64_t i) {
-  return static_cast<float>(reinterpret_cast<const double*>(b)[i]);
-}
-template <> __device__ __forceinline__ float load<DType::f16>(std::uintptr_t b, std::int64_t i) {
-  return half_to_float(reinterpret_cast<const std::uint16_t*>(b)[i]);
-}
-template <> __device__ __forceinline__ float load<DType::bf16>(std::uintptr_t b, std::int64_t i) {
-  return bf16_to_float(reinterpret_cast<const std::uint16_t*>(b)[i]);
-}
-
-// Element (channel c, global sample m = image * P + pixel).
-template <DType D>
-__device__ __forceinline__ float at(const Batch& b, std::int64_t c, std::int64_t m) {
-  const std::int64_t image = m / b.P, p = m - image * b.P;
-  return load<D>(b.data, image * b.sI + c * b.sC + p * b.sP);
-}
-
-// Per-split partials, fields of S x C doubles.
-struct Partials {
-  double *n, *mean, *m2, *abs, *zeros, *mn, *mx, *nonfin;
+// ---------------------------------------------------------------- loads
+// 16 bytes at element i (aligned by the plan) as V floats.
+template <DType D> struct Vec;
+template <> struct Vec<DType::f32> {
+  static constexpr int V = 4;
+  static __device__ __forceinline__ void get(std::uintptr_t b, std::int64_t i, float* v) {
+    const float4 r = __ldg(reinterpret_cast<const float4*>(reinterpret_cast<const float*>(b) + i));
+    v[0] = r.x; v[1] = r.y; v[2] = r.z; v[3] = r.w;
+  }
 };
-
-struct Splits {
-  std::int64_t per_image;  // splits per image
-  std::int64_t chunk;      // pixels per split (the last of an image may be shorter)
-  std::int64_t count;      // I * per_image
+template <> struct Vec<DType::f64> {
+  static constexpr int V = 2;
+  static __device__ __forceinline__ void get(std::uintptr_t b, std::int64_t i, float* v) {
+    const double2 r = __ldg(reinterpret_cast<const double2*>(reinterpret_cast<const double*>(b) + i));
+    v[0] = static_cast<float>(r.x); v[1] = static_cast<float>(r.y);
+  }
 };
-
-__device__ __forceinline__ void split_range(const Batch& b, const Splits& s, std::int64_t k,
-                                            std::int64_t& m0, std::int64_t& m1) {
-  const std::int64_t image = k / s.per_image, j = k - image * s.per_image;
-  const std::int64_t p0 = j * s.chunk, p1 = p0 + s.chunk < b.P ? p0 + s.chunk : b.P;
-  m0 = image * b.P + p0;
-  m1 = image * b.P + p1;
-}
-
-template <DType D>
-__global__ void __launch_bounds__(kStatThreads) stats_kernel(Batch b, Splits s, Partials out) {
-  __shared__ float tile[kStatChannels][kStatTile + 1];
-  __shared__ double red[8][kStatChannels][4];
-  __shared__ float redf[8][kStatChannels][2];
-  __shared__ double rednf[8][kStatChannels];
-  const std::int64_t split = blockIdx.x, c0 = static_cast<std::int64_t>(blockIdx.y) * kStatChannels;
-  const int tid = threadIdx.x, cl = tid % kStatChannels, lane = tid / kStatChannels;
-  const std::int64_t c = c0 + cl;
-  std::int64_t m0, m1;
-  split_range(b, s, split, m0, m1);
-  // shift: the split's first sample (within a few std of the mean for any channel)
-  const float shift = c < b.C ? at<D>(b, c, m0) : 0.0f;
-  double S1 = 0, S2 = 0, A = 0, Z = 0, NF = 0;
-  float mn = INFINITY, mx = -INFINITY;
-  for (std::int64_t t0 = m0; t0 < m1; t0 += kStatTile) {
-    const std::int64_t tn = m1 - t0 < kStatTile ? m1 - t0 : kStatTile;
-    __syncthreads();
-    for (int idx = tid; idx < kStatChannels * kStatTile; idx += kStatThreads) {
-      // coalesced along whatever is contiguous: pixels (planar) or channels (interleaved)
-      const int k = b.planar ? idx % kStatTile : idx / kStatChannels;
-      const int ch = b.planar ? idx / kStatTile : idx % kStatChannels;
-      tile[ch][k] = (k < tn && c0 + ch < b.C) ? at<D>(b, c0 + ch, t0 + k) : 0.0f;
-    }
-    __syncthreads();
-    float s1 = 0, s2 = 0, ab = 0;
-    int z = 0, nf = 0;
-    for (int k = lane; k < tn; k += 8) {
-      const float v = tile[cl][k], d = v - shift;
-      s1 += d;
-      s2 = fmaf(d, d, s2);
-      ab += fabsf(v);
-      mn = fminf(mn, v);
-      mx = fmaxf(mx, v);
-      z += v == 0.0f;
-      nf += moments::nonfinite(v);
-    }
-    S1 += s1; S2 += s2; A += ab; Z += z; NF += nf;
-  }
-  red[lane][cl][0] = S1; red[lane][cl][1] = S2; red[lane][cl][2] = A; red[lane][cl][3] = Z;
-  redf[lane][cl][0] = mn; redf[lane][cl][1] = mx;
-  rednf[lane][cl] = NF;
-  __syncthreads();
-  if (lane == 0 && c < b.C) {
-    double s1 = 0, s2 = 0, a = 0, zz = 0, nfs = 0;
-    float fmn = INFINITY, fmx = -INFINITY;
-    for (int l = 0; l < 8; ++l) {  // fixed order: deterministic
-      s1 += red[l][cl][0]; s2 += red[l][cl][1]; a += red[l][cl][2]; zz += red[l][cl][3];
-      nfs += rednf[l][cl];
-      fmn = fminf(fmn, redf[l][cl][0]);
-      fmx = fmaxf(fmx, redf[l][cl][1]);
-    }
-    const double n = static_cast<double>(m1 - m0);
-    const std::int64_t o = split * b.C + c;
-    out.n[o] = n;
-    out.mean[o] = tile_mean(shift, s1, n);
-    out.m2[o] = tile_m2(s2, s1, n);
-    out.abs[o] = a;
-    out.zeros[o] = zz;
-    out.nonfin[o] = nfs;
-    out.mn[o] = fmn;
-    out.mx[o] = fmx;
-  }
-}
-
-// Mean and count of each Gram group (splits [g R, (g+1) R)), Chan merges in split order.
-__global__ void group_means(Batch b, std::int64_t splits, std::int64_t R, std::int64_t groups,
-                            Partials p, double* gmean, double* gn) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= groups * b.C) return;
-  const std::int64_t g = i / b.C, c = i - g * b.C;
-  double n = 0, mean = 0;
-  for (std::int64_t k = g * R; k < splits && k < (g + 1) * R; ++k) {
-    const double nb = p.n[k * b.C + c];
-    mean = chan_mean(mean, n, p.mean[k * b.C + c], nb);
-    n += nb;
-  }
-  gmean[i] = mean;
-  if (c == 0) gn[g] = n;
-}
-
-template <DType D>
-__global__ void __launch_bounds__(256) gram_kernel(Batch b, Splits s, std::int64_t R, const double* gmean,
-                                                   const double* gn, double* gpart) {
-  __shared__ float As[kChunk][kBlock + 4];
-  __shared__ float Bs[kChunk][kBlock + 4];
-  __shared__ float shA[kBlock], shB[kBlock];
-  // blockIdx.y -> (bi, bj), bi <= bj, row-major over the upper triangle of blocks
-  const int nb = static_cast<int>((b.C + kBlock - 1) / kBlock);
-  int bi = 0, rem = blockIdx.y;
-  while (rem >= nb - bi) { rem -= nb - bi; ++bi; }
-  const int bj = bi + rem;
-  const std::int64_t g = blockIdx.x;
-  const std::int64_t ci0 = static_cast<std::int64_t>(bi) * kBlock, cj0 = static_cast<std::int64_t>(bj) * kBlock;
-  std::int64_t m0, m1, tmp;
-  split_range(b, s, g * R, m0, tmp);
-  split_range(b, s, std::min(s.count, (g + 1) * R) - 1, tmp, m1);
-  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  if (tid < kBlock) {
-    shA[tid] = ci0 + tid < b.C ? static_cast<float>(gmean[g * b.C + ci0 + tid]) : 0.0f;
-    shB[tid] = cj0 + tid < b.C ? static_cast<float>(gmean[g * b.C + cj0 + tid]) : 0.0f;
-  }
-  float acc[4][4] = {};
-  double acc64[4][4] = {};
-  int chunks = 0;
-  for (std::int64_t t0 = m0; t0 < m1; t0 += kChunk) {
-    __syncthreads();
-    for (int idx = tid; idx < kChunk * kBlock; idx += 256) {
-      const int k = b.planar ? idx % kChunk : idx / kBlock;
-      const int ch = b.planar ? idx / kChunk : idx % kBlock;
-      const bool in = t0 + k < m1;
-      As[k][ch] = (in && ci0 + ch < b.C) ? at<D>(b, ci0 + ch, t0 + k) - shA[ch] : 0.0f;
-      Bs[k][ch] = (in && cj0 + ch < b.C) ? at<D>(b, cj0 + ch, t0 + k) - shB[ch] : 0.0f;
-    }
-    __syncthreads();
-#pragma unroll 8
-    for (int k = 0; k < kChunk; ++k) {
-      float a[4], bb[4];
-      for (int r = 0; r < 4; ++r) { a[r] = As[k][ty * 4 + r]; bb[r] = Bs[k][tx * 4 + r]; }
-      for (int r = 0; r < 4; ++r)
-        for (int q = 0; q < 4; ++q) acc[r][q] = fmaf(a[r], bb[q], acc[r][q]);
-    }
-    if (++chunks == kFlush) {  // bounded fp32 accumulation, then fp64
-      chunks = 0;
-      for (int r = 0; r < 4; ++r)
-        for (int q = 0; q < 4; ++q) { acc64[r][q] += acc[r][q]; acc[r][q] = 0.0f; }
-    }
-  }
-  const double n = gn[g];
-  for (int r = 0; r < 4; ++r) {
-    const std::int64_t i = ci0 + ty * 4 + r;
-    if (i >= b.C) continue;
-    // the shift differs from the group mean by its fp32 rounding: centre exactly
-    const double oi = (gmean[g * b.C + i] - static_cast<double>(shA[ty * 4 + r])) * n;
+template <DType D> struct Vec16 {  // fp16 / bf16: 8 halves
+  static constexpr int V = 8;
+  static __device__ __forceinline__ void get(std::uintptr_t b, std::int64_t i, float* v) {
+    const uint4 r = __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const std::uint16_t*>(b) + i));
+    const unsigned w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
     for (int q = 0; q < 4; ++q) {
-      const std::int64_t j = cj0 + tx * 4 + q;
-      if (j >= b.C) continue;
-      const double oj = (gmean[g * b.C + j] - static_cast<double>(shB[tx * 4 + q])) * n;
-      gpart[(g * b.C + i) * b.C + j] = tile_comoment(acc64[r][q] + acc[r][q], oi, oj / n);
+      v[2 * q] = Elem<D>::f(static_cast<std::uint16_t>(w[q] & 0xffffu));
+      v[2 * q + 1] = Elem<D>::f(static_cast<std::uint16_t>(w[q] >> 16));
     }
+  }
+};
+template <> struct Vec<DType::f16> : Vec16<DType::f16> {};
+template <> struct Vec<DType::bf16> : Vec16<DType::bf16> {};
+
+// ---------------------------------------------------------------- trees
+template <class T> __device__ __forceinline__ T shfl_xor_all(const T& v, int o);
+template <> __device__ __forceinline__ Lane shfl_xor_all(const Lane& v, int o) {
+  Lane r;
+  r.s1 = __shfl_xor_sync(0xffffffffu, v.s1, o);
+  r.s2 = __shfl_xor_sync(0xffffffffu, v.s2, o);
+  r.ab = __shfl_xor_sync(0xffffffffu, v.ab, o);
+  r.mn = __shfl_xor_sync(0xffffffffu, v.mn, o);
+  r.mx = __shfl_xor_sync(0xffffffffu, v.mx, o);
+  r.z = __shfl_xor_sync(0xffffffffu, v.z, o);
+  r.nf = __shfl_xor_sync(0xffffffffu, v.nf, o);
+  return r;
+}
+template <> __device__ __forceinline__ Sum shfl_xor_all(const Sum& v, int o) {
+  Sum r;
+  r.v = __shfl_xor_sync(0xffffffffu, v.v, o);
+  return r;
+}
+// Shared arrays of the lane structs (their member initialisers forbid a plain __shared__ array).
+#define FP_SHARED_LANES(T, name, L)                                   \
+  __shared__ __align__(16) unsigned char name##_raw[(L) * kWarp * sizeof(T)]; \
+  T(*name)[kWarp] = reinterpret_cast<T(*)[kWarp]>(name##_raw)
+
+// the xor butterfly of host_lane_tree (planar)
+template <class T> __device__ __forceinline__ T warp_tree(T v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o /= 2) {
+    const T other = shfl_xor_all(v, o);
+    v.combine(other);
+  }
+  return v;
+}
+// the halving tree of host_lane_tree (interleaved) / host_lane_reduce, over y of red[y][x];
+// every thread of the block calls it; the result is red[0][x]
+template <class T, int L>
+__device__ __forceinline__ void block_tree(T (*red)[kWarp], int x, int y) {
+  __syncthreads();
+#pragma unroll
+  for (int o = L / 2; o > 0; o /= 2) {
+    if (y < o) red[y][x].combine(red[y + o][x]);
+    __syncthreads();
   }
 }
 
-// Totals per channel (and per-image std for msd), Chan merges over splits in order.
-__global__ void reduce_stats(Batch b, Splits s, Partials p, double* out) {
-  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= b.C) return;
-  const OutLayout L{b.C, b.cov};
-  double n = 0, mean = 0, m2 = 0, a = 0, z = 0, nf = 0, msd = 0, mn = INFINITY, mx = -INFINITY;
-  for (std::int64_t image = 0; image < b.I && s.count > 0; ++image) {
-    double in = 0, imean = 0, im2 = 0;
-    for (std::int64_t j = 0; j < s.per_image; ++j) {
-      const std::int64_t o = (image * s.per_image + j) * b.C + c;
-      const double nb = p.n[o], mb = p.mean[o], m2b = p.m2[o];
-      double d = mb - imean;
-      im2 = chan_comoment(im2, m2b, d, d, chan_weight(in, nb));
-      imean = chan_mean(imean, in, mb, nb);
-      in += nb;
-      d = mb - mean;
-      m2 = chan_comoment(m2, m2b, d, d, chan_weight(n, nb));
-      mean = chan_mean(mean, n, mb, nb);
-      n += nb;
-      a += p.abs[o]; z += p.zeros[o]; nf += p.nonfin[o];
-      mn = fmin(mn, p.mn[o]);
-      mx = fmax(mx, p.mx[o]);
+// ---------------------------------------------------------------- pass 1: statistics
+template <DType D>
+__device__ void stats_planar(const Batch& b, const Plan& p, std::int64_t k, std::int64_t g0, std::int64_t g1,
+                             double* ws) {
+  constexpr int V = Vec<D>::V;
+  const int lane = threadIdx.x % kWarp, w = threadIdx.x / kWarp;
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.y) * kPlanarChannels + w;
+  if (c >= p.C) return;  // a whole warp; the planar path has no block barrier
+  const TileSpan first = tile_span(p, g0);
+  const std::int64_t pn = probe_n(first.n), pe = elem(b, first.image, c, first.p0);
+  Sum probe;
+  for (std::int64_t s = lane; s < pn; s += kWarp) probe.v += load<D>(b.data, pe + s);
+  const float shift = Operand<D>::shift(warp_tree(probe).v / static_cast<float>(pn));
+  const bool whole = p.spi == 0 && p.per_image;
+  Record rec;
+  for (std::int64_t g = g0; g < g1; ++g) {
+    const TileSpan t = tile_span(p, g);
+    const std::int64_t e = elem(b, t.image, c, t.p0);
+    Lane a;
+    std::int64_t tail = 0;
+    if (p.vec > 1) {
+      const std::int64_t nv = t.n / V;
+#pragma unroll 4
+      for (std::int64_t q = lane; q < nv; q += kWarp) {
+        float v[V];
+        Vec<D>::get(b.data, e + q * V, v);
+#pragma unroll
+        for (int i = 0; i < V; ++i) a.add(v[i], shift);
+      }
+      tail = nv * V;
     }
-    if (b.per_image) msd += image_std(im2, in);
+#pragma unroll 4
+    for (std::int64_t s = tail + lane; s < t.n; s += kWarp) a.add(load<D>(b.data, e + s), shift);
+    a = warp_tree(a);
+    if (lane == 0) rec.absorb(a, shift, static_cast<double>(t.n), whole);
   }
-  if (c == 0) {
-    out[0] = n;
-    out[1] = b.per_image && s.count > 0 ? static_cast<double>(b.I) : 0.0;
+  if (lane == 0) {
+    RecordStore{ws + p.off_split, p.splits, p.C}.put(k, c, rec);
+    ws[p.off_shift + k * p.C + c] = shift;
   }
-  out[L.mean() + c] = mean;
-  out[L.abs_sum() + c] = a;
-  out[L.zeros() + c] = z;
-  out[L.min() + c] = mn;
-  out[L.max() + c] = mx;
-  out[L.nonfinite() + c] = nf;
-  out[L.msd_sum() + c] = msd;
-  out[L.m2() + (b.cov ? c * b.C + c : c)] = m2;
-}
-
-// Off-diagonal co-moments, Chan merges over Gram groups in order.
-__global__ void reduce_gram(Batch b, std::int64_t groups, const double* gmean, const double* gn,
-                            const double* gpart, double* out) {
-  const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= b.C * b.C) return;
-  const std::int64_t i = e / b.C, j = e - i * b.C;
-  if (j <= i) return;
-  double n = 0, mi = 0, mj = 0, m = 0;
-  for (std::int64_t g = 0; g < groups; ++g) {
-    const double nb = gn[g], bi = gmean[g * b.C + i], bj = gmean[g * b.C + j];
-    m = chan_comoment(m, gpart[(g * b.C + i) * b.C + j], bi - mi, bj - mj, chan_weight(n, nb));
-    mi = chan_mean(mi, n, bi, nb);
-    mj = chan_mean(mj, n, bj, nb);
-    n += nb;
-  }
-  const OutLayout L{b.C, b.cov};
-  out[L.m2() + i * b.C + j] = m;
-  out[L.m2() + j * b.C + i] = m;
 }
 
 template <DType D>
-void launch(const Batch& b, double* out, cudaStream_t st) {
-  const std::int64_t M = b.I * b.P, C = b.C;
-  const std::int64_t nblk = (C + kBlock - 1) / kBlock, pairs = nblk * (nblk + 1) / 2;
-  // splits: about 1024 of at least 2048 samples, never crossing an image
-  Splits s{0, 0, 0};
-  if (M > 0) {
-    const std::int64_t want = std::max<std::int64_t>(2048, (M + 1023) / 1024);
-    s.per_image = std::max<std::int64_t>(1, (b.P + want - 1) / want);
-    s.chunk = (b.P + s.per_image - 1) / s.per_image;
-    s.count = b.I * s.per_image;
+__device__ void stats_interleaved(const Batch& b, const Plan& p, std::int64_t k, std::int64_t g0,
+                                  std::int64_t g1, double* ws) {
+  FP_SHARED_LANES(Lane, red, kInterLanes);
+  FP_SHARED_LANES(Sum, pred, kInterLanes);
+  const int x = threadIdx.x % kWarp, y = threadIdx.x / kWarp;
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.y) * kInterChannels + x;
+  const bool on = c < p.C;
+  const TileSpan first = tile_span(p, g0);
+  const std::int64_t pn = probe_n(first.n);
+  Sum probe;
+  if (on)
+    for (std::int64_t s = y; s < pn; s += kInterLanes) probe.v += load<D>(b.data, elem(b, first.image, c, first.p0 + s));
+  pred[y][x] = probe;
+  block_tree<Sum, kInterLanes>(pred, x, y);
+  const float shift = Operand<D>::shift(pred[0][x].v / static_cast<float>(pn));
+  const bool whole = p.spi == 0 && p.per_image;
+  Record rec;
+  for (std::int64_t g = g0; g < g1; ++g) {
+    const TileSpan t = tile_span(p, g);
+    Lane a;
+    if (on) {
+      const std::int64_t e = elem(b, t.image, c, t.p0);
+#pragma unroll 4
+      for (std::int64_t s = y; s < t.n; s += kInterLanes) a.add(load<D>(b.data, e + s * b.sP), shift);
+    }
+    red[y][x] = a;
+    block_tree<Lane, kInterLanes>(red, x, y);
+    if (y == 0) rec.absorb(red[0][x], shift, static_cast<double>(t.n), whole);
   }
-  // Gram groups: enough blocks to fill the GPU, partials capped at 256 MiB
-  std::int64_t groups = 0, R = 1;
-  if (b.cov && s.count > 0) {
-    const std::int64_t cap = std::max<std::int64_t>(1, (std::int64_t(256) << 20) / (8 * C * C));
-    const std::int64_t target = std::min({s.count, std::max<std::int64_t>(1, 1024 / pairs), cap});
-    R = (s.count + target - 1) / target;
-    groups = (s.count + R - 1) / R;
+  if (y == 0 && on) {
+    RecordStore{ws + p.off_split, p.splits, p.C}.put(k, c, rec);
+    ws[p.off_shift + k * p.C + c] = shift;
   }
-  const std::size_t fields = static_cast<std::size_t>(s.count * C);
-  const std::size_t bytes = sizeof(double) * (8 * fields + groups * C + groups + groups * C * C) + 64;
-  void* scratch = nullptr;
-  check(cudaMallocAsync(&scratch, bytes, st), "cudaMallocAsync");
-  double* base = static_cast<double*>(scratch);
-  Partials p{base, base + fields, base + 2 * fields, base + 3 * fields, base + 4 * fields,
-             base + 5 * fields, base + 6 * fields, base + 7 * fields};
-  double* gmean = base + 8 * fields;
-  double* gn = gmean + groups * C;
-  double* gpart = gn + groups;
-  if (s.count > 0) {
-    stats_kernel<D><<<dim3(static_cast<unsigned>(s.count), static_cast<unsigned>((C + kStatChannels - 1) / kStatChannels)),
-                      kStatThreads, 0, st>>>(b, s, p);
+}
+
+template <DType D>
+__global__ void __launch_bounds__(kThreads, 3) stats_kernel(Batch b, Plan p, double* ws) {
+  const std::int64_t k = blockIdx.x;
+  std::int64_t g0, g1;
+  split_tiles(p, k, g0, g1);
+  if (p.planar) stats_planar<D>(b, p, k, g0, g1, ws);
+  else stats_interleaved<D>(b, p, k, g0, g1, ws);
+}
+
+// Count and mean of each Gram group, Chan merges of its splits in order.
+__global__ void __launch_bounds__(kThreads) group_stats(Plan p, double* ws) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= p.groups * p.C) return;
+  const std::int64_t g = i / p.C;
+  group_stat(p, ws, g, i - g * p.C);
+}
+
+// ---------------------------------------------------------------- pass 1: Gram
+constexpr int kLdF = kChunk + 4;  // fp32 plane row (floats): 16-byte rows, 32-byte fragment starts
+constexpr int kLdH = kChunk + 8;  // bf16 plane row (halves)
+
+// Shared-memory operand planes of one chunk (64 channels x kChunk samples each).
+template <bool TF32> struct Planes;
+template <> struct Planes<true> {  // shifted fp32 values; split into hi + lo after the fragment load
+  static constexpr int bytes = 2 * kBlock * kLdF * 4;
+  float* a; float* b;
+  __device__ Planes(unsigned char* s, bool diag)
+      : a(reinterpret_cast<float*>(s)), b(diag ? reinterpret_cast<float*>(s) : reinterpret_cast<float*>(s) + kBlock * kLdF) {}
+  __device__ void put(bool isb, int row, int k, float d) const { (isb ? b : a)[row * kLdF + k] = d; }
+};
+template <> struct Planes<false> {  // bf16 hi and lo planes
+  static constexpr int bytes = 4 * kBlock * kLdH * 2;
+  __nv_bfloat16 *ah, *al, *bh, *bl;
+  __device__ Planes(unsigned char* s, bool diag) {
+    auto* h = reinterpret_cast<__nv_bfloat16*>(s);
+    ah = h; al = h + kBlock * kLdH;
+    bh = diag ? ah : h + 2 * kBlock * kLdH;
+    bl = diag ? al : h + 3 * kBlock * kLdH;
   }
-  if (groups > 0) {
-    const std::int64_t n = groups * C;
-    group_means<<<static_cast<unsigned>((n + 255) / 256), 256, 0, st>>>(b, s.count, R, groups, p, gmean, gn);
-    gram_kernel<D><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(pairs)), 256, 0, st>>>(
-        b, s, R, gmean, gn, gpart);
+  static __device__ __nv_bfloat16 bf(float v) {
+    __nv_bfloat16_raw r;
+    r.x = bf16_bits(v);
+    return __nv_bfloat16(r);
   }
-  if (b.cov && groups == 0)  // empty batch
-    check(cudaMemsetAsync(out + OutLayout{C, true}.m2(), 0, sizeof(double) * C * C, st), "memset");
-  reduce_stats<<<static_cast<unsigned>((C + 127) / 128), 128, 0, st>>>(b, s, p, out);
-  if (groups > 0)
-    reduce_gram<<<static_cast<unsigned>((C * C + 255) / 256), 256, 0, st>>>(b, groups, gmean, gn, gpart, out);
+  __device__ void put(bool isb, int row, int k, float d) const {
+    const float hi = round_bf16(d);
+    (isb ? bh : ah)[row * kLdH + k] = bf(hi);
+    (isb ? bl : al)[row * kLdH + k] = bf(d - hi);
+  }
+};
+
+// Fragment products of one chunk into a warp's accumulator (rows fr, columns fc of the block).
+template <bool TF32> struct Mma;
+template <> struct Mma<true> {
+  static constexpr int K = 8;
+  using Acc = wmma::fragment<wmma::accumulator, kFrag, kFrag, K, float>;
+  static __device__ void run(const Planes<true>& s, int fr, int fc, Acc& acc) {
+    wmma::fragment<wmma::matrix_a, kFrag, kFrag, K, wmma::precision::tf32, wmma::row_major> ah, al;
+    wmma::fragment<wmma::matrix_b, kFrag, kFrag, K, wmma::precision::tf32, wmma::col_major> bh, bl;
+#pragma unroll
+    for (int k = 0; k < kChunk; k += K) {
+      wmma::load_matrix_sync(ah, s.a + fr * kFrag * kLdF + k, kLdF);
+      wmma::load_matrix_sync(bh, s.b + fc * kFrag * kLdF + k, kLdF);
+#pragma unroll
+      for (int t = 0; t < ah.num_elements; ++t) {
+        const float v = ah.x[t], h = round_tf32(v);
+        ah.x[t] = h;
+        al.x[t] = round_tf32(v - h);
+      }
+#pragma unroll
+      for (int t = 0; t < bh.num_elements; ++t) {
+        const float v = bh.x[t], h = round_tf32(v);
+        bh.x[t] = h;
+        bl.x[t] = round_tf32(v - h);
+      }
+      wmma::mma_sync(acc, al, bh, acc);
+      wmma::mma_sync(acc, ah, bl, acc);
+      wmma::mma_sync(acc, ah, bh, acc);
+    }
+  }
+};
+template <> struct Mma<false> {
+  static constexpr int K = 16;
+  using Acc = wmma::fragment<wmma::accumulator, kFrag, kFrag, K, float>;
+  static __device__ void run(const Planes<false>& s, int fr, int fc, Acc& acc) {
+    wmma::fragment<wmma::matrix_a, kFrag, kFrag, K, __nv_bfloat16, wmma::row_major> ah, al;
+    wmma::fragment<wmma::matrix_b, kFrag, kFrag, K, __nv_bfloat16, wmma::col_major> bh, bl;
+#pragma unroll
+    for (int k = 0; k < kChunk; k += K) {
+      wmma::load_matrix_sync(ah, s.ah + fr * kFrag * kLdH + k, kLdH);
+      wmma::load_matrix_sync(al, s.al + fr * kFrag * kLdH + k, kLdH);
+      wmma::load_matrix_sync(bh, s.bh + fc * kFrag * kLdH + k, kLdH);
+      wmma::load_matrix_sync(bl, s.bl + fc * kFrag * kLdH + k, kLdH);
+      wmma::mma_sync(acc, al, bh, acc);
+      wmma::mma_sync(acc, ah, bl, acc);
+      wmma::mma_sync(acc, ah, bh, acc);
+    }
+  }
+};
+
+// One chunk (samples [s0, s0 + kChunk) of tile t, zero past its end) of one operand block
+// (channels cb ..), shifted, into the planes.
+template <DType D, bool TF32>
+__device__ __forceinline__ void load_chunk(const Batch& b, const Plan& p, const TileSpan& t, std::int64_t s0,
+                                           std::int64_t cb, const float* shift, bool isb, const Planes<TF32>& s) {
+  constexpr int V = Vec<D>::V;
+  const int vec = p.vec > 1 ? V : 1;
+  const std::int64_t left = t.n - s0;  // samples of the tile from s0 on
+  if (p.planar) {  // rows of samples: vectors along k
+    const int per_row = kChunk / vec, items = kBlock * per_row;
+    for (int it = threadIdx.x; it < items; it += kThreads) {
+      const int row = it / per_row, k = (it - row * per_row) * vec;
+      const std::int64_t c = cb + row;
+      float v[V];  // registers: every index below is a compile-time constant
+      if (c < p.C && vec > 1 && k + vec <= left) {
+        Vec<D>::get(b.data, elem(b, t.image, c, t.p0 + s0 + k), v);
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e)
+          v[e] = e < vec && c < p.C && k + e < left ? load<D>(b.data, elem(b, t.image, c, t.p0 + s0 + k + e)) : 0.0f;
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        if (e < vec) s.put(isb, row, k + e, c < p.C && k + e < left ? v[e] - shift[row] : 0.0f);
+    }
+  } else {  // rows of channels: vectors along the channels (C % vec == 0 when vec > 1)
+    const int per_k = kBlock / vec, items = kChunk * per_k;
+    for (int it = threadIdx.x; it < items; it += kThreads) {
+      const int k = it / per_k, row = (it - k * per_k) * vec;
+      const std::int64_t c = cb + row;
+      float v[V];
+      const bool in = k < left && c < p.C;
+      if (in && vec > 1) {
+        Vec<D>::get(b.data, elem(b, t.image, c, t.p0 + s0 + k), v);
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e)
+          v[e] = e < vec && k < left && c + e < p.C ? load<D>(b.data, elem(b, t.image, c + e, t.p0 + s0 + k)) : 0.0f;
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        if (e < vec) s.put(isb, row + e, k, k < left && c + e < p.C ? v[e] - shift[row + e] : 0.0f);
+    }
+  }
+}
+
+template <DType D>
+__global__ void __launch_bounds__(kThreads, 2) gram_kernel(Batch b, Plan p, double* ws) {
+  constexpr bool TF32 = Operand<D>::tf32;
+  using M = Mma<TF32>;
+  constexpr int kStage = kFrag * kFrag;  // floats per staged fragment
+  constexpr int kSmem = kThreads / kWarp * 2 * 2 * kStage * 4;  // final staging: 8 warps x 2 frags x hi/lo
+  static_assert(Planes<TF32>::bytes <= kSmem, "operand planes fit the staging buffer");
+  __shared__ __align__(128) unsigned char smem[kSmem];
+  __shared__ float sh_i[kBlock], sh_j[kBlock];
+  // pairs along x: consecutive blocks read the same group's samples (shared in L2)
+  const std::int64_t pair = blockIdx.x, g = blockIdx.y;
+  std::int64_t bi, bj;
+  block_pair(p.nblk, pair, bi, bj);
+  const bool diag = bi == bj;
+  const std::int64_t ci0 = bi * kBlock, cj0 = bj * kBlock;
+  std::int64_t k0, k1;
+  group_splits(p, g, k0, k1);
+  if (threadIdx.x < kBlock) {
+    const std::int64_t ci = ci0 + threadIdx.x, cj = cj0 + threadIdx.x;
+    sh_i[threadIdx.x] = ci < p.C ? static_cast<float>(ws[p.off_shift + k0 * p.C + ci]) : 0.0f;
+    sh_j[threadIdx.x] = cj < p.C ? static_cast<float>(ws[p.off_shift + k0 * p.C + cj]) : 0.0f;
+  }
+  const Planes<TF32> planes(smem, diag);
+  const int w = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int nf = block_fragments(diag);
+  typename M::Acc acc[2];
+  double acc64[2][M::Acc::num_elements] = {};
+  int fr[2] = {0, 0}, fc[2] = {0, 0};
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    wmma::fill_fragment(acc[q], 0.0f);
+    if (w + q * 8 < nf) fragment_rc(diag, w + q * 8, fr[q], fc[q]);
+  }
+  auto flush = [&] {
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+#pragma unroll
+      for (int t = 0; t < acc[q].num_elements; ++t) acc64[q][t] += acc[q].x[t];
+      wmma::fill_fragment(acc[q], 0.0f);
+    }
+  };
+  group_chunks(p, g, [&](const TileSpan& t, std::int64_t s0) {
+    __syncthreads();  // the previous chunk's fragments are loaded (and the shifts are set)
+    load_chunk<D, TF32>(b, p, t, s0, ci0, sh_i, false, planes);
+    if (!diag) load_chunk<D, TF32>(b, p, t, s0, cj0, sh_j, true, planes);
+    __syncthreads();
+#pragma unroll
+    for (int q = 0; q < 2; ++q)
+      if (w + q * 8 < nf) M::run(planes, fr[q], fc[q], acc[q]);
+  }, flush);
+  __syncthreads();  // the planes are free: stage the fp64 sums as hi + lo fp32 fragments
+  float* stage = reinterpret_cast<float*>(smem) + w * 4 * kStage;
+  const double n = ws[p.off_gn + g];
+  const double* gmean = ws + p.off_gmean + g * p.C;
+  double* out = ws + p.off_gpart + (g * p.pairs + pair) * kBlock * kBlock;
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    if (w + q * 8 >= nf) continue;
+    typename M::Acc hi, lo;
+#pragma unroll
+    for (int t = 0; t < hi.num_elements; ++t) {
+      hi.x[t] = static_cast<float>(acc64[q][t]);
+      lo.x[t] = static_cast<float>(acc64[q][t] - static_cast<double>(hi.x[t]));
+    }
+    float* sh = stage + q * 2 * kStage;
+    wmma::store_matrix_sync(sh, hi, kFrag, wmma::mem_row_major);
+    wmma::store_matrix_sync(sh + kStage, lo, kFrag, wmma::mem_row_major);
+    __syncwarp();
+    for (int e = lane; e < kFrag * kFrag; e += kWarp) {
+      const int r = fr[q] * kFrag + e / kFrag, cc = fc[q] * kFrag + e % kFrag;
+      const std::int64_t i = ci0 + r, j = cj0 + cc;
+      if (i >= p.C || j >= p.C) continue;
+      const double G = static_cast<double>(sh[e]) + static_cast<double>(sh[kStage + e]);
+      out[r * kBlock + cc] = group_comoment(G, n, gmean[i], sh_i[r], gmean[j], sh_j[cc]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- pass 2
+// The splits of each image merged (maps of more than kTile pixels): the image's record and std.
+__global__ void __launch_bounds__(kThreads) image_records(Plan p, double* ws) {
+  FP_SHARED_LANES(Record, red, kLanes);
+  const int x = threadIdx.x % kWarp, y = threadIdx.x / kWarp;
+  const std::int64_t image = blockIdx.x, c = static_cast<std::int64_t>(blockIdx.y) * kWarp + x;
+  const RecordStore rs{ws + p.off_split, p.splits, p.C};
+  Record r;
+  if (c < p.C) r = lane_walk<Record>(y, p.spi, [&](std::int64_t j) { return rs.get(image * p.spi + j, c); });
+  red[y][x] = r;
+  block_tree<Record, kLanes>(red, x, y);
+  if (y == 0 && c < p.C) {
+    Record whole = red[0][x];
+    if (p.per_image) whole.msd = image_std(whole.m2, whole.n);
+    RecordStore{ws + p.off_image, p.I, p.C}.put(image, c, whole);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) finish_stats(Plan p, double* ws, double* out) {
+  FP_SHARED_LANES(Record, red, kLanes);
+  const int x = threadIdx.x % kWarp, y = threadIdx.x / kWarp;
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kWarp + x;
+  const RecordStore rs{ws + (p.spi > 0 ? p.off_image : p.off_split), p.records, p.C};
+  Record r;
+  if (c < p.C) r = lane_walk<Record>(y, p.records, [&](std::int64_t k) { return rs.get(k, c); });
+  red[y][x] = r;
+  block_tree<Record, kLanes>(red, x, y);
+  if (y != 0 || c >= p.C) return;
+  write_totals(p, c, red[0][x], out);
+}
+
+// Grid (pairs, 64 rows, 2 halves): entry (row r, 32 columns) of a block pair over the groups.
+__global__ void __launch_bounds__(kThreads) finish_gram(Plan p, const double* ws, double* out) {
+  FP_SHARED_LANES(Co, red, kLanes);
+  const int x = threadIdx.x % kWarp, y = threadIdx.x / kWarp;
+  const std::int64_t pair = blockIdx.x, r = blockIdx.y, cc = static_cast<std::int64_t>(blockIdx.z) * kWarp + x;
+  std::int64_t bi, bj;
+  block_pair(p.nblk, pair, bi, bj);
+  const std::int64_t i = bi * kBlock + r, j = bj * kBlock + cc;
+  const bool on = i < p.C && j < p.C && j >= i;
+  Co acc;
+  if (on)
+    acc = lane_walk<Co>(y, p.groups, [&](std::int64_t g) { return group_entry(p, ws, g, pair, r, cc, i, j); });
+  red[y][x] = acc;
+  block_tree<Co, kLanes>(red, x, y);
+  if (y != 0 || !on) return;
+  const std::int64_t m2 = OutLayout{p.C, true}.m2();
+  out[m2 + i * p.C + j] = red[0][x].m;
+  out[m2 + j * p.C + i] = red[0][x].m;
+}
+
+unsigned grid_dim(std::int64_t n, const char* what) {
+  if (n > 0x7fffffff) throw std::invalid_argument(std::string("fastprune: moments: too many ") + what + " for one launch");
+  return static_cast<unsigned>(n);
+}
+
+template <DType D>
+void launch(const Batch& b, const Plan& p, double* ws, double* out, cudaStream_t st) {
+  FP_CHECK(p.cgroups <= 65535 && p.pairs <= 65535 && p.groups <= 65535,
+           "moments: too many channels for one CUDA launch");
+  if (p.splits > 0)
+    stats_kernel<D><<<dim3(grid_dim(p.splits, "splits"), static_cast<unsigned>(p.cgroups)), kThreads, 0, st>>>(b, p, ws);
+  if (p.groups > 0) {
+    group_stats<<<grid_dim(ceil_div(p.groups * p.C, kThreads), "groups"), kThreads, 0, st>>>(p, ws);
+    gram_kernel<D><<<dim3(grid_dim(p.pairs, "block pairs"), static_cast<unsigned>(p.groups)), kThreads, 0, st>>>(b, p, ws);
+    finish_gram<<<dim3(static_cast<unsigned>(p.pairs), kBlock, kBlock / kWarp), kThreads, 0, st>>>(p, ws, out);
+  } else if (p.cov) {  // empty batch
+    check(cudaMemsetAsync(out + OutLayout{p.C, true}.m2(), 0, sizeof(double) * p.C * p.C, st), "memset");
+  }
+  if (p.spi > 0)
+    image_records<<<dim3(grid_dim(p.I, "images"), static_cast<unsigned>(ceil_div(p.C, kWarp))), kThreads, 0, st>>>(p, ws);
+  finish_stats<<<grid_dim(ceil_div(p.C, kWarp), "channels"), kThreads, 0, st>>>(p, ws, out);
   check(cudaGetLastError(), "kernel launch");
-  check(cudaFreeAsync(scratch, st), "cudaFreeAsync");
 }
 
 }  // namespace
 
-void run(const Batch& b, double* out) {
+void run(const Batch& b, double* out, double* workspace, std::int64_t workspace_bytes) {
   FP_CHECK(b.I * b.P * b.C < (std::int64_t(1) << 53), "moments: input too large");
-  int prev = 0;
-  check(cudaGetDevice(&prev), "cudaGetDevice");
-  if (prev != b.device_index) check(cudaSetDevice(b.device_index), "cudaSetDevice");
+  const Plan p = make_plan(b, static_cast<std::int64_t>(dtype_size(b.dtype)));
+  FP_CHECK(workspace_bytes >= 8 * p.size, "moments: CUDA workspace too small (see moments_workspace_size)");
+  FP_CHECK(p.size == 0 || reinterpret_cast<std::uintptr_t>(workspace) % 16 == 0, "moments: CUDA workspace not 16-byte aligned");
+  DeviceGuard guard(b.device_index);
   cudaStream_t st = reinterpret_cast<cudaStream_t>(b.stream);
-  try {
-    switch (b.dtype) {
-      case DType::f32: launch<DType::f32>(b, out, st); break;
-      case DType::f16: launch<DType::f16>(b, out, st); break;
-      case DType::bf16: launch<DType::bf16>(b, out, st); break;
-      case DType::f64: launch<DType::f64>(b, out, st); break;
-    }
-  } catch (...) {
-    if (prev != b.device_index) cudaSetDevice(prev);
-    throw;
+  switch (b.dtype) {
+    case DType::f32: launch<DType::f32>(b, p, workspace, out, st); break;
+    case DType::f16: launch<DType::f16>(b, p, workspace, out, st); break;
+    case DType::bf16: launch<DType::bf16>(b, p, workspace, out, st); break;
+    case DType::f64: launch<DType::f64>(b, p, workspace, out, st); break;
   }
-  if (prev != b.device_index) check(cudaSetDevice(prev), "cudaSetDevice");
 }
 
 }  // namespace fastprune::moments::cuda

@@ -98,6 +98,7 @@ class ChannelMoments:
         self.covariance = bool(covariance)
         self._device = torch.device("cpu")
         self._buf: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # see _buffer
+        self._ws: tuple[Any, torch.Tensor] | None = None  # see _workspace
         self._reset()
 
     # ---------------------------------------------------------------- state
@@ -167,10 +168,25 @@ class ChannelMoments:
             self._buf = (out, parts)
         return self._buf
 
+    def _workspace(self, v: Any, t: torch.Tensor) -> torch.Tensor | None:
+        """The CUDA kernels' scratch for `t`, from torch's caching allocator on the current stream
+        (kept and reused while the stream stays the same and it is large enough); None on the CPU."""
+        need = _C.moments_workspace_size(v, self.covariance)
+        if need == 0:
+            return None
+        stream = torch.cuda.current_stream(t.device)
+        ws = self._ws
+        if ws is None or ws[0] != stream or ws[1].numel() < need:
+            self._ws = ws = (stream, torch.empty(need, dtype=torch.uint8, device=t.device))
+        return ws[1]
+
     def _kernel(self, t: torch.Tensor) -> dict[str, Any]:
         """One kernel pass over a checked tensor -> the batch's partial statistics."""
         out, parts = self._buffer(t.device)
-        _C.moments_update(view(t), out.data_ptr(), out.numel(), self.covariance)
+        v = view(t)
+        ws = self._workspace(v, t)
+        _C.moments_update(v, out.data_ptr(), out.numel(), self.covariance,
+                          0 if ws is None else ws.data_ptr(), 0 if ws is None else ws.numel())
         four = t.dim() == 4
         return {"n": t.shape[0] * (t.shape[2] * t.shape[3] if four else 1),
                 "images": t.shape[0] if four else 0, **parts}

@@ -45,17 +45,27 @@ struct Acc {
 };
 
 // Front-end (csrc/moments.cpp). `update` checks x, runs on x's device and writes the OutLayout
-// (moments_tile.h) of the batch into `out`, a float64 buffer of out_len on the same device.
+// (moments_tile.h) of the batch into `out`, a float64 buffer of out_len on the same device. A
+// CUDA input needs a workspace of workspace_size(x, cov) bytes on its device (16-byte aligned,
+// allocated by the caller: Python takes it from torch's caching allocator); the CPU needs none.
 std::int64_t out_size(std::int64_t channels, bool cov);
 Batch make_batch(const View& x, bool cov);
-void update(const View& x, std::uintptr_t out, std::int64_t out_len, bool cov);
+std::int64_t workspace_size(const View& x, bool cov);
+void update(const View& x, std::uintptr_t out, std::int64_t out_len, bool cov, std::uintptr_t workspace,
+            std::int64_t workspace_bytes);
+// The CUDA back-end's algorithm run on the host (csrc/cpu/moments_emulate.cpp) for a CPU x: the
+// device partition, shifts, lane sums, trees and merges (fastprune/moments_plan.h), with the
+// tensor-core operand rounding. Slow; for tests.
+// The plan's block targets default to the launch's (tests lower them to reach long splits).
+void emulate_device(const View& x, std::uintptr_t out, std::int64_t out_len, bool cov,
+                    std::int64_t stat_blocks, std::int64_t gram_blocks);
 
 namespace cpu {
 void run(const Batch& b, double* out);
 }
 #if defined(FASTPRUNE_WITH_CUDA)
 namespace cuda {
-void run(const Batch& b, double* out);
+void run(const Batch& b, double* out, double* workspace, std::int64_t workspace_bytes);
 }
 #endif
 
