@@ -41,7 +41,7 @@ def _title(start: str) -> str:
 def test_the_page_covers_every_experiment_and_parses():
     titles = " | ".join(RECIPES)
     for words in ("VGG-16 on CIFAR-10: PCA", "VGG-16 on CIFAR-10: LFA1-1", "SegNet on CamVid",
-                  "TernausNet on Inria", "U-Net on AIRS"):
+                  "DeepLabv3+ on CamVid", "TernausNet on Inria", "U-Net on AIRS"):
         assert words in titles
     for r in RECIPES.values():
         assert r.commands and "OUT" in r.defaults
@@ -73,10 +73,11 @@ def test_vgg16_cifar10_recipes(tmp_path):
 
 
 @pytest.mark.slow
-def test_segnet_camvid_recipe(tmp_path):
+@pytest.mark.parametrize("start, model", [("SegNet on CamVid", "segnet:width=0.0625"),
+                                          ("DeepLabv3+ on CamVid", "deeplabv3plus:backbone=resnet18,width=0.125")])
+def test_camvid_recipes(tmp_path, start, model):
     write_camvid(tmp_path / "camvid")
-    _run(_title("SegNet on CamVid"), {"CAMVID": str(tmp_path / "camvid"), "OUT": str(tmp_path / "out"),
-                                      "MODEL": "segnet:width=0.0625"})
+    _run(_title(start), {"CAMVID": str(tmp_path / "camvid"), "OUT": str(tmp_path / "out"), "MODEL": model})
     summ = json.loads((tmp_path / "out" / "report" / "summary.json").read_text())
     assert summ["lasso"]["macs"] < summ["baseline"]["macs"]
 
