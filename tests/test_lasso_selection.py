@@ -57,3 +57,26 @@ def test_dead_and_duplicated_channels():
     assert len(sel.keep) == 1 and sel.beta.sum() == pytest.approx(2.0, rel=1e-3)
     with pytest.raises(ValueError, match="1 <= k"):
         select_k(np.eye(3), 4)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(3, 8), st.sampled_from([1, 3]), st.data())
+def test_refit_equals_lstsq_on_explicit_patches(seed, c, k, data):
+    """The consumer's least-squares refit on the kept channels from the patch Gram equals
+    numpy.linalg.lstsq on the explicit im2col patches (F.unfold's order: channel, then taps)."""
+    import torch
+    from torch.nn import functional as F
+
+    from fastprune.surgery.reconstruct import refit_weight
+
+    rng = np.random.default_rng(seed)
+    keep = sorted(data.draw(st.lists(st.integers(0, c - 1), min_size=1, max_size=c - 1, unique=True)))
+    x = torch.from_numpy(rng.standard_normal((3, c, 9, 9)) * rng.uniform(0.3, 3.0, (1, c, 1, 1)))
+    w = rng.standard_normal((5, c, k, k))
+    patches = F.unfold(x, k, padding=k // 2).transpose(1, 2).reshape(-1, c * k * k).numpy()
+    y = patches @ w.reshape(5, -1).T
+    cols = (np.asarray(keep)[:, None] * k * k + np.arange(k * k)[None, :]).ravel()
+    sol, *_ = np.linalg.lstsq(patches[:, cols], y, rcond=None)
+    want = sol.T.reshape(5, len(keep), k, k)
+    got = refit_weight(patches.T @ patches, w, keep)
+    assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
