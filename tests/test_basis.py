@@ -85,3 +85,15 @@ def test_lfa_picks_change_with_the_basis_and_kaiser_is_scale_free():
         int(np.sum(np.linalg.eigvalsh(cov) >= np.linalg.eigvalsh(cov).mean()))
     corr = linalg.correlation(cov)
     assert factor.kaiser_count(corr) == int(np.sum(np.linalg.eigvalsh(corr) >= 1.0)) == K
+
+
+def test_bartlett_with_images_as_the_sample_size():
+    """The textbook statistic with n independent samples; with fewer than (2p + 11)/6 the test
+    says nothing (NaN), where n = pixels would have claimed p ~ 0."""
+    x = _planted(5, n=400)
+    r = np.corrcoef(x, rowvar=False)
+    chi2, pval, dof = factor.bartlett_sphericity(r, 40)
+    assert chi2 == pytest.approx(-(40 - 1 - (2 * P + 5) / 6) * np.linalg.slogdet(r)[1], rel=1e-12)
+    assert dof == P * (P - 1) // 2 and pval < 1e-6
+    chi2, pval, _ = factor.bartlett_sphericity(r, 12)  # 12 - 1 - 69/6 < 0
+    assert np.isnan(chi2) and np.isnan(pval)

@@ -7,6 +7,7 @@ on data through an SVD), here on the covariance/correlation matrix S itself.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,9 +134,13 @@ def factor_count(corr, rule: str = "kaiser", tau: float | None = None) -> int:
 # ---- adequacy -----------------------------------------------------------------------------
 
 def bartlett_sphericity(corr, n_samples: float) -> tuple[float, float, int]:
-    """Bartlett's test that the correlation matrix is the identity: (chi2, p-value, dof)."""
+    """Bartlett's test that the correlation matrix is the identity: (chi2, p-value, dof), with
+    `n_samples` independent samples. With too few (n - 1 - (2p + 5)/6 <= 0: fewer than about
+    p/3 + 2 samples) the test says nothing: chi2 and p are NaN."""
     r = correlation(corr)
     p = r.shape[0]
+    if float(n_samples) - 1.0 - (2.0 * p + 5.0) / 6.0 <= 0:
+        return math.nan, math.nan, p * (p - 1) // 2
     sign, logdet = np.linalg.slogdet(r)
     if sign <= 0:
         logdet = -np.inf  # singular: perfectly collinear channels, sphericity rejected outright

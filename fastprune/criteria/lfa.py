@@ -20,11 +20,12 @@ def lfa(ctx: GroupContext) -> Scored:
     scores = res.scores.copy()
     scores[res.keep] += scores.max(initial=0.0) + 1.0
     return Scored(scores, keep=res.keep, info={
-        "factors": len(res.keep), "bartlett_chi2": _finite(chi2), "bartlett_p": pval, "bartlett_dof": dof,
+        "factors": len(res.keep), "bartlett_chi2": _finite(chi2), "bartlett_p": _finite(pval), "bartlett_dof": dof,
         "bartlett_n": n, "bartlett_n_from": "images" if m.images else "samples",
         "kmo": _finite(res.kmo), "communalities": res.communalities.tolist()})
 
 
 def _finite(v: float) -> float | None:
-    """None for a statistic that is infinite (Bartlett's chi2 of exactly collinear channels)."""
+    """None for a statistic that is not finite (Bartlett's chi2 of exactly collinear channels;
+    Bartlett's test with too few images)."""
     return float(v) if np.isfinite(v) else None
