@@ -128,3 +128,12 @@ def test_artifacts_record_fingerprint_weights_digest_and_checksum(run):
     assert plan["meta"]["fingerprint"] == stats.fingerprint
     assert all(len(d["checksum"]) == 64 for d in (plan, marker))
     assert stats.meta["model"]["folder"] == "base"  # relative to the statistics file's folder
+
+
+def test_model_folder_structure_fingerprint_is_checked(run, tmp_path, capsys):
+    marker = json.loads((run / "base" / "fastprune-model.json").read_text())
+    assert marker["fingerprint"] == Statistics.load(run / "s.fps").fingerprint
+    shutil.copytree(run / "base", tmp_path / "m")
+    reseal(tmp_path / "m" / "fastprune-model.json", lambda d: d.update(fingerprint="0" * 32))
+    code, out = cli("evaluate", "--model", tmp_path / "m", "--data", DATA, capsys=capsys)
+    one_line_error(code, out, "another structure")

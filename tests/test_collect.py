@@ -217,3 +217,15 @@ def test_two_gloo_processes_equal_one(tmp_path):
         for gid in one.moments:
             np.testing.assert_allclose(got.moments[gid].cov.numpy(), one.moments[gid].cov.numpy(), rtol=1e-9, atol=1e-12)
             np.testing.assert_allclose(got.moments[gid].mean.numpy(), one.moments[gid].mean.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_statistics_name_accumulators_that_overflowed():
+    """Issue 15 item 5: sums that overflow across batches (or in an influence accumulator) are
+    found at the end of collect and named by layer, not saved for plan to reject later."""
+    model = small_cnn()
+    stats = fastprune.collect(model, batches(2))
+    assert stats.nonfinite() == []
+    gid, per = next((g, p) for g, p in stats.influence.items() if p)
+    cname = next(iter(per))
+    per[cname].moments[0, 0, 0] = float("inf")
+    assert stats.nonfinite() == [(gid, cname)]

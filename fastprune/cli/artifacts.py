@@ -4,7 +4,8 @@
 Layout of a folder (marker file `fastprune-model.json`):
   {"format": "fastprune.model", "version": 1, "spec": "unet:base_width=16",
    "weights": "weights.safetensors", "files": {"weights.safetensors": SHA256},
-   "weights_digest": DIGEST, "checksum": ...}                  # plain
+   "weights_digest": DIGEST, "fingerprint": FP, "fingerprint_input": [1, 3, 64, 64],
+   "checksum": ...}                                               # plain
   {..., "pruned": "pruned", "files": {"pruned/edits.json": SHA256}}  # pruned: save_pruned's folder
 plus optional "method", "metrics_before_finetune", "history".
 
@@ -25,13 +26,15 @@ from .._documents import check_seal, check_tag, plain, read_json, seal, sha256, 
 from .._files import atomic_write
 from ..planning.plan import Plan
 from .errors import UsageError
-from .specs import MODEL_MARKER, ModelSpec, build, factory_for, is_model_dir, load_weights, parse_model_spec, save_weights
+from .specs import (MODEL_MARKER, ModelSpec, build, example_input, factory_for, is_model_dir, load_weights,
+                    parse_model_spec, save_weights)
 
 FORMAT = "fastprune.model"
 VERSION = 1
 PRUNED_NAME = "pruned"
 WEIGHTS_NAME = "weights.safetensors"
-_OWN_KEYS = ("format", "version", "spec", "pruned", "plan", "weights", "files", "weights_digest", "checksum")
+_OWN_KEYS = ("format", "version", "spec", "pruned", "plan", "weights", "files", "weights_digest", "fingerprint",
+             "fingerprint_input", "checksum")
 
 
 class LoadedModel:
@@ -106,6 +109,22 @@ def read_model_dir(folder: str | Path) -> dict[str, Any]:
     return doc
 
 
+def _fingerprint(model: nn.Module, shape: Any) -> str | None:
+    """The dependency graph's fingerprint of `model` traced on zeros of `shape` (None if it does
+    not trace there)."""
+    import torch
+
+    from ..graph import DependencyGraph
+
+    if not isinstance(shape, list) or len(shape) != 4 or not all(type(d) is int and 1 <= d <= 4096 for d in shape):
+        return None
+    try:
+        with torch.no_grad():
+            return DependencyGraph(model, torch.zeros(shape)).fingerprint()
+    except (RuntimeError, ValueError, TypeError):
+        return None
+
+
 def load_model(text: str, weights: str | None = None, trust_code: bool = False,
                source: str | Path | None = None) -> LoadedModel:
     """Build a model from a SPEC or a model folder; `weights` (a checkpoint) overrides.
@@ -135,6 +154,9 @@ def load_model(text: str, weights: str | None = None, trust_code: bool = False,
             load_weights(model, _inside(folder, doc["weights"], "weights", marker), f"model {spec.text!r}")
         if doc.get("weights_digest") != weights_digest(model):
             raise UsageError(f"{folder}: the weights loaded do not have the digest recorded in {marker}")
+        if "fingerprint" in doc and doc["fingerprint"] != _fingerprint(model, doc.get("fingerprint_input")):
+            raise UsageError(f"{folder}: the model built from {marker} has another structure (graph fingerprint) "
+                             "than the one saved")
         loaded = LoadedModel(model, spec, plan, doc)
     else:
         if Path(text).exists() and Path(text).is_dir():
@@ -169,6 +191,10 @@ def save_model(folder: str | Path, loaded: LoadedModel, **extra: Any) -> Path:
         doc["weights"] = listed = WEIGHTS_NAME
     doc["files"] = {listed: sha256((folder / listed).read_bytes())}
     doc["weights_digest"] = weights_digest(loaded.model)
+    shape = list(example_input(loaded.model).shape)
+    fp = _fingerprint(loaded.model, shape)
+    if fp is not None:
+        doc["fingerprint"], doc["fingerprint_input"] = fp, shape
     for k, v in loaded.doc.items():  # keep what earlier steps recorded (method, metrics ...)
         if k not in _OWN_KEYS:
             doc.setdefault(k, v)

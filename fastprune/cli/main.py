@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
-        print(f"fastprune {args.command}: interrupted", file=sys.stderr)
+        hint = "; rerun the same command with --resume to continue" if getattr(args, "resume", None) is not None else ""
+        print(f"fastprune {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     except ImportError as exc:  # a part of fastprune this build lacks (ModuleNotFoundError included)
         if not (exc.name or "").startswith("fastprune") or os.environ.get("FASTPRUNE_DEBUG"):

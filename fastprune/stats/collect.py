@@ -375,6 +375,13 @@ def collect(
                         stats.save(checkpoint)
         finally:
             collector.close()
+        bad = stats.nonfinite()
+        if bad:
+            gid, layer = bad[0]
+            producers = ", ".join(p["module"] for p in stats.groups[gid].producers) or "the input"
+            raise NonFiniteActivations(
+                f"fastprune: the statistics of the activations entering layer '{layer}' (output of {producers}) "
+                "overflowed: finite activations too large for their sums of squares; nothing more was saved")
         stats.meta["complete"] = True
         if checkpoint is not None:
             stats.save(checkpoint)

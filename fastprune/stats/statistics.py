@@ -172,6 +172,19 @@ class Statistics:
             raise ValueError("fastprune: these statistics were collected on other weights of this model "
                              f"(weights digest {str(recorded)[:12]}..., this model's is {weights_digest(model)[:12]}...)")
 
+    def nonfinite(self) -> list[tuple[str, str]]:
+        """(group id, consuming layer) of every accumulator whose sums are not finite (finite
+        activations too large for them: NaN/Inf input is refused when it arrives)."""
+        bad = []
+        for kind, table in self._tables():
+            for gid, per in table.items():
+                for cname, acc in per.items():
+                    st = acc.state_dict()
+                    keys = ("mean", "m2", "abs_sum", "msd_sum") if kind == "moments" else ("moments", "gram")
+                    if any(k in st and not bool(torch.isfinite(st[k]).all()) for k in keys):
+                        bad.append((gid, cname or self.groups[gid].primary or gid))
+        return bad
+
     # ---- merging ----------------------------------------------------------------------
     def _check_compatible(self, other: "Statistics") -> None:
         if not isinstance(other, Statistics):
