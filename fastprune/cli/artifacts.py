@@ -110,19 +110,23 @@ def read_model_dir(folder: str | Path) -> dict[str, Any]:
 
 
 def _fingerprint(model: nn.Module, shape: Any) -> str | None:
-    """The dependency graph's fingerprint of `model` traced on zeros of `shape` (None if it does
-    not trace there)."""
+    """The dependency graph's fingerprint of `model` traced on zeros of `shape` in eval mode (a
+    classifier's BatchNorm1d cannot run one example in train mode; None if it does not trace)."""
     import torch
 
     from ..graph import DependencyGraph
 
     if not isinstance(shape, list) or len(shape) != 4 or not all(type(d) is int and 1 <= d <= 4096 for d in shape):
         return None
+    was = model.training
+    model.eval()
     try:
         with torch.no_grad():
             return DependencyGraph(model, torch.zeros(shape)).fingerprint()
     except (RuntimeError, ValueError, TypeError):
         return None
+    finally:
+        model.train(was)
 
 
 def load_model(text: str, weights: str | None = None, trust_code: bool = False,
