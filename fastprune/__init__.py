@@ -37,8 +37,10 @@ _LAZY = {
     "largest_within": "fastprune.planning.tolerance",
     "prune_with_gates": "fastprune.train.gates",
     "gates_plan": "fastprune.train.gates",
+    "compress": "fastprune.workflows.compression",
+    "compare": "fastprune.report.frontier",
 }
-_SUBPACKAGES = {"stats", "graph", "criteria", "planning", "surgery", "train", "models", "data", "report", "cli"}
+_SUBPACKAGES = {"stats", "graph", "criteria", "planning", "surgery", "train", "models", "data", "workflows", "report", "cli"}
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,7 @@ from typing import Sequence
 from .errors import UsageError, one_line
 
 # (command, module under fastprune.cli.commands); the order is the order of `fastprune --help`
-COMMANDS = ("info", "score", "plan", "prune", "finetune", "evaluate", "report", "bench", "demo")
+COMMANDS = ("info", "score", "plan", "prune", "finetune", "evaluate", "report", "compress", "compare", "bench", "demo")
 
 # What a user can cause: bad arguments, files, specs, values; what is not built yet.
 USER_ERRORS = (UsageError, ValueError, TypeError, OSError, NotImplementedError, KeyError)

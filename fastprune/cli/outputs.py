@@ -14,7 +14,7 @@ from .errors import UsageError
 from .specs import MODEL_MARKER, is_model_dir
 
 # data SPEC sources that name a path: 'inria:PATH'
-_DATA_ARGS = ("data", "val_data", "train_data")
+_DATA_ARGS = ("data", "val_data", "train_data", "test_data")
 _PATH_ARGS = ("model", "weights", "plan", "stats", "pruned")
 METRICS_FORMAT = "fastprune.metrics"
 

@@ -2,7 +2,7 @@
 
 `score(method, model, stats, group_id, **options) -> Scored` (scores: higher = keep).
 Each family lives in its own module: weight (l1, l2, fpgm), activation (mean, std, apoz,
-msd, taylor, random), nci (nci, nci_w, pca_nci, msd_nci), lfa, lasso.
+msd, taylor, random), nci (nci, nci_w, pca_nci, msd_nci), lfa, lasso, subset (subset, subset_cov).
 """
 from __future__ import annotations
 
@@ -16,18 +16,21 @@ CriterionFn = Callable[[GroupContext], Scored]
 
 
 def _registry() -> dict[str, CriterionFn]:
-    from . import activation, lasso, lfa, nci, weight
+    from . import activation, lasso, lfa, nci, subset, weight
     return {
         "l1": weight.l1, "l2": weight.l2, "fpgm": weight.fpgm,
         "random": activation.random, "mean": activation.mean, "std": activation.std,
         "apoz": activation.apoz, "msd": activation.msd, "taylor": activation.taylor,
         "nci": nci.nci, "nci_w": nci.nci_w, "pca_nci": nci.pca_nci, "msd_nci": nci.msd_nci,
-        "lfa": lfa.lfa, "lasso": lasso.lasso,
+        "lfa": lfa.lfa, "lasso": lasso.lasso, "subset": subset.subset, "subset_cov": subset.subset_cov,
     }
 
 
 METHODS = ("l1", "l2", "fpgm", "random", "mean", "std", "apoz", "msd", "taylor",
-           "nci", "nci_w", "pca_nci", "msd_nci", "lfa", "lasso")
+           "nci", "nci_w", "pca_nci", "msd_nci", "lfa", "lasso", "subset", "subset_cov")
+
+
+SEEDED = ("random",)  # criteria whose selection depends on the `seed` option
 
 
 def score(method: str, model: Any, stats: Any, gid: str, **options: Any) -> Scored:
@@ -45,4 +48,4 @@ def score(method: str, model: Any, stats: Any, gid: str, **options: Any) -> Scor
     return out
 
 
-__all__ = ["METHODS", "Scored", "GroupContext", "score"]
+__all__ = ["METHODS", "SEEDED", "Scored", "GroupContext", "score"]

@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from .rules import dispatch
-from .trace import Record, Trace, run_trace
+from .trace import Record, Trace, TraceError, run_trace, spatial_window
 
 PRODUCER_KINDS = ("conv", "conv_transpose", "linear", "depthwise", "grouped")
 CONSUMER_KINDS = ("conv", "conv_transpose", "linear", "grouped")
@@ -112,8 +112,12 @@ class DependencyGraph:
     arguments or dict of keyword arguments; any output structure).
     """
 
-    def __init__(self, model: nn.Module, example_inputs: Any) -> None:
-        self.trace: Trace = run_trace(model, example_inputs, dispatch)
+    def __init__(self, model: nn.Module, example_inputs: Any, trace_size: int | None = None) -> None:
+        """`trace_size`: trace on the top-left trace_size x trace_size window of 4-D example
+        tensors larger than that (the channel flow of a convolutional network does not depend on
+        the map size, a 512x512 trace costs a whole forward pass); the whole example when the
+        model's forward fails on the window. The graph's MAC counts are then those of the window."""
+        self.trace: Trace = self._trace(model, example_inputs, trace_size)
         self.modules: dict[str, str] = dict(self.trace.module_types)
         called = set(self.trace.order)
         #: modules with their own parameters that the example input never ran
@@ -122,6 +126,17 @@ class DependencyGraph:
         self._build()
 
     # -- construction ---------------------------------------------------------------------------
+    @staticmethod
+    def _trace(model: nn.Module, example_inputs: Any, trace_size: int | None) -> Trace:
+        if trace_size is not None:
+            window = spatial_window(example_inputs, trace_size)
+            if window is not example_inputs:
+                try:
+                    return run_trace(model, window, dispatch)
+                except TraceError:  # the model needs larger maps: trace the whole example
+                    pass
+        return run_trace(model, example_inputs, dispatch)
+
     def _build(self) -> None:
         tr = self.trace
         roots = tr.uf.roots().tolist()

@@ -354,6 +354,20 @@ class _Mode(TorchFunctionMode):
         return out
 
 
+def spatial_window(x: Any, size: int) -> Any:
+    """The top-left size x size window of every 4-D tensor in `x` (tensor, tuple, list or dict)
+    whose last two dimensions exceed it; `x` itself when nothing is cut."""
+    if isinstance(x, torch.Tensor):
+        return x[..., :size, :size] if x.dim() == 4 and max(x.shape[-2:]) > size else x
+    if isinstance(x, (tuple, list)):
+        cut = [spatial_window(v, size) for v in x]
+        return type(x)(cut) if any(a is not b for a, b in zip(cut, x)) else x
+    if isinstance(x, dict):
+        cut = {k: spatial_window(v, size) for k, v in x.items()}
+        return cut if any(cut[k] is not x[k] for k in x) else x
+    return x
+
+
 def run_trace(model: nn.Module, example_inputs: Any, dispatch: Callable) -> Trace:
     """Run `model` once on `example_inputs`, feeding every torch call to `dispatch`."""
     if not isinstance(model, nn.Module):

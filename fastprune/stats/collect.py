@@ -58,6 +58,11 @@ def _default_inputs(batch: Any) -> Any:
     raise TypeError(f"fastprune: cannot find the model input in a batch of type {type(batch).__name__}; pass inputs=")
 
 
+# collect traces the graph on a 64 x 64 window of the example (DependencyGraph trace_size): the
+# groups are those of the whole example, for a fraction of a forward pass
+_TRACE_SIZE = 64
+
+
 def _to(x: Any, device: torch.device) -> Any:
     if isinstance(x, torch.Tensor):
         return x.to(device, non_blocking=True)
@@ -327,7 +332,7 @@ def collect(
         if graph is None:
             from fastprune.graph import DependencyGraph
             with torch.no_grad():
-                graph = DependencyGraph(model, example_inputs)
+                graph = DependencyGraph(model, example_inputs, trace_size=_TRACE_SIZE)
         stats = None
         done = 0
         run = {"covariance": covariance, "influence": influence, "patch_gram": patch_gram, "sample": sample,

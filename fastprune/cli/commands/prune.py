@@ -20,16 +20,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="plan written by `fastprune plan` (with its .weights.safetensors if it has one)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the pruned model")
     p.add_argument("--input-size", default="64", metavar="N|HxW", help="example input size for tracing (default 64)")
+    p.add_argument("--reconstruct", choices=("refit", "fold"), default=None,
+                   help="reconstruct the consumers of removed channels: refit (least squares on the patch Gram; "
+                        "score with --patch-gram) or fold (regression on the covariance); needs --stats")
+    p.add_argument("--stats", metavar="STATS.fps", help="statistics of the unpruned model (for --reconstruct)")
+    p.add_argument("--data", metavar="SPEC", help="recalibrate batch norm on this data after surgery")
     add_trust_code(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..._documents import weights_digest
-    from ..artifacts import LoadedModel, load_model, save_model
+    from ..artifacts import LoadedModel, load_model, load_stats, save_model
     from ..errors import UsageError
     from ..outputs import check_output
     from ..plans import apply_plan_weights, load_plan
-    from ..specs import example_input, parse_size
+    from ..specs import example_input, open_data, parse_size
 
     check_output(args, args.out, "model")
     size = parse_size(args.input_size)
@@ -48,12 +53,26 @@ def run(args: argparse.Namespace) -> int:
 
     before = count(loaded.model, example)
     try:
-        model = prune(loaded.model, plan, example)
+        if args.reconstruct:
+            if not args.stats:
+                raise UsageError("--reconstruct needs --stats STATS.fps (statistics of the unpruned model)")
+            from ...surgery.reconstruct import prune_reconstructed
+            stats = load_stats(args.stats)
+            stats.check_model(loaded.model, example)
+            model = prune_reconstructed(loaded.model, plan, stats, example, mode=args.reconstruct)
+        else:
+            model = prune(loaded.model, plan, example)
     except ValueError as exc:
         raise UsageError(f"plan {args.plan}: {str(exc).removeprefix('fastprune: ')}") from None
+    if args.data:
+        from torch.utils.data import DataLoader
+
+        from ...train.recalibrate import recalibrate_batchnorm
+        recalibrate_batchnorm(model, DataLoader(open_data(args.data), batch_size=8, shuffle=False))
     after = count(model, example)
     save_model(args.out, LoadedModel(model, loaded.spec, plan))
-    print(f"pruned {args.model}{f' (weights {folded})' if folded else ''}: params {before.params:,} -> "
+    how = f", consumers reconstructed by {args.reconstruct}" if args.reconstruct else ""
+    print(f"pruned {args.model}{how}{f' (weights {folded})' if folded else ''}: params {before.params:,} -> "
           f"{after.params:,} ({100 * (1 - after.params / before.params):.1f}% fewer), MACs {before.macs:,} -> "
           f"{after.macs:,} ({100 * (1 - after.macs / before.macs):.1f}% fewer) -> {args.out}")
     return 0

@@ -1,0 +1,147 @@
+"""`compare`: the methods x budgets x seeds grid (fastprune.workflows.compare) written as a report:
+a table (mean +- sd over seeds), a Pareto plot of building IoU against MACs removed (before and
+after fine-tuning) and summary.json."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from matplotlib.figure import Figure
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..workflows.compare import Arm, GridConfig, aggregate, run_grid
+from ..workflows.pipeline import Pipeline
+from . import figures
+from .render import _CSS
+
+FORMAT = "fastprune.compare"
+
+
+def frontier_figure(entries: Sequence[Mapping[str, Any]], baseline_iou: float) -> Figure:
+    """Building IoU (%) against MACs removed (%), one colour per method; filled markers after
+    fine-tuning, hollow before it; error bars: sd over seeds."""
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot(1, 1, 1)
+    methods = list(dict.fromkeys(e["method"] for e in entries))
+    colors = figures.method_colors(methods)
+    for m in methods:
+        es = sorted((e for e in entries if e["method"] == m), key=lambda e: e["macs_removed"])
+        x = [100 * e["macs_removed"] for e in es]
+        for key, style, label in (("iou", "o-", m), ("iou_before", "o--", f"{m} before FT")):
+            pts = [(xi, e[key], e[f"{key}_sd"]) for xi, e in zip(x, es) if e.get(key) is not None]
+            if not pts:
+                continue
+            ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * (p[2] or 0) for p in pts],
+                        fmt=style, color=colors[m], capsize=3, label=label,
+                        mfc=colors[m] if key == "iou" else "white")
+    ax.axhline(100 * baseline_iou, color=figures.BASELINE_COLOR, ls=":", label="unpruned")
+    ax.set_xlabel("MACs removed (%)")
+    ax.set_ylabel("building IoU (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def _cell(mean: float | None, sd: float | None) -> str:
+    return "–" if mean is None else f"{100 * mean:.2f} ± {100 * (sd or 0):.2f}"
+
+
+def _table(entries: Sequence[Mapping[str, Any]], baseline_iou: float) -> str:
+    head = ("method", "budget", "seeds", "MACs removed (%)", "params removed (%)", "IoU before FT (%)",
+            "IoU after FT (%)", "Δ IoU vs unpruned (points)")
+    rows = []
+    for e in sorted(entries, key=lambda e: (e["target"], e["method"])):
+        d = "–" if e["iou"] is None else f"{100 * (e['iou'] - baseline_iou):+.2f}"
+        cells = (html.escape(e["method"]), f"{100 * e['target']:.0f}%", str(e["seeds"]),
+                 _cell(e["macs_removed"], e["macs_removed_sd"]), _cell(e["params_removed"], e["params_removed_sd"]),
+                 _cell(e["iou_before"], e["iou_before_sd"]), _cell(e["iou"], e["iou_sd"]), d)
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+
+
+def check_out(out: str | os.PathLike) -> Path:
+    """The report folder: new, empty, or one an earlier `compare` wrote (else ValueError)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        try:
+            ours = json.loads((out / "summary.json").read_text()).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"fastprune: {out} exists and was not written by fastprune compare; choose a new folder")
+    return out
+
+
+def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
+                   title: str = "fastprune compare") -> Path:
+    """Write index.html, frontier.png and summary.json for a `run_grid` result; returns the HTML."""
+    out = check_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = aggregate(result["rows"])
+    base = result["baseline"]["building_iou"]
+    figures.save_png(frontier_figure(entries, base), out / "frontier.png")
+    doc = {"format": FORMAT, "version": 1, "baseline": result["baseline"], "config": result["config"],
+           "summary": entries, "rows": result["rows"], "meta": dict(meta or {})}
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    os.replace(tmp, out / "summary.json")
+    png = base64.b64encode((out / "frontier.png").read_bytes()).decode("ascii")
+    cfg = result["config"]
+    pipe = cfg.get("pipeline", {})
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p class='note'>Unpruned building IoU {100 * base:.2f}%. Every method prunes to the same per-layer "
+             f"allocation (counts by redundancy for each budget), selects its channels, is reconstructed "
+             f"({html.escape(str(pipe.get('reconstruct')))}) and fine-tuned for {pipe.get('finetune_epochs')} epochs "
+             f"(distillation {pipe.get('distill')}); mean ± sd over seeds {cfg.get('seeds')}. "
+             "Machine-readable: <code>summary.json</code>.</p>",
+             "<h2>Results</h2>" + _table(entries, base),
+             "<h2>IoU against MACs</h2><p class='note'>Filled: after fine-tuning; hollow, dashed: right after "
+             "pruning and reconstruction.</p>"
+             f"<img alt='frontier' src='data:image/png;base64,{png}'>"]
+    if meta:
+        parts.append("<h2>How this was measured</h2><table>" + "".join(
+            f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items())
+            + "</table>")
+    parts.append("</body></html>")
+    path = out / "index.html"
+    tmp = out / "index.html.tmp"
+    tmp.write_text("".join(parts), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data: Dataset | None = None, *,
+            methods: Sequence[str] = ("subset", "random"), target_macs: Sequence[float] | None = None,
+            target_params: Sequence[float] | None = None, seeds: Sequence[int] = (0, 1, 2),
+            finetune_epochs: int = 8, reconstruct: str | None = "refit", distill: float = 0.5, lr: float = 2e-3,
+            batch_size: int = 8, stats_batches: int = 8, exclude: Sequence[str] = (), min_channels: int = 1,
+            out: str | os.PathLike | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Run methods x budgets x seeds on a trained `model` (each: prune to the budget's allocation,
+    select by the method, reconstruct, fine-tune `finetune_epochs` with the unpruned model as
+    teacher) and, with `out`, write the report there. Methods: criterion names, "NAME:steps=N"
+    for iterative compression. Returns {"baseline", "config", "rows", "summary"}."""
+    if (target_macs is None) == (target_params is None):
+        raise ValueError("fastprune: compare needs target_macs= or target_params= (a list of fractions removed)")
+    targets = [float(t) for t in (target_macs if target_macs is not None else target_params)]
+    pipe = Pipeline(finetune_epochs=int(finetune_epochs), reconstruct=reconstruct, distill=float(distill),
+                    lr=float(lr), batch_size=int(batch_size), stats_batches=int(stats_batches),
+                    exclude=list(exclude), min_channels=int(min_channels))
+    config = GridConfig(arms=[Arm.parse(m) for m in methods], targets=targets, seeds=[int(s) for s in seeds],
+                        which="macs" if target_macs is not None else "params", pipeline=pipe)
+    if out is not None:
+        check_out(out)
+    result = run_grid(model, train_data, val_data, test_data, config, log)
+    result["summary"] = aggregate(result["rows"])
+    if out is not None:
+        write_frontier(out, result)
+    return result
+
+
+__all__ = ["compare", "frontier_figure", "write_frontier"]

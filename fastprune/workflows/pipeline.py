@@ -1,0 +1,34 @@
+"""How every pruned model of a workflow is reconstructed and fine-tuned (one type for
+`compress` and `compare`, so both treat their models alike)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+RECONSTRUCTIONS = (None, "fold", "refit")
+
+
+@dataclass
+class Pipeline:
+    finetune_epochs: int = 8
+    reconstruct: str | None = "refit"
+    distill: float = 0.5
+    lr: float = 2e-3
+    batch_size: int = 8
+    stats_batches: int = 8
+    exclude: list[str] = field(default_factory=list)
+    min_channels: int = 1
+    keep_best: str | None = "building_iou"
+
+    def __post_init__(self) -> None:
+        if self.reconstruct is True:
+            self.reconstruct = "refit"
+        elif self.reconstruct is False:
+            self.reconstruct = None
+        if self.reconstruct not in RECONSTRUCTIONS:
+            raise ValueError(f"fastprune: reconstruct must be 'refit', 'fold' or None, got {self.reconstruct!r}")
+        if self.finetune_epochs < 0 or self.batch_size < 1 or self.stats_batches < 1 or self.min_channels < 1:
+            raise ValueError("fastprune: need finetune_epochs >= 0, batch_size >= 1, stats_batches >= 1, "
+                             "min_channels >= 1")
+        if not 0 <= self.distill <= 1 or not self.lr > 0:
+            raise ValueError(f"fastprune: need distill in [0, 1] and lr > 0 (got {self.distill}, {self.lr})")
+        self.exclude = list(self.exclude)

@@ -1,0 +1,85 @@
+"""`fastprune compress`, `fastprune compare` and `prune --reconstruct` from the command line: what
+they write, and the user's mistakes (one line on stderr, exit 2, nothing overwritten)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fastprune.cli.artifacts import load_model
+from fastprune.cli.main import main
+from fastprune.graph.cost import count
+
+SPEC = "unet:base_width=4,depth=1,upsample=bilinear"
+DATA = "synthetic:n=4,size=64,seed=0"
+VAL = "synthetic:n=4,size=64,seed=1"
+
+
+def cli(capsys, *argv: str):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    d = tmp_path_factory.mktemp("base")
+    assert main(["finetune", "--model", SPEC, "--data", DATA, "--epochs", "1", "--batch-size", "4",
+                 "--out", str(d / "base")]) == 0
+    assert main(["score", "--model", str(d / "base"), "--data", DATA, "--batch-size", "4",
+                 "--out", str(d / "plain.fps")]) == 0
+    assert main(["score", "--model", str(d / "base"), "--data", DATA, "--batch-size", "4", "--patch-gram",
+                 "--out", str(d / "gram.fps")]) == 0
+    return d
+
+
+def test_compress_writes_model_and_report_and_refuses_other_arguments(base, tmp_path, capsys):
+    out = tmp_path / "c"
+    argv = ["compress", "--model", str(base / "base"), "--data", DATA, "--val-data", VAL, "--test-data", DATA, "--target-macs", "0.5",
+            "--steps", "2", "--finetune-epochs", "1", "--stats-batches", "2", "--batch-size", "4",
+            "--prune-classifier-input", "--out", str(out)]
+    code, io = cli(capsys, *argv)
+    assert code == 0, io.err
+    pruned = load_model(str(out / "model")).model
+    unpruned = load_model(str(base / "base")).model
+    x = torch.zeros(1, 3, 64, 64)
+    assert 1 - count(pruned, x).macs / count(unpruned, x).macs == pytest.approx(0.5, abs=0.05)
+    assert json.loads((out / "report" / "summary.json").read_text())["compress"]["macs"] == count(pruned, x).macs
+    state = (out / "run" / "compress.json").read_text()
+    code, io = cli(capsys, *[a if a != "0.5" else "0.6" for a in argv])
+    assert code == 2 and "different arguments: target_macs=0.5" in io.err and len(io.err.strip().splitlines()) == 1
+    assert (out / "run" / "compress.json").read_text() == state
+
+
+def test_compare_refuses_an_unreachable_budget_before_any_work(base, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code, io = cli(capsys, "compare", "--model", str(base / "base"), "--data", DATA, "--val-data", VAL,
+                   "--target-macs", "0.5", "0.995", "--seeds", "0", "--finetune-epochs", "0", "--out", str(out))
+    assert code == 2 and "cannot remove 99.5%" in io.err and "min_channels" in io.err
+    assert len(io.err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_subset_without_the_patch_gram_is_refused(base, tmp_path, capsys):
+    code, io = cli(capsys, "plan", str(base / "plain.fps"), "--method", "subset", "--ratio", "0.5",
+                   "--out", str(tmp_path / "p.json"))
+    assert code == 2 and "patch_gram" in io.err and not (tmp_path / "p.json").exists()
+
+
+def test_prune_reconstruct(base, tmp_path, capsys):
+    code, _ = cli(capsys, "plan", str(base / "gram.fps"), "--method", "subset", "--ratio", "0.5",
+                  "--out", str(tmp_path / "p.json"))
+    assert code == 0
+    code, io = cli(capsys, "prune", "--model", str(base / "base"), "--plan", str(tmp_path / "p.json"),
+                   "--reconstruct", "refit", "--out", str(tmp_path / "r"))
+    assert code == 2 and "--stats" in io.err and not (tmp_path / "r").exists()
+    code, io = cli(capsys, "prune", "--model", str(base / "base"), "--plan", str(tmp_path / "p.json"),
+                   "--reconstruct", "refit", "--stats", str(base / "plain.fps"), "--out", str(tmp_path / "r"))
+    assert code == 2 and "patch Gram" in io.err and not (tmp_path / "r").exists()
+    code, io = cli(capsys, "prune", "--model", str(base / "base"), "--plan", str(tmp_path / "p.json"),
+                   "--reconstruct", "refit", "--stats", str(base / "gram.fps"), "--data", DATA,
+                   "--out", str(tmp_path / "r"))
+    assert code == 0 and "reconstructed by refit" in io.out
+    assert load_model(str(tmp_path / "r")).pruned

@@ -1,0 +1,130 @@
+"""compress and compare on a tiny U-Net: budgets reached, resumability, refusals, the report."""
+import json
+
+import pytest
+import torch
+
+from fastprune.data import open_dataset
+from fastprune.graph.cost import count
+from fastprune.models.unet import UNet
+from fastprune.report.frontier import compare
+from fastprune.stats.collect import collect
+from fastprune.workflows import compress
+from fastprune.workflows.allocate import redundancy_counts
+from fastprune.workflows.compression import epochs_per_step, schedule
+
+EXAMPLE = torch.zeros(1, 3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = UNet(base_width=4, depth=1, upsample="bilinear").eval()
+    train = open_dataset("synthetic:n=8,size=16,seed=0")
+    val = open_dataset("synthetic:n=4,size=16,seed=1")
+    return model, train, val
+
+
+def test_schedule_is_geometric_and_epochs_add_up():
+    s = schedule(0.9, 3)
+    assert s[-1] == pytest.approx(0.9)
+    kept = [1 - x for x in s]
+    assert kept[1] / kept[0] == pytest.approx(kept[0]) and kept[2] / kept[1] == pytest.approx(kept[0])
+    assert epochs_per_step(8, 3) == [0, 0, 8]
+    assert sum(epochs_per_step(8, 3, between=True)) == 8 and epochs_per_step(2, 3, between=True) == [0, 1, 1]
+
+
+def test_redundancy_counts_reach_the_budget_and_refuse_the_unreachable(tiny):
+    model, train, _ = tiny
+    loader = torch.utils.data.DataLoader(train, batch_size=4)
+    stats = collect(model, loader, progress=False)
+    counts, tau, removed = redundancy_counts(model, stats, 0.5, "macs", example_inputs=EXAMPLE)
+    assert 0.5 <= removed < 0.6 and 0 < tau <= 1
+    with pytest.raises(ValueError, match="min_channels"):
+        redundancy_counts(model, stats, 0.99, "macs", min_channels=3, example_inputs=EXAMPLE)
+
+
+def _counting(monkeypatch):
+    import fastprune.workflows.compression as mod
+    calls = []
+    real = mod.prune_layerwise
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr(mod, "prune_layerwise", spy)
+    return calls
+
+
+def test_compress_reaches_the_budget_and_resumes(tiny, tmp_path, monkeypatch):
+    model, train, val = tiny
+    out = tmp_path / "run"
+    kw = dict(target_macs=0.6, steps=2, finetune_epochs=1, stats_batches=2, batch_size=4, levels=False,
+              progress=False)
+    pruned, hist = compress(model, train, val, out=out, **kw)
+    removed = 1 - count(pruned, EXAMPLE).macs / count(model, EXAMPLE).macs
+    assert removed == pytest.approx(0.6, abs=0.05)
+    assert [s["step"] for s in hist["steps"]] == [1, 2]
+    assert (out / "step-1" / "stats.fps").is_file() and (out / "step-2" / "model" / "plan.json").is_file()
+    # resume: every step is done; the same model comes back without pruning anything again
+    calls = _counting(monkeypatch)
+    again, hist2 = compress(model, train, val, out=out, **kw)
+    assert calls == []
+    assert hist2["steps"] == hist["steps"]
+    for a, b in zip(pruned.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    # different arguments: refused, nothing overwritten
+    state = (out / "compress.json").read_text()
+    with pytest.raises(ValueError, match="different arguments: steps=2"):
+        compress(model, train, val, out=out, **{**kw, "steps": 3})
+    assert (out / "compress.json").read_text() == state
+
+
+def test_compress_resumes_after_an_interrupted_step(tiny, tmp_path, monkeypatch):
+    model, train, val = tiny
+    out = tmp_path / "run"
+    kw = dict(target_macs=0.6, steps=2, finetune_epochs=0, stats_batches=2, batch_size=4, levels=False,
+              progress=False)
+    full, _ = compress(model, train, val, out=out, **kw)
+    doc = json.loads((out / "compress.json").read_text())
+    doc["steps"] = doc["steps"][:1]  # as if killed during step 2
+    (out / "compress.json").write_text(json.dumps(doc))
+    calls = _counting(monkeypatch)
+    resumed, hist = compress(model, train, val, out=out, **kw)
+    assert len(hist["steps"]) == 2 and calls == [1]  # only step 2 is redone
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_compare_writes_the_frontier_and_refuses_foreign_folders(tiny, tmp_path):
+    model, train, val = tiny
+    out = tmp_path / "cmp"
+    res = compare(model, train, val, methods=["subset", "random"], target_macs=[0.5], seeds=[0, 1],
+                  finetune_epochs=0, stats_batches=2, batch_size=4, out=out)
+    assert len(res["rows"]) == 4
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["format"] == "fastprune.compare" and {e["method"] for e in doc["summary"]} == {"subset", "random"}
+    assert all(e["seeds"] == 2 and e["iou_sd"] is not None for e in doc["summary"])
+    assert "<img" in (out / "index.html").read_text()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not written by fastprune compare"):
+        compare(model, train, val, target_macs=[0.5], seeds=[0], finetune_epochs=0, out=foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_compress_removes_redundant_unet_levels_and_resumes_the_shallower_model(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(base_width=4, depth=2, upsample="bilinear").eval()
+    train = open_dataset("synthetic:n=8,size=16,seed=0")
+    out = tmp_path / "run"
+    kw = dict(target_macs=0.8, steps=1, finetune_epochs=0, stats_batches=1, batch_size=4, levels=True,
+              level_threshold=0.0, progress=False)  # threshold 0: every level but one counts as redundant
+    pruned, hist = compress(model, train, None, out=out, **kw)
+    assert hist["levels_removed"] == 1 and len(pruned.downs) == 1
+    assert 1 - count(pruned, EXAMPLE).macs / count(model, EXAMPLE).macs == pytest.approx(0.8, abs=0.05)
+    again, _ = compress(model, train, None, out=out, **kw)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), pruned(x))
