@@ -67,7 +67,7 @@ def test_refit_equals_lstsq_on_explicit_patches(seed, c, k, data):
     import torch
     from torch.nn import functional as F
 
-    from fastprune.criteria.lasso import refit_weight  # surgery.reconstruct after issue 13
+    from fastprune.surgery.reconstruct import refit_weight
 
     rng = np.random.default_rng(seed)
     keep = sorted(data.draw(st.lists(st.integers(0, c - 1), min_size=1, max_size=c - 1, unique=True)))
