@@ -207,3 +207,4 @@ def test_a_classifier_result_in_the_report():
         ModelResult(1, 1, 1.0, accuracy=0.5, before_finetune={"iou": 0.1})
     with pytest.raises(ValueError, match="classification result, the baseline a segmentation"):
         summary({"baseline": ModelResult(1, 1, 1.0, 0.5, 0.5, 0.5), "x": pruned})
+

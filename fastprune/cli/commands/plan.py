@@ -195,6 +195,22 @@ def _gates_options(args: argparse.Namespace) -> dict:
         val_data=DataLoader(val, batch_size=args.batch_size, shuffle=False), gates=options)
 
 
+def _check_variance(args: argparse.Namespace) -> None:
+    """--variance where the method has no use for it is the user's error, not a silent no-op:
+    msd_nci counts by its own cut-off (--alpha / --percentile), and lfa's --variance is the tau of
+    --factors variance (it implies it; with --factors kaiser or se_scree it would be ignored)."""
+    from ..errors import UsageError
+
+    if args.variance is None:
+        return
+    if args.method == "msd_nci":
+        raise UsageError("--variance has no use with --method msd_nci: it prunes the low tail of its score "
+                         "distribution (--alpha or --percentile); use pca_nci or lfa for a variance threshold")
+    if args.method == "lfa" and args.factors not in (None, "variance"):
+        raise UsageError(f"--variance is the tau of --factors variance; with --factors {args.factors} it has no use "
+                         "(drop one of them)")
+
+
 def run(args: argparse.Namespace) -> int:
     from ...planning import plan as make_plan
     from ..errors import UsageError
@@ -211,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--train-data is for --method gates; --method {args.method} plans from STATS.fps")
     if args.method == "gates":
         _check_gates_args(args)
+    _check_variance(args)
     stats, loaded = _model(args)
     if args.method == "gates":
         opts = _gates_options(args)
