@@ -209,6 +209,8 @@ def _check_variance(args: argparse.Namespace) -> None:
     if args.method == "lfa" and args.factors not in (None, "variance"):
         raise UsageError(f"--variance is the tau of --factors variance; with --factors {args.factors} it has no use "
                          "(drop one of them)")
+    if args.method == "lfa":
+        args.factors = "variance"  # --variance alone implies it
 
 
 def run(args: argparse.Namespace) -> int:
