@@ -12,7 +12,7 @@ def lfa(ctx: GroupContext) -> Scored:
     """Options: `k` (factor count, set by count rules such as ratio=), else `factors`
     ('kaiser' default, 'variance' with `variance`=tau, 'se_scree')."""
     m = ctx.moments()
-    n = float(as_numpy(m.count).reshape(-1)[0]) if np.ndim(as_numpy(m.count)) else float(as_numpy(m.count))
+    n = float(m.images) if m.images else float(np.ravel(as_numpy(m.count))[0])
     res = _lfa(ctx.covariance(), k=ctx.options.get("k"), rule=ctx.options.get("factors") or "kaiser",
                tau=ctx.options.get("variance"), n_samples=n)
     chi2, pval, dof = res.bartlett
@@ -20,5 +20,12 @@ def lfa(ctx: GroupContext) -> Scored:
     scores = res.scores.copy()
     scores[res.keep] += scores.max(initial=0.0) + 1.0
     return Scored(scores, keep=res.keep, info={
-        "factors": len(res.keep), "bartlett_chi2": chi2, "bartlett_p": pval, "bartlett_dof": dof,
-        "kmo": res.kmo, "communalities": res.communalities.tolist()})
+        "factors": len(res.keep), "bartlett_chi2": _finite(chi2), "bartlett_p": _finite(pval), "bartlett_dof": dof,
+        "bartlett_n": n, "bartlett_n_from": "images" if m.images else "samples",
+        "kmo": _finite(res.kmo), "communalities": res.communalities.tolist()})
+
+
+def _finite(v: float) -> float | None:
+    """None for a statistic that is not finite (Bartlett's chi2 of exactly collinear channels;
+    Bartlett's test with too few images)."""
+    return float(v) if np.isfinite(v) else None

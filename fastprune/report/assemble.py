@@ -48,7 +48,10 @@ def layer_records(plan: Any, before: Any = None, after: Any = None) -> dict[str,
         pb, mb = _layer_cost(before.per_layer, producers) if before is not None else (None, None)
         pa, ma = _layer_cost(after.per_layer, producers) if after is not None else (None, None)
         rv = rec.get("retained_variance")
-        out[name] = LayerRecord(channels=int(rec["channels"]), kept=int(rec["kept"]),
+        # planners that record other things per layer (gates: gate values) still have the counts
+        channels = rec.get("channels", plan.channels.get(name))
+        kept = rec.get("kept", len(plan.keep.get(name, ())))
+        out[name] = LayerRecord(channels=int(channels), kept=int(kept),
                                 retained_variance=None if rv is None else float(rv),
                                 params_before=pb, params_after=pa, macs_before=mb, macs_after=ma)
     return out

@@ -288,6 +288,12 @@ class ChannelMoments:
         return torch.full((self.channels,), float(self._n), dtype=_F64)
 
     @property
+    def images(self) -> int:
+        """(N, C, H, W) inputs seen, counted per image (0 for 2-D input): the independent draws
+        behind the pixel samples (a crop of a tiled input counts as one)."""
+        return int(self._images)
+
+    @property
     def mean(self) -> torch.Tensor:
         return self._out(self._mean) if self._n else self._nan()
 
