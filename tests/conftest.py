@@ -41,3 +41,4 @@ def run_python(tmp_path):
         return subprocess.run([sys.executable, *args], cwd=tmp_path, env=full, capture_output=True, text=True)
 
     return run
+

@@ -73,8 +73,13 @@ def n_params(model: nn.Module) -> int:
 
 
 def one_thread():
-    """Generator for a module fixture: tiny models run fastest (and least noisily) on one thread."""
+    """Generator for a module fixture: tiny models run fastest (and least noisily) on one thread,
+    torch's and OpenBLAS's (on a loaded machine their threads wait for each other: a 0.5 ms
+    forward pass of a tiny VGG took 0.8 s with 2 threads, a 64x64 eigh 7 ms instead of 1)."""
+    from threadpoolctl import threadpool_limits
+
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(n)

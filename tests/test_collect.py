@@ -229,3 +229,20 @@ def test_statistics_name_accumulators_that_overflowed():
     cname = next(iter(per))
     per[cname].moments[0, 0, 0] = float("inf")
     assert stats.nonfinite() == [(gid, cname)]
+
+
+def test_single_pixel_maps_collect_and_their_msd_is_undefined():
+    """A 1x1 map (after global pooling) has no spatial std: msd is NaN as torch.std's, the
+    other statistics are exact, and collect does not mistake it for an overflow."""
+    from fastprune.stats.collect import collect as _collect
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                            torch.nn.Conv2d(8, 4, 1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)).eval()
+    xs = [torch.randn(2, 3, 8, 8) for _ in range(2)]
+    s = _collect(m, xs)
+    with torch.no_grad():
+        pooled = torch.cat([m[:3](x) for x in xs]).flatten(1).double()
+    mom = s.moments["0"]
+    assert torch.isnan(mom.msd).all()
+    torch.testing.assert_close(mom.mean, pooled.mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mom.var, pooled.var(0), rtol=1e-4, atol=1e-6)

@@ -264,7 +264,10 @@ def test_tiff_windows_match_numpy_slices(tmp_path_factory, h, w, bands, dtype, l
     photometric = "rgb" if bands == 3 or (bands == 4 and layout != "planar") else "minisblack"
     if bands == 4:
         opts = {**opts, "extrasamples": ["unassalpha"]} if photometric == "rgb" else opts
-    tifffile.imwrite(path, a, photometric=photometric, **opts)
+    planes = layout == "planar" and bands > 0
+    # separate planes are written as TIFF stores them, (S, H, W); TiffImage reads (H, W, S)
+    tifffile.imwrite(path, np.ascontiguousarray(np.moveaxis(a, -1, 0)) if planes else a,
+                     photometric=photometric, **opts)
     t = TiffImage(path)
     assert t.shape == a.shape
     for _ in range(3):

@@ -51,6 +51,21 @@ def test_init_fan_scaled_normals(method, var):
     assert float(x.var()) == pytest.approx(var / n, rel=0.08)
 
 
+@pytest.mark.parametrize("method,scale", [("he", 2.0), ("lecun", 1.0)])
+def test_he_and_lecun_are_keras_truncated_normals(method, scale):
+    """Keras's he_normal / lecun_normal: a normal cut at 2 of its standard deviations, widened
+    so that the variance is scale / fan_in; oracle: scipy's truncated normal."""
+    from scipy import stats
+
+    n = 20000
+    std = math.sqrt(scale / n) / stats.truncnorm(-2, 2).std()
+    x = init_gates(n, method, torch.Generator().manual_seed(4)).double().numpy()
+    # cut at 2 std (a plain normal of the same variance would reach ~4.3 of its std, 3.8 of these)
+    assert abs(x).max() <= 2 * std * (1 + 1e-6) and abs(x).max() > 1.9 * std
+    assert stats.kstest(x, stats.truncnorm(-2, 2, scale=std).cdf).pvalue > 1e-3
+    assert float(x.var()) == pytest.approx(scale / n, rel=0.05)
+
+
 def test_init_chaotic_is_the_logistic_map():
     g = torch.Generator().manual_seed(3)
     v = init_gates(50, "chaotic", g).double()

@@ -110,26 +110,32 @@ def read_model_dir(folder: str | Path) -> dict[str, Any]:
 
 
 def _fingerprint(model: nn.Module, shape: Any) -> str | None:
-    """The dependency graph's fingerprint of `model` traced on zeros of `shape` (None if it does
-    not trace there)."""
+    """The dependency graph's fingerprint of `model` traced on zeros of `shape` in eval mode (a
+    classifier's BatchNorm1d cannot run one example in train mode; None if it does not trace)."""
     import torch
 
     from ..graph import DependencyGraph
 
     if not isinstance(shape, list) or len(shape) != 4 or not all(type(d) is int and 1 <= d <= 4096 for d in shape):
         return None
+    was = model.training
+    model.eval()
     try:
         with torch.no_grad():
             return DependencyGraph(model, torch.zeros(shape)).fingerprint()
     except (RuntimeError, ValueError, TypeError):
         return None
+    finally:
+        model.train(was)
 
 
 def load_model(text: str, weights: str | None = None, trust_code: bool = False,
                source: str | Path | None = None) -> LoadedModel:
     """Build a model from a SPEC or a model folder; `weights` (a checkpoint) overrides.
     `source`: the file `text` was read from (else the user typed it). A SPEC from a file (a
-    folder's, or `source`) may name a user factory only with `trust_code` (specs.parse_model_spec)."""
+    folder's, or `source`) may name a user factory only with `trust_code` (specs.parse_model_spec).
+    The model comes in eval mode (as `fit` leaves it): tracing, statistics and evaluation see
+    the network as it predicts (a classifier's BatchNorm1d cannot run one example in train mode)."""
     if not isinstance(text, str) or not text.strip():
         raise UsageError("--model is empty: give a SPEC (e.g. unet:base_width=16) or a model folder")
     if is_model_dir(text):
@@ -163,6 +169,7 @@ def load_model(text: str, weights: str | None = None, trust_code: bool = False,
         loaded = LoadedModel(build(spec), spec)
     if weights:
         load_weights(loaded.model, weights, f"model {text!r}")
+    loaded.model.eval()
     return loaded
 
 

@@ -7,12 +7,13 @@ on data through an SVD), here on the covariance/correlation matrix S itself.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as _sps
 
-from .linalg import as_matrix, components_for_variance, correlation, eigenvalues
+from .linalg import as_matrix, basis_matrix, components_for_variance, correlation, eigenvalues
 
 _SMALL = 1e-12
 
@@ -103,16 +104,25 @@ def varimax(loadings: np.ndarray, tol: float = 1e-6, max_iter: int = 100) -> np.
 
 # ---- how many factors -------------------------------------------------------------------
 
-def kaiser_count(corr) -> int:
-    """Kaiser's rule: eigenvalues of the correlation matrix that reach 1 (at least 1)."""
-    return max(1, int(np.sum(eigenvalues(corr) >= 1.0)))
+def _unit_mean(mat) -> np.ndarray:
+    """Eigenvalues scaled to mean 1: a correlation matrix's as they are (its trace is p); a
+    covariance's in units of the average variance, the scale-free form of the rules below."""
+    w = eigenvalues(mat)
+    mean = float(np.mean(w)) if len(w) else 0.0
+    return w / mean if mean > 0 else w
+
+
+def kaiser_count(mat) -> int:
+    """Kaiser's rule: eigenvalues of the correlation matrix that reach 1 (at least 1); of a
+    covariance matrix, those that reach the mean eigenvalue (the same rule, scale-free)."""
+    return max(1, int(np.sum(_unit_mean(mat) >= 1.0 - 1e-12)))
 
 
 def se_scree_count(corr) -> int:
     """Standard-error scree (Zoski & Jurs 1996): walk down the eigenvalues; factor i is
     retained while the standard error of the estimate of a straight line fitted to the
     eigenvalues i..p (against their position) exceeds 1/p."""
-    w = eigenvalues(corr)
+    w = _unit_mean(corr)
     p = len(w)
     count = 0
     for i in range(p - 2):
@@ -147,9 +157,13 @@ def factor_count(corr, rule: str = "kaiser", tau: float | None = None) -> int:
 # ---- adequacy -----------------------------------------------------------------------------
 
 def bartlett_sphericity(corr, n_samples: float) -> tuple[float, float, int]:
-    """Bartlett's test that the correlation matrix is the identity: (chi2, p-value, dof)."""
+    """Bartlett's test that the correlation matrix is the identity: (chi2, p-value, dof), with
+    `n_samples` independent samples. With too few (n - 1 - (2p + 5)/6 <= 0: fewer than about
+    p/3 + 2 samples) the test says nothing: chi2 and p are NaN."""
     r = correlation(corr)
     p = r.shape[0]
+    if float(n_samples) - 1.0 - (2.0 * p + 5.0) / 6.0 <= 0:
+        return math.nan, math.nan, p * (p - 1) // 2
     sign, logdet = np.linalg.slogdet(r)
     if sign <= 0:
         logdet = -np.inf  # singular: perfectly collinear channels, sphericity rejected outright
@@ -206,14 +220,18 @@ class LFAResult:
 
 
 def lfa(cov, k: int | None = None, rule: str = "kaiser", tau: float | None = None,
-        n_samples: float = 1.0, tol: float = 1e-8, max_iter: int = 1000) -> LFAResult:
-    """LFA1-1 on a covariance: correlation, ML factor analysis with k factors (or by `rule`),
-    varimax, one filter per factor."""
+        n_samples: float = 1.0, tol: float = 1e-8, max_iter: int = 1000, basis: str = "correlation") -> LFAResult:
+    """LFA1-1 on a covariance: ML factor analysis with k factors (or by `rule`) of the
+    correlation (`basis="correlation"`: standardised channels) or of the covariance itself
+    (raw channels, as scikit-learn's FactorAnalysis on the data), varimax, one filter per
+    factor. Bartlett's test (with `n_samples` independent samples) and KMO are about the
+    correlation matrix in either basis."""
     r = correlation(cov)
+    s = basis_matrix(cov, basis)
     if k is None:
-        k = factor_count(r, rule, tau)
+        k = factor_count(s, rule, tau)
     k = min(int(k), r.shape[0])
-    fit = ml_factor_analysis(r, k, tol=tol, max_iter=max_iter)  # tol per sample
+    fit = ml_factor_analysis(s, k, tol=tol, max_iter=max_iter)  # tol per sample
     rot = varimax(fit.loadings)
     overall, each = kmo(r)
     return LFAResult(

@@ -10,6 +10,7 @@ import numpy as np
 from .base import Criterion, Knob, register
 from .context import GroupContext, as_numpy
 from .factor import FACTOR_RULES, LFAResult, factor_count, lfa
+from .linalg import BASES, basis_matrix, components_for_variance
 from .nci import pca_count
 
 
@@ -17,12 +18,15 @@ from .nci import pca_count
 class LFAOptions:
     factors: str | None = None      # kaiser (default), variance (needs variance=tau), se_scree
     variance: float | None = None   # tau of factors="variance" (given alone: factors="variance")
+    basis: str = "correlation"      # or "covariance": the matrix the factor analysis runs on
 
     def __post_init__(self) -> None:
         if self.factors is not None and self.factors not in FACTOR_RULES:
             raise ValueError(f"fastprune: unknown factor-count rule {self.factors!r} ({', '.join(FACTOR_RULES)})")
         if self.factors == "variance" and self.variance is None:
             raise ValueError("fastprune: factors='variance' needs variance=tau")
+        if self.basis not in BASES:
+            raise ValueError(f"fastprune: basis must be one of {', '.join(BASES)}, got {self.basis!r}")
 
     @property
     def rule(self) -> str:
@@ -41,15 +45,20 @@ class LFA(Criterion):
 
     def count(self, ctx: GroupContext, value: float | None = None) -> int:
         if value is not None or self.options.rule == "variance":
-            return pca_count(ctx, self.knob_value(value))
-        return factor_count(ctx.correlation(), self.options.rule)
+            if self.options.basis == "correlation":
+                return pca_count(ctx, self.knob_value(value))
+            return components_for_variance(ctx.covariance(), self.knob_value(value))
+        return factor_count(basis_matrix(ctx.covariance(), self.options.basis), self.options.rule)
+
+    def _n(self, ctx: GroupContext) -> tuple[float, str]:
+        """Bartlett's n: the images (independent draws), else the samples."""
+        m = ctx.moments()
+        images = getattr(m, "images", 0)
+        return (float(images), "images") if images else (float(np.ravel(as_numpy(m.count))[0]), "samples")
 
     def fit(self, ctx: GroupContext, k: int) -> LFAResult:
-        def make() -> LFAResult:
-            m = ctx.moments()
-            n = float(np.ravel(as_numpy(m.count))[0])
-            return lfa(ctx.covariance(), k=k, n_samples=n)
-        return ctx.cached(("lfa", int(k)), make)
+        return ctx.cached(("lfa", int(k), self.options.basis),
+                          lambda: lfa(ctx.covariance(), k=k, n_samples=self._n(ctx)[0], basis=self.options.basis))
 
     def scores(self, ctx: GroupContext) -> np.ndarray:
         """The chosen filters at the own count first, then by largest |loading|."""
@@ -64,5 +73,13 @@ class LFA(Criterion):
     def info(self, ctx: GroupContext, keep: list[int]) -> dict[str, Any]:
         res = self.fit(ctx, len(keep))
         chi2, pval, dof = res.bartlett
-        return {"factors": len(res.keep), "bartlett_chi2": chi2, "bartlett_p": pval, "bartlett_dof": dof,
-                "kmo": res.kmo, "communalities": res.communalities.tolist()}
+        n, source = self._n(ctx)
+        return {"factors": len(res.keep), "bartlett_chi2": _finite(chi2), "bartlett_p": _finite(pval),
+                "bartlett_dof": dof, "bartlett_n": n, "bartlett_n_from": source, "kmo": _finite(res.kmo),
+                "communalities": res.communalities.tolist()}
+
+
+def _finite(v: float) -> float | None:
+    """None for a statistic that is not finite (Bartlett's chi2 of exactly collinear channels;
+    Bartlett's test with too few images)."""
+    return float(v) if np.isfinite(v) else None

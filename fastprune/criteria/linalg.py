@@ -20,6 +20,20 @@ def as_matrix(cov) -> np.ndarray:
     return 0.5 * (a + a.T)
 
 
+BASES = ("correlation", "covariance")
+
+
+def basis_matrix(cov, basis: str = "correlation") -> np.ndarray:
+    """The matrix PCA and factor analysis run on: the correlation (every channel with unit
+    variance; PCA of standardised data) or the covariance itself (PCA of the raw feature maps,
+    scikit-learn's PCA on the data)."""
+    if basis == "correlation":
+        return correlation(cov)
+    if basis == "covariance":
+        return as_matrix(cov)
+    raise ValueError(f"fastprune: basis must be one of {', '.join(BASES)}, got {basis!r}")
+
+
 def correlation(cov) -> np.ndarray:
     """Correlation from covariance; a constant (zero-variance) channel gets correlation 0
     with every other channel and 1 with itself, so it counts as one independent variable."""

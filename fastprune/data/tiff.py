@@ -3,8 +3,9 @@
 - Uncompressed contiguous images: memory-mapped (``tifffile.memmap``), a window is a slice.
 - Tiled or striped images (compressed or not, chunky samples): only the tiles / strips that
   intersect the window are read from disk and decoded (``TiffPage.decode``).
-- Anything else (e.g. separate sample planes): the page is decoded once and kept while the
-  reader lives.
+- Anything else: the page is decoded once and kept while the reader lives.
+Separate sample planes (planar configuration 2, e.g. GDAL's band-interleaved GeoTIFFs) are
+stored (S, H, W) and read as (H, W, S) like every other layout.
 Every failure is a ``ValueError`` naming the file.
 """
 from __future__ import annotations
@@ -24,6 +25,10 @@ class TiffImage:
             self._tif = tifffile.TiffFile(self.path)
             page = self._tif.pages.first
             self.shape: tuple[int, ...] = tuple(int(s) for s in page.shape)
+            # separate planes: page.shape is (S, H, W); windows are (H, W, S) like chunky data
+            self._planes = page.planarconfig == 2 and len(self.shape) == 3
+            if self._planes:
+                self.shape = self.shape[1:] + self.shape[:1]
             self.dtype = np.dtype(page.dtype)
         except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
             raise ValueError(f"{self.path}: not a readable TIFF ({type(e).__name__}: {e})") from None
@@ -36,7 +41,8 @@ class TiffImage:
         self._segments = False
         try:
             if page.is_memmappable:
-                self._mm = tifffile.memmap(self.path, mode="r")
+                mm = tifffile.memmap(self.path, mode="r")
+                self._mm = np.moveaxis(mm, 0, -1) if self._planes else mm
             elif page.planarconfig == 1 or len(self.shape) == 2:
                 ch = tuple(page.chunked)
                 self._segments = len(ch) == 2 or (len(ch) == 3 and ch[-1] == 1)
@@ -75,7 +81,8 @@ class TiffImage:
             if self._segments:
                 return self._read_segments(y, x, h, w)
             if self._full is None:
-                self._full = self._page.asarray()
+                full = self._page.asarray()
+                self._full = np.moveaxis(full, 0, -1) if self._planes else full
             return np.array(self._full[y:y + h, x:x + w])
         except ValueError:
             raise

@@ -54,10 +54,11 @@ class ASPP(nn.Module):
 
 
 class DeepLabV3Plus(nn.Module):
-    """DeepLabv3+; ``backbone`` "resnet18" or "resnet50", ``output_stride`` 16 or 8."""
+    """DeepLabv3+; ``backbone`` "resnet18" or "resnet50", ``output_stride`` 16 or 8; ``width``
+    scales every layer's channels (1.0: the reference network)."""
 
     def __init__(self, num_classes: int = 12, backbone: str = "resnet50", output_stride: int = 16,
-                 in_channels: int = 3) -> None:
+                 in_channels: int = 3, width: float = 1.0) -> None:
         super().__init__()
         if backbone not in _BACKBONES:
             raise ValueError(f"DeepLabV3Plus: backbone must be one of {sorted(_BACKBONES)}, got {backbone!r}")
@@ -67,12 +68,13 @@ class DeepLabV3Plus(nn.Module):
             raise ValueError(f"DeepLabV3Plus: num_classes must be >= 1, got {num_classes}")
         self.num_classes, self.output_stride = num_classes, output_stride
         dilate = (False, False, True) if output_stride == 16 else (False, True, True)
-        self.encoder = ResNet(_BACKBONES[backbone], in_channels, None, dilate)
+        self.encoder = ResNet(_BACKBONES[backbone], in_channels, None, dilate, width)
         rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
-        self.aspp = ASPP(self.encoder.channels[-1], 256, rates)
-        self.low = conv_bn_relu(self.encoder.channels[1], 48)
-        self.fuse = separable_bn_relu(256 + 48, 256)
-        self.classifier = nn.Conv2d(256, num_classes, 1)
+        aspp, low = max(1, round(256 * width)), max(1, round(48 * width))
+        self.aspp = ASPP(self.encoder.channels[-1], aspp, rates)
+        self.low = conv_bn_relu(self.encoder.channels[1], low)
+        self.fuse = separable_bn_relu(aspp + low, aspp)
+        self.classifier = nn.Conv2d(aspp, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.encoder.features(x)

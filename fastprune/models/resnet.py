@@ -58,27 +58,30 @@ _SPECS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
 
 class ResNet(nn.Module):
     """ResNet of ``depth`` in {18, 34, 50, 101}. ``dilate`` = which of layer2..4 trade their
-    stride for dilation (output stride 16: (False, False, True); 8: (False, True, True))."""
+    stride for dilation (output stride 16: (False, False, True); 8: (False, True, True)).
+    ``width`` scales every layer's channels (1.0: the standard network)."""
 
     def __init__(self, depth: int = 50, in_channels: int = 3, num_classes: int | None = None,
-                 dilate: tuple[bool, bool, bool] = (False, False, False)) -> None:
+                 dilate: tuple[bool, bool, bool] = (False, False, False), width: float = 1.0) -> None:
         super().__init__()
         if depth not in _SPECS:
             raise ValueError(f"ResNet: depth must be one of {sorted(_SPECS)}, got {depth!r}")
+        if not width > 0:
+            raise ValueError(f"ResNet: width must be > 0, got {width}")
         block, counts = _SPECS[depth]
+        w = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
         self.depth = depth
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(in_channels, w[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self._cin, self._dilation = 64, 1
-        self.layer1 = self._layer(block, 64, counts[0], 1, False)
-        self.layer2 = self._layer(block, 128, counts[1], 2, dilate[0])
-        self.layer3 = self._layer(block, 256, counts[2], 2, dilate[1])
-        self.layer4 = self._layer(block, 512, counts[3], 2, dilate[2])
-        self.channels = (64, 64 * block.expansion, 128 * block.expansion, 256 * block.expansion,
-                         512 * block.expansion)
-        self.fc = nn.Linear(512 * block.expansion, num_classes) if num_classes else None
+        self._cin, self._dilation = w[0], 1
+        self.layer1 = self._layer(block, w[0], counts[0], 1, False)
+        self.layer2 = self._layer(block, w[1], counts[1], 2, dilate[0])
+        self.layer3 = self._layer(block, w[2], counts[2], 2, dilate[1])
+        self.layer4 = self._layer(block, w[3], counts[3], 2, dilate[2])
+        self.channels = (w[0],) + tuple(c * block.expansion for c in w)
+        self.fc = nn.Linear(w[3] * block.expansion, num_classes) if num_classes else None
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -20,26 +20,28 @@ _DEC = ((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64,))
 class SegNet(nn.Module):
     """SegNet with ``enc[i]`` / ``dec[i]`` stages (``nn.Sequential`` of conv-BN-ReLU) and a final
     ``classifier`` conv. Any input of at least 32x32 (odd sizes are restored by unpooling to
-    the recorded sizes, e.g. CamVid's 360x480)."""
+    the recorded sizes, e.g. CamVid's 360x480). ``width`` scales every layer's channels (1.0:
+    the paper's network)."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 12) -> None:
+    def __init__(self, in_channels: int = 3, num_classes: int = 12, width: float = 1.0) -> None:
         super().__init__()
-        if in_channels < 1 or num_classes < 1:
-            raise ValueError(f"SegNet: in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}")
+        if in_channels < 1 or num_classes < 1 or not width > 0:
+            raise ValueError(f"SegNet: in_channels and num_classes must be >= 1 and width > 0, got "
+                             f"{in_channels}, {num_classes}, {width}")
         self.num_classes = num_classes
         enc, c = [], in_channels
         for stage in _ENC:
             layers: list[nn.Module] = []
             for v in stage:
-                layers += conv_bn_relu(c, v)
-                c = v
+                layers += conv_bn_relu(c, max(1, round(v * width)))
+                c = max(1, round(v * width))
             enc.append(nn.Sequential(*layers))
         dec = []
         for stage in _DEC:
             layers = []
             for v in stage:
-                layers += conv_bn_relu(c, v)
-                c = v
+                layers += conv_bn_relu(c, max(1, round(v * width)))
+                c = max(1, round(v * width))
             dec.append(nn.Sequential(*layers))
         self.enc = nn.ModuleList(enc)
         self.dec = nn.ModuleList(dec)

@@ -23,26 +23,30 @@ class DecoderBlock(nn.Sequential):
 
 
 class TernausNet(nn.Module):
-    """TernausNet-11. ``num_classes=1`` gives one logit map (binary: building if > 0)."""
+    """TernausNet-11. ``num_classes=1`` gives one logit map (binary: building if > 0).
+    ``width`` scales the VGG-11 encoder's channels (1.0: the paper's 64 ... 512; the decoder
+    follows ``num_filters``, which is 32 in the paper)."""
 
-    def __init__(self, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32) -> None:
+    def __init__(self, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32,
+                 width: float = 1.0) -> None:
         super().__init__()
-        if num_classes < 1 or in_channels < 1 or num_filters < 1:
-            raise ValueError("TernausNet: num_classes, in_channels, num_filters must be >= 1")
+        if num_classes < 1 or in_channels < 1 or num_filters < 1 or not width > 0:
+            raise ValueError("TernausNet: num_classes, in_channels, num_filters must be >= 1 and width > 0")
         self.num_classes = num_classes
         f = num_filters
+        e1, e2, e3, e4 = (max(1, round(c * width)) for c in (64, 128, 256, 512))
         self.pool = nn.MaxPool2d(2, 2)
-        self.conv1 = ConvRelu(in_channels, 64)
-        self.conv2 = ConvRelu(64, 128)
-        self.conv3s, self.conv3 = ConvRelu(128, 256), ConvRelu(256, 256)
-        self.conv4s, self.conv4 = ConvRelu(256, 512), ConvRelu(512, 512)
-        self.conv5s, self.conv5 = ConvRelu(512, 512), ConvRelu(512, 512)
-        self.center = DecoderBlock(f * 16, f * 16, f * 8)
-        self.dec5 = DecoderBlock(f * (16 + 8), f * 16, f * 8)
-        self.dec4 = DecoderBlock(f * (16 + 8), f * 16, f * 4)
-        self.dec3 = DecoderBlock(8 * 32 + f * 4, f * 8, f * 2)
-        self.dec2 = DecoderBlock(128 + f * 2, f * 4, f)
-        self.dec1 = ConvRelu(64 + f, f)
+        self.conv1 = ConvRelu(in_channels, e1)
+        self.conv2 = ConvRelu(e1, e2)
+        self.conv3s, self.conv3 = ConvRelu(e2, e3), ConvRelu(e3, e3)
+        self.conv4s, self.conv4 = ConvRelu(e3, e4), ConvRelu(e4, e4)
+        self.conv5s, self.conv5 = ConvRelu(e4, e4), ConvRelu(e4, e4)
+        self.center = DecoderBlock(e4, f * 16, f * 8)
+        self.dec5 = DecoderBlock(f * 8 + e4, f * 16, f * 8)
+        self.dec4 = DecoderBlock(f * 8 + e4, f * 16, f * 4)
+        self.dec3 = DecoderBlock(e3 + f * 4, f * 8, f * 2)
+        self.dec2 = DecoderBlock(e2 + f * 2, f * 4, f)
+        self.dec1 = ConvRelu(e1 + f, f)
         self.final = nn.Conv2d(f, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,18 +35,25 @@ def vgg_features(cfg: tuple, in_channels: int = 3, batch_norm: bool = True) -> n
 
 
 class VGG16(nn.Module):
-    """VGG16-BN for 32x32 inputs (CIFAR-10): ``features`` then ``classifier`` (512-512-classes)."""
+    """VGG16-BN for 32x32 inputs (CIFAR-10): ``features`` then ``classifier`` (512-512-classes).
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.5) -> None:
+    ``width`` scales every layer's channels (``width=0.125``: 8 ... 64 channels, for tests and
+    quick runs; 1.0 is the paper's network)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.5,
+                 width: float = 1.0) -> None:
         super().__init__()
-        if num_classes < 1 or in_channels < 1:
-            raise ValueError(f"VGG16: num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
+        if num_classes < 1 or in_channels < 1 or not width > 0:
+            raise ValueError(f"VGG16: num_classes and in_channels must be >= 1 and width > 0, got "
+                             f"{num_classes}, {in_channels}, {width}")
         self.num_classes = num_classes
-        self.features = vgg_features(VGG16_CFG, in_channels)
+        cfg = tuple(v if v == "M" else max(1, round(int(v) * width)) for v in VGG16_CFG)
+        hidden = int(cfg[-2])
+        self.features = vgg_features(cfg, in_channels)
         self.pool = nn.AdaptiveAvgPool2d(1)  # identity at 32x32 (the map is already 1x1)
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(512, num_classes))
+            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))

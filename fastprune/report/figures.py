@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from .records import LayerRecord, ModelResult, Sample
+from .records import HEADLINE, LayerRecord, ModelResult, Sample
 
 BASELINE_COLOR = "#7f7f7f"
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -207,7 +207,8 @@ def spectrum_figure(
 
 
 def models_figure(models: Mapping[str, ModelResult]) -> Figure:
-    """Whole model: parameters, MACs, CPU latency and building IoU (before/after fine-tuning)."""
+    """Whole model: parameters, MACs, CPU latency and the headline metric (building IoU, or a
+    classifier's top-1 accuracy) before/after fine-tuning."""
     if not models:
         raise ValueError("fastprune: no model results to draw")
     names = list(models)
@@ -218,7 +219,7 @@ def models_figure(models: Mapping[str, ModelResult]) -> Figure:
     x = np.arange(len(names))
     panels = (
         ("params", "parameters", lambda r: r.params),
-        ("macs", "MACs per tile", lambda r: r.macs),
+        ("macs", "MACs per input", lambda r: r.macs),
         ("latency", "CPU latency (ms, median)", lambda r: r.latency_ms),
     )
     for ax, (_key, label, get) in zip(axes, panels):
@@ -231,8 +232,9 @@ def models_figure(models: Mapping[str, ModelResult]) -> Figure:
         ax.margins(y=0.15)
     ax = axes[3]
     w = 0.38
-    after = [100 * models[n].iou for n in names]
-    before = [100 * (models[n].before_finetune or {}).get("iou", np.nan) for n in names]
+    key, headline = HEADLINE[models[names[0]].task]
+    after = [100 * models[n].headline for n in names]
+    before = [100 * (models[n].before_finetune or {}).get(key, np.nan) for n in names]
     has_before = np.isfinite(before)
     off = np.where(has_before, w / 2, 0.0)
     b1 = ax.bar(x - off, before, width=w, color="#c6dbef", edgecolor=[colors[n] for n in names],
@@ -241,7 +243,7 @@ def models_figure(models: Mapping[str, ModelResult]) -> Figure:
     ax.bar_label(b1, labels=["" if np.isnan(v) else f"{v:.1f}" for v in before], fontsize=7)
     ax.bar_label(b2, labels=[f"{v:.1f}" for v in after], fontsize=7)
     ax.set_xticks(x, labels, rotation=20, fontsize=8)
-    ax.set_ylabel("building IoU (%)")
+    ax.set_ylabel(f"{headline} (%)")
     ax.set_ylim(0, 130)
     ax.set_yticks(np.arange(0, 101, 20))
     ax.legend(fontsize=7, loc="upper center")

@@ -13,6 +13,11 @@ import numpy as np
 
 SUMMARY_KEYS = ("params", "macs", "latency_ms", "iou", "miou", "pixel_accuracy")
 METRIC_KEYS = ("iou", "miou", "pixel_accuracy")
+# A classifier's summary: top-1 accuracy in place of the segmentation metrics.
+CLASSIFIER_SUMMARY_KEYS = ("params", "macs", "latency_ms", "accuracy")
+CLASSIFIER_METRIC_KEYS = ("accuracy",)
+# What the report puts first, by task: (record field, how it is named)
+HEADLINE = {"segmentation": ("iou", "building IoU"), "classification": ("accuracy", "top-1 accuracy")}
 
 
 def _finite(name: str, value: Any) -> float:
@@ -26,8 +31,11 @@ def _finite(name: str, value: Any) -> float:
 
 
 def metrics_from_evaluation(result: Mapping[str, Any]) -> dict[str, float]:
-    """Map `fastprune.train.evaluate`'s dict to the report's metric names (iou = building IoU)."""
+    """Map `fastprune.train.evaluate`'s dict to the report's metric names: a segmentation
+    result to iou (building IoU), miou, pixel_accuracy; a classification result to accuracy."""
     try:
+        if "accuracy" in result and "building_iou" not in result:
+            return {"accuracy": float(result["accuracy"])}
         return {
             "iou": float(result["building_iou"]),
             "miou": float(result["miou"]),
@@ -39,7 +47,9 @@ def metrics_from_evaluation(result: Mapping[str, Any]) -> dict[str, float]:
 
 @dataclass
 class ModelResult:
-    """One model's whole-model figures: size, cost, CPU latency and (final) metrics.
+    """One model's whole-model figures: size, cost, CPU latency and (final) metrics: a
+    segmentation network's ``iou`` (building), ``miou`` and ``pixel_accuracy``, or a
+    classifier's top-1 ``accuracy`` (one kind, not both).
 
     `before_finetune` holds the metrics of a pruned model right after surgery (None for the
     baseline); `latency` the full measurement record (threads, repeats ...).
@@ -48,29 +58,48 @@ class ModelResult:
     params: int
     macs: int
     latency_ms: float
-    iou: float
-    miou: float
-    pixel_accuracy: float
+    iou: float | None = None
+    miou: float | None = None
+    pixel_accuracy: float | None = None
     before_finetune: dict[str, float] | None = None
     latency: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    accuracy: float | None = None
 
     def __post_init__(self) -> None:
         self.params = int(self.params)
         self.macs = int(self.macs)
         if self.params < 0 or self.macs < 0:
             raise ValueError("fastprune: params and MACs must be >= 0")
-        for k in ("latency_ms", "iou", "miou", "pixel_accuracy"):
+        seg = [getattr(self, k) is not None for k in METRIC_KEYS]
+        if (self.accuracy is None) != all(seg) or (any(seg) and not all(seg)):
+            raise ValueError("fastprune: a model result holds iou, miou and pixel_accuracy (segmentation) "
+                             "or accuracy (classification)")
+        for k in ("latency_ms",) + self.metric_keys:
             setattr(self, k, _finite(k, getattr(self, k)))
         if self.before_finetune is not None:
-            missing = [k for k in METRIC_KEYS if k not in self.before_finetune]
+            missing = [k for k in self.metric_keys if k not in self.before_finetune]
             if missing:
                 raise ValueError(f"fastprune: before_finetune lacks {missing}")
             self.before_finetune = {k: _finite(k, v) for k, v in self.before_finetune.items()}
 
+    @property
+    def task(self) -> str:
+        return "classification" if self.accuracy is not None else "segmentation"
+
+    @property
+    def metric_keys(self) -> tuple[str, ...]:
+        return CLASSIFIER_METRIC_KEYS if self.task == "classification" else METRIC_KEYS
+
+    @property
+    def headline(self) -> float:
+        """The metric the report puts first: building IoU, or a classifier's top-1 accuracy."""
+        return getattr(self, HEADLINE[self.task][0])
+
     def summary(self) -> dict[str, Any]:
         """The summary.json entry: the contract keys, then what else is known."""
-        out: dict[str, Any] = {k: getattr(self, k) for k in SUMMARY_KEYS}
+        keys = CLASSIFIER_SUMMARY_KEYS if self.task == "classification" else SUMMARY_KEYS
+        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         if self.before_finetune is not None:
             out["before_finetune"] = dict(self.before_finetune)
         if self.latency is not None:
@@ -122,18 +151,22 @@ class Sample:
 
 
 def summary(models: Mapping[str, ModelResult]) -> dict[str, dict[str, Any]]:
-    """summary.json: key 'baseline' and one key per method, each with the contract keys."""
+    """summary.json: key 'baseline' and one key per method, each with the contract keys, and
+    for a pruned model the reductions and the change of the headline metric (``iou_change``,
+    or ``accuracy_change`` for a classifier)."""
     if "baseline" not in models:
         raise ValueError("fastprune: the report needs a 'baseline' model result")
     out = {}
     for name, res in models.items():
         if not isinstance(res, ModelResult):
             raise TypeError(f"fastprune: model result '{name}' must be a ModelResult")
+        base = models["baseline"]
+        if res.task != base.task:
+            raise ValueError(f"fastprune: model result '{name}' is a {res.task} result, the baseline a {base.task} one")
         entry = res.summary()
         if name != "baseline":
-            base = models["baseline"]
             entry["params_reduction"] = 1.0 - res.params / base.params if base.params else 0.0
             entry["macs_reduction"] = 1.0 - res.macs / base.macs if base.macs else 0.0
-            entry["iou_change"] = res.iou - base.iou
+            entry[f"{HEADLINE[res.task][0]}_change"] = res.headline - base.headline
         out[name] = entry
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import figures
-from .records import LayerRecord, ModelResult, Sample, summary
+from .records import HEADLINE, LayerRecord, ModelResult, Sample, summary
 
 
 def _fmt(v: Any, kind: str = "") -> str:
@@ -26,8 +26,10 @@ def _fmt(v: Any, kind: str = "") -> str:
 
 def _models_table(models: Mapping[str, ModelResult]) -> str:
     base = models["baseline"]
+    key, label = HEADLINE[base.task]
+    extra_cols = ("mIoU (%)", "pixel acc. (%)") if base.task == "segmentation" else ()
     head = ("model", "params", "Δ params", "MACs", "Δ MACs", "CPU latency (ms)", "speed-up",
-            "building IoU before FT (%)", "building IoU (%)", "Δ IoU (points)", "mIoU (%)", "pixel acc. (%)")
+            f"{label} before FT (%)", f"{label} (%)", f"Δ {key} (points)") + extra_cols
     rows = []
     for name, r in models.items():
         is_base = name == "baseline"
@@ -40,12 +42,12 @@ def _models_table(models: Mapping[str, ModelResult]) -> str:
             "" if is_base else f"{100 * (r.macs / base.macs - 1):+.1f}%",
             f"{r.latency_ms:.2f}",
             "" if is_base else f"{base.latency_ms / r.latency_ms:.2f}×",
-            _fmt(bf.get("iou"), "pct"),
-            _fmt(r.iou, "pct"),
-            "" if is_base else f"{100 * (r.iou - base.iou):+.2f}",
-            _fmt(r.miou, "pct"),
-            _fmt(r.pixel_accuracy, "pct"),
+            _fmt(bf.get(key), "pct"),
+            _fmt(r.headline, "pct"),
+            "" if is_base else f"{100 * (r.headline - base.headline):+.2f}",
         ]
+        if extra_cols:
+            cells += [_fmt(r.miou, "pct"), _fmt(r.pixel_accuracy, "pct")]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c) if i == 0 else c}</td>" for i, c in enumerate(cells)) + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
 
@@ -95,9 +97,10 @@ def render_report(
     out.mkdir(parents=True, exist_ok=True)
 
     sections: list[tuple[str, str, str]] = []  # (title, png name, caption)
+    headline = HEADLINE[models["baseline"].task][1]
     todo: list[tuple[str, Any, str, str]] = [
         ("Whole model", lambda: figures.models_figure(models), "models.png",
-         "Parameters, MACs per tile and median CPU latency of the unpruned and pruned models; building IoU of "
+         f"Parameters, MACs per input and median CPU latency of the unpruned and pruned models; {headline} of "
          "each pruned model right after surgery and after fine-tuning."),
     ]
     if layers:
@@ -133,8 +136,9 @@ def render_report(
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts.append("<h2>Summary</h2>" + _models_table(models))
     parts.append("<p class='note'>MACs: multiply-accumulates of one forward pass. Latency: median of timed CPU "
-                 "forward passes after warm-up (threads and repeats below). IoU: building class. "
-                 "FT: fine-tuning. Machine-readable: <code>summary.json</code>.</p>")
+                 "forward passes after warm-up (threads and repeats below). "
+                 + ("IoU: building class. " if models["baseline"].task == "segmentation" else "")
+                 + "FT: fine-tuning. Machine-readable: <code>summary.json</code>.</p>")
     for sec_title, png, caption in sections:
         data = base64.b64encode((out / png).read_bytes()).decode("ascii")
         parts.append(f"<h2>{html.escape(sec_title)}</h2><p class='note'>{html.escape(caption)}</p>"

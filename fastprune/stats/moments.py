@@ -188,8 +188,6 @@ class ChannelMoments:
         _C.moments_update(v, out.data_ptr(), out.numel(), self.covariance,
                           0 if ws is None else ws.data_ptr(), 0 if ws is None else ws.numel())
         four = t.dim() == 4
-        if four and t.shape[2] * t.shape[3] == 1:
-            parts["msd_sum"].zero_()  # one position per image (after global pooling): its spatial std is 0
         return {"n": t.shape[0] * (t.shape[2] * t.shape[3] if four else 1),
                 "images": t.shape[0] if four else 0, **parts}
 
@@ -288,6 +286,12 @@ class ChannelMoments:
     def count(self) -> torch.Tensor:
         """Samples (pixels, or rows of 2-D input) seen per channel."""
         return torch.full((self.channels,), float(self._n), dtype=_F64)
+
+    @property
+    def images(self) -> int:
+        """(N, C, H, W) inputs seen, counted per image (0 for 2-D input): the independent draws
+        behind the pixel samples (a crop of a tiled input counts as one)."""
+        return int(self._images)
 
     @property
     def mean(self) -> torch.Tensor:

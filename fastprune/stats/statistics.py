@@ -193,13 +193,15 @@ class Statistics:
 
     def nonfinite(self) -> list[tuple[str, str]]:
         """(group id, consuming layer) of every accumulator whose sums are not finite (finite
-        activations too large for them: NaN/Inf input is refused when it arrives)."""
+        activations too large for them: NaN/Inf input is refused when it arrives). The msd sum is
+        not checked: it is NaN where a map has a single pixel (its spatial std is undefined, as
+        torch.std's), and an overflow shows in m2 anyway."""
         bad = []
         for kind, table in self._tables():
             for gid, per in table.items():
                 for cname, acc in per.items():
                     st = acc.state_dict()
-                    keys = ("mean", "m2", "abs_sum", "msd_sum") if kind == "moments" else ("moments", "gram")
+                    keys = ("mean", "m2", "abs_sum") if kind == "moments" else ("moments", "gram")
                     if any(k in st and not bool(torch.isfinite(st[k]).all()) for k in keys):
                         bad.append((gid, cname or self.groups[gid].primary or gid))
         return bad

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.tiles import window_starts
-from .metrics import check_labels, confusion_update, metrics_from_confusion
+from .metrics import check_labels, classification_metrics, confusion_update, metrics_from_confusion
 
 
 def _quiet() -> bool | None:
@@ -44,12 +44,16 @@ def _all_reduce(confusion: torch.Tensor) -> torch.Tensor:
 def evaluate(model: nn.Module, data: Dataset, num_classes: int | None = None, *, batch_size: int = 8,
              device: Any = None, ignore_index: int | None = None, num_workers: int = 0,
              progress: bool = True) -> dict:
-    """Metrics of ``model``'s argmax prediction on ``data``: ``pixel_accuracy``, ``iou`` (per
-    class), ``miou``, ``building_iou`` (class 1), ``confusion`` (rows target, columns prediction).
+    """Metrics of ``model``'s argmax prediction on ``data``.
 
-    ``data`` is a Dataset (or DataLoader) of (image (3, H, W), mask (H, W)). Under
-    ``torch.distributed`` each rank evaluates what it is given and the confusion matrices are
-    summed across ranks. The model's train/eval mode is restored afterwards.
+    Segmentation (``data`` of (image (3, H, W), mask (H, W)), logits (N, C, H, W)):
+    ``pixel_accuracy``, ``iou`` (per class), ``miou``, ``building_iou`` (class 1), ``confusion``
+    (rows target, columns prediction). Classification (labels (), logits (N, C)):
+    ``accuracy`` (top-1), ``class_accuracy`` (per class), ``confusion``, ``samples``.
+
+    ``data`` is a Dataset (or DataLoader). Under ``torch.distributed`` each rank evaluates what
+    it is given and the confusion matrices are summed across ranks. The model's train/eval
+    mode is restored afterwards.
     """
     n = _num_classes(model, data, num_classes)
     if ignore_index is None:
@@ -58,21 +62,29 @@ def evaluate(model: nn.Module, data: Dataset, num_classes: int | None = None, *,
     loader = data if isinstance(data, DataLoader) else DataLoader(
         data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     confusion = torch.zeros(n, n, dtype=torch.int64, device=dev)
+    classifier = None
     was_training = model.training
     model.eval()
     try:
-        for image, mask in tqdm(loader, desc="evaluate", leave=False,
-                                disable=_quiet() if progress else True):
+        for image, target in tqdm(loader, desc="evaluate", leave=False,
+                                  disable=_quiet() if progress else True):
             logits = model(image.to(dev))
-            if logits.shape[-2:] != mask.shape[-2:]:
+            kind = logits.ndim == 2 and target.ndim == 1
+            if classifier is not None and kind != classifier:
+                raise ValueError("evaluate: the data mixes class labels and masks")
+            classifier = kind
+            if not classifier and logits.shape[-2:] != target.shape[-2:]:
                 raise ValueError(f"evaluate: model output {tuple(logits.shape[-2:])} does not match "
-                                 f"mask {tuple(mask.shape[-2:])}")
-            check_labels(logits.shape[1], mask, ignore_index)
+                                 f"mask {tuple(target.shape[-2:])}")
+            check_labels(logits.shape[1], target, ignore_index)
             pred = logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
-            confusion_update(confusion, pred, mask.to(dev), ignore_index)
+            confusion_update(confusion, pred, target.to(dev), ignore_index)
     finally:
         model.train(was_training)
-    return metrics_from_confusion(_all_reduce(confusion), ignore_index)
+    confusion = _all_reduce(confusion)
+    if classifier:
+        return classification_metrics(confusion)
+    return metrics_from_confusion(confusion, ignore_index)
 
 
 def _weight_window(h: int, w: int, overlap: int) -> torch.Tensor:

@@ -33,7 +33,10 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | No
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice: float = 0.0,
                       ignore_index: int | None = None,
                       class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy (+ ``dice`` x Dice loss); one-logit outputs get binary cross-entropy."""
+    """Cross-entropy (+ ``dice`` x Dice loss); one-logit outputs get binary cross-entropy.
+    Logits (N, C) with labels (N,) (a classifier) take cross-entropy alone."""
+    if dice and logits.ndim == 2:
+        raise ValueError("fastprune: the Dice loss is for segmentation masks, not class labels")
     logits = two_class(logits)
     check_labels(logits.shape[1], target, ignore_index)
     ce = F.cross_entropy(logits.float(), target, weight=class_weights,

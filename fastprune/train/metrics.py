@@ -1,4 +1,5 @@
-"""Segmentation metrics from a confusion matrix (rows: target class, columns: prediction)."""
+"""Segmentation and classification metrics from a confusion matrix (rows: target class,
+columns: prediction)."""
 from __future__ import annotations
 
 import math
@@ -53,4 +54,18 @@ def metrics_from_confusion(confusion: torch.Tensor, ignore_index: int | None = N
         "building_iou": iou[1] if len(iou) > 1 else math.nan,
         "confusion": confusion.to(torch.int64).cpu().tolist(),
         "pixels": int(total),
+    }
+
+
+def classification_metrics(confusion: torch.Tensor) -> dict:
+    """Top-1 ``accuracy`` (correct / samples), ``class_accuracy`` (per class: correct / samples
+    of that class, NaN for a class without samples), the ``confusion`` matrix as nested lists
+    and the number of ``samples``."""
+    cm = confusion.to(torch.float64).cpu()
+    total, per = cm.sum(), cm.sum(1)
+    return {
+        "accuracy": float(cm.diag().sum() / total) if total > 0 else math.nan,
+        "class_accuracy": [float(cm[k, k] / per[k]) if per[k] > 0 else math.nan for k in range(cm.shape[0])],
+        "confusion": confusion.to(torch.int64).cpu().tolist(),
+        "samples": int(total),
     }

@@ -1,5 +1,6 @@
-"""Metrics of a model on a data set (pixel accuracy, building IoU, mIoU), its size and MACs,
-and optionally its CPU latency; prints a table and writes JSON with --out."""
+"""Metrics of a model on a data set (a segmentation network: pixel accuracy, building IoU,
+mIoU; a classifier: top-1 accuracy), its size and MACs, and optionally its CPU latency;
+prints a table and writes JSON with --out."""
 from __future__ import annotations
 
 import argparse
@@ -44,14 +45,18 @@ def run(args: argparse.Namespace) -> int:
     example = data[0][0][None]
     cost = count(loaded.model, example)
     out = {"format": METRICS_FORMAT, "version": 1, "model": args.model, "data": args.data, "params": int(cost.params), "macs": int(cost.macs),
-           "input_shape": list(example.shape), "pixel_accuracy": float(res["pixel_accuracy"]),
-           "iou": float(res["building_iou"]), "miou": float(res["miou"]),
-           "iou_per_class": [float(x) for x in res["iou"]]}
+           "input_shape": list(example.shape)}
+    if "accuracy" in res:
+        out.update(accuracy=float(res["accuracy"]), class_accuracy=[float(x) for x in res["class_accuracy"]],
+                   samples=int(res["samples"]))
+    else:
+        out.update(pixel_accuracy=float(res["pixel_accuracy"]), iou=float(res["building_iou"]),
+                   miou=float(res["miou"]), iou_per_class=[float(x) for x in res["iou"]])
     if args.latency:
         lat = measure_latency(loaded.model, example, threads=args.threads)
         out["latency_ms"] = lat.median_ms
         out["latency"] = lat.to_dict()
-    for k in ("params", "macs", "pixel_accuracy", "iou", "miou", "latency_ms"):
+    for k in ("params", "macs", "accuracy", "pixel_accuracy", "iou", "miou", "latency_ms"):
         if k in out:
             v = out[k]
             print(f"{k:<15} {v:,}" if isinstance(v, int) else f"{k:<15} {v:.4f}")

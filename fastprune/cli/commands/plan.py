@@ -66,6 +66,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="channels masked per step of the tolerance loop: a fraction of the prunable channels "
                         "(< 1) or a count (>= 1) (default 0.02)")
     g.add_argument("--train-base", action="store_true", help="train the model's weights jointly with the gates")
+    g.add_argument("--gate-threshold", choices=("global", "layer"), default="global",
+                   help="rank filters by |gate| (global) or by |gate| over the layer's initial gate RMS (layer: one "
+                        "threshold for every layer whatever the fan-scaled --gate-init) (default global)")
+    g.add_argument("--gate-retrain-epochs", type=int, default=0,
+                   help="epochs of gate (and with --train-base, weight) training between pruning steps; a step "
+                        "that leaves the tolerance is undone (default 0: no retraining)")
     g.add_argument("--batch-size", type=int, default=8, help="batch size of gate training and of --metric loss (default 8)")
     g.add_argument("--seed", type=int, default=0, help="seed of the gate initialisation and shuffling (default 0)")
     p.add_argument("--out", required=True, metavar="plan.json", help="plan file to write (gates: and "
@@ -142,13 +148,12 @@ def _metric(args: argparse.Namespace):
 
 
 def _loss(data):
-    """Cross-entropy that leaves out the labels `data` marks as void (if any)."""
-    from torch.nn import functional as F
+    """Cross-entropy that leaves out the labels `data` marks as void (if any); a one-logit
+    binary model (TernausNet) gets binary cross-entropy, as in training."""
+    from ...train.losses import segmentation_loss
 
     ignore = getattr(data, "ignore_index", None)
-    if ignore is None:
-        return F.cross_entropy
-    return lambda out, y: F.cross_entropy(out, y, ignore_index=ignore)
+    return lambda out, y: segmentation_loss(out, y, ignore_index=ignore)
 
 
 def _check_gates_args(args: argparse.Namespace) -> None:
@@ -162,8 +167,10 @@ def _check_gates_args(args: argparse.Namespace) -> None:
         raise UsageError("--method gates prunes as far as the metric allows: give --tolerance EPS")
     if not args.train_data:
         raise UsageError("--method gates trains importance weights: give --train-data SPEC (and --data SPEC)")
-    if args.gate_epochs < 0 or args.gate_lr <= 0 or args.gate_l1 < 0 or args.gate_step <= 0 or args.batch_size < 1:
-        raise UsageError("need --gate-epochs >= 0, --gate-lr > 0, --gate-l1 >= 0, --gate-step > 0, --batch-size >= 1")
+    if args.gate_epochs < 0 or args.gate_lr <= 0 or args.gate_l1 < 0 or args.gate_step <= 0 or args.batch_size < 1 \
+            or args.gate_retrain_epochs < 0:
+        raise UsageError("need --gate-epochs >= 0, --gate-lr > 0, --gate-l1 >= 0, --gate-step > 0, --batch-size >= 1, "
+                         "--gate-retrain-epochs >= 0")
     if args.gate_step >= 1 and args.gate_step != int(args.gate_step):
         raise UsageError(f"--gate-step {args.gate_step}: a count of channels (>= 1) is a whole number")
     if not args.data:
@@ -188,7 +195,8 @@ def _gates_plan(args: argparse.Namespace, stats, model):
         raise UsageError("--train-data and --data must hold samples")
     step = int(args.gate_step) if args.gate_step >= 1 else args.gate_step
     options = dict(init=args.gate_init, epochs=args.gate_epochs, lr=args.gate_lr, l1=args.gate_l1, step=step,
-                   train_base=args.train_base, seed=args.seed, fold=True, progress=True)
+                   train_base=args.train_base, seed=args.seed, fold=True, progress=True,
+                   threshold=args.gate_threshold, retrain_epochs=args.gate_retrain_epochs)
     options["loss"] = _loss(train)  # labels the data set marks as void do not count in the training loss
     options["evaluate"] = metric
     if stats is not None:
@@ -204,6 +212,24 @@ def _gates_plan(args: argparse.Namespace, stats, model):
     if stats is not None:
         plan.meta["fingerprint"] = stats.fingerprint
     return plan
+
+
+def _check_variance(args: argparse.Namespace) -> None:
+    """--variance where the method has no use for it is the user's error, not a silent no-op:
+    msd_nci counts by its own cut-off (--alpha / --percentile), and lfa's --variance is the tau of
+    --factors variance (it implies it; with --factors kaiser or se_scree it would be ignored)."""
+    from ..errors import UsageError
+
+    if args.variance is None:
+        return
+    if args.method == "msd_nci":
+        raise UsageError("--variance has no use with --method msd_nci: it prunes the low tail of its score "
+                         "distribution (--alpha or --percentile); use pca_nci or lfa for a variance threshold")
+    if args.method == "lfa" and args.factors not in (None, "variance"):
+        raise UsageError(f"--variance is the tau of --factors variance; with --factors {args.factors} it has no use "
+                         "(drop one of them)")
+    if args.method == "lfa":
+        args.factors = "variance"  # --variance alone implies it
 
 
 def run(args: argparse.Namespace) -> int:
@@ -224,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--train-data is for --method gates; --method {args.method} plans from STATS.fps")
     if args.method == "gates":
         _check_gates_args(args)
+    _check_variance(args)
     stats, loaded = model_of_stats(args)
     if args.method == "gates":
         plan = _gates_plan(args, stats, loaded.model)

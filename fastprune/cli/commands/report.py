@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="SPEC", help="evaluation data SPEC")
     p.add_argument("--stats", metavar="STATS.fps", help="statistics file (adds the eigenvalue spectra)")
     p.add_argument("--variance", type=finite_float, metavar="TAU", help="τ line drawn on the spectra")
-    p.add_argument("--input-size", default="256", metavar="N|HxW", help="input for MACs and latency (default 256)")
+    p.add_argument("--input-size", metavar="N|HxW",
+                   help="input for MACs and latency (default 256; a classifier: its data's image size)")
     p.add_argument("--repeats", type=int, default=10, help="timed CPU forward passes per model (default 10)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the latency measurement")
     p.add_argument("--samples", type=int, default=3, help="sample tiles to show (default 3)")
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.variance is not None and not 0 < args.variance <= 1:
         raise UsageError(f"--variance {args.variance}: the explained-variance threshold is in (0, 1]")
     check_output(args, args.out, "report")
-    size = parse_size(args.input_size)
+    size = parse_size(args.input_size) if args.input_size else None  # checked before any work
     base = load_model(args.model, args.weights, trust_code=args.trust_code)
     pruned = {}
     for folder in args.pruned:
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     data = open_data(args.data, 8)
     if len(data) == 0:
         raise UsageError(f"data SPEC {args.data!r} holds no samples")
+    classifier = getattr(data, "task", None) == "classification"
+    if size is None:
+        size = tuple(data[0][0].shape[-2:]) if classifier else (256, 256)
     example = example_input(base.model, size)
     stats = load_stats(args.stats) if args.stats else None
     if stats is not None:
@@ -88,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     meta = {"model": args.model, "data": args.data, "torch_threads": lats["baseline"].threads,
             "latency": f"median of {args.repeats} CPU forward passes per model, interleaved, input {list(example.shape)}",
             "macs": f"multiply-accumulates of one forward pass on {list(example.shape)}", "torch": torch.__version__}
-    path = render_report(args.out, results, layers, spectra, args.variance,
-                         assemble.samples(data, models, args.samples), meta=meta,
+    samples = [] if classifier else assemble.samples(data, models, args.samples)  # pictures of masks
+    path = render_report(args.out, results, layers, spectra, args.variance, samples, meta=meta,
                          num_classes=getattr(data, "num_classes", 2))
     print(f"report: {path}")
     return 0

@@ -126,6 +126,8 @@ class Gates(nn.Module):
         self.groups = prunable
         self.weights = nn.ParameterList(
             [nn.Parameter(init_gates(group_size(g), init, generator)) for g in prunable])
+        # each group's initial gate magnitude (RMS): He/LeCun/Xavier scale with 1/sqrt(group size)
+        self.init_scale = [float(w.detach().pow(2).mean().sqrt()) or 1.0 for w in self.weights]
         for i, g in enumerate(prunable):
             self.register_buffer(f"alive{i}", torch.ones(group_size(g)))
         producers = {m.module for g in prunable for m in g.producers}
@@ -218,9 +220,11 @@ class Gates(nn.Module):
                 out.setdefault(p.module, set()).update(int(p.indices[i]) for i in idx)
         return {k: sorted(v) for k, v in out.items()}
 
-    def scores(self) -> list[torch.Tensor]:
-        """|gate| per group (detached copies), the importance the pruning loop sorts by."""
-        return [w.detach().abs().clone() for w in self.weights]
+    def scores(self, per_layer: bool = False) -> list[torch.Tensor]:
+        """|gate| per group (detached copies), the importance the pruning loop sorts by; with
+        `per_layer`, divided by the group's initial gate RMS (`init_scale`), so one threshold
+        means the same relative drop in every layer whatever the fan-scaled initialisation."""
+        return [w.detach().abs() / (s if per_layer else 1.0) for w, s in zip(self.weights, self.init_scale)]
 
     # --- folding -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,6 +1,7 @@
 """The gates pruning loop: raise a threshold on |gate| step by step while the loss stays within ε."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -10,17 +11,24 @@ from ...planning.tolerance import Tolerance, largest_within
 from .attach import Gates
 
 
-def pruning_order(scores: list[torch.Tensor], min_keep: int = 1) -> list[tuple[int, int]]:
+THRESHOLDS = ("global", "layer")
+
+
+def pruning_order(scores: list[torch.Tensor], min_keep: int = 1,
+                  removed: dict[int, list[int]] | None = None) -> list[tuple[int, int]]:
     """(group slot, channel) pairs in ascending |gate|, leaving each group at least `min_keep` channels.
 
     Ties break by (slot, channel) so the order is deterministic. A threshold t on |gate|
-    corresponds to a prefix of this order.
+    corresponds to a prefix of this order. Channels in `removed` ({slot: channels}) are
+    already gone: they are left out and count against their group's `min_keep`.
     """
     if min_keep < 1:
         raise ValueError(f"fastprune: min_keep must be >= 1 (a group cannot lose every channel), got {min_keep}")
-    flat = [(float(s[c]), slot, c) for slot, s in enumerate(scores) for c in range(s.numel())]
+    removed = removed or {}
+    gone = {(slot, c) for slot, cs in removed.items() for c in cs}
+    flat = [(float(s[c]), slot, c) for slot, s in enumerate(scores) for c in range(s.numel()) if (slot, c) not in gone]
     flat.sort()
-    budget = [max(0, s.numel() - min_keep) for s in scores]
+    budget = [max(0, s.numel() - min_keep - len(removed.get(slot, ()))) for slot, s in enumerate(scores)]
     order = []
     for _, slot, c in flat:
         if budget[slot] > 0:
@@ -67,7 +75,8 @@ class Selection:
 
 def select_by_gates(gates: Gates, value: Callable[[], float], baseline: float, tolerance: Tolerance, *,
                     step: int | float = 1, min_keep: int = 1, progress: bool = True,
-                    mask: Callable[[dict[str, list[int]]], Any] | None = None) -> Selection:
+                    mask: Callable[[dict[str, list[int]]], Any] | None = None, threshold: str = "global",
+                    retrain: Callable[[], Any] | None = None) -> Selection:
     """Mask channels in ascending |gate|, `step` at a time, until `value()` leaves the tolerance.
 
     `value()` measures the (masked, gated) model on the validation data. A masked channel's
@@ -75,23 +84,67 @@ def select_by_gates(gates: Gates, value: Callable[[], float], baseline: float, t
     channels exactly dead the way surgery would (`fastprune.surgery.masked`; it returns a
     handle with `.remove()`), which matters where an activation maps 0 to non-zero. On return
     the gates mask the last candidate that was within tolerance (nothing if none was).
-    """
-    scores = gates.scores()
-    order = pruning_order(scores, min_keep)
-    counts = step_counts(len(order), step)
 
-    def evaluate(k: int) -> float:
-        gates.set_removed(_as_removed(order, k))
-        handle = mask(gates.removal()) if mask is not None and k > 0 else None
+    `threshold="layer"` ranks by |gate| over the group's initial gate RMS (`Gates.scores`):
+    with He/LeCun/Xavier gates, whose initial magnitudes scale with 1/sqrt(group size), one
+    global threshold on raw |gate| would empty the widest layers first. `retrain()`, if given,
+    trains between steps (after masking, before measuring): the channels of each step are then
+    the lowest-ranked of the retrained gates, and a step that leaves the tolerance is undone,
+    gates and model weights restored to the last step within it.
+    """
+    if threshold not in THRESHOLDS:
+        raise ValueError(f"fastprune: threshold must be one of {THRESHOLDS}, got {threshold!r}")
+    per_layer = threshold == "layer"
+
+    def measure(removed: dict[int, list[int]]) -> float:
+        gates.set_removed(removed)
+        handle = mask(gates.removal()) if mask is not None and removed else None
         try:
             return value()
         finally:
             if handle is not None:
                 handle.remove()
 
-    idx, values = largest_within(counts, evaluate, baseline, tolerance, mode="linear", progress=progress)
+    if retrain is not None:
+        return _select_retraining(gates, measure, baseline, tolerance, step, min_keep, per_layer, retrain)
+    scores = gates.scores(per_layer)
+    order = pruning_order(scores, min_keep)
+    counts = step_counts(len(order), step)
+    idx, values = largest_within(counts, lambda k: measure(_as_removed(order, k)), baseline, tolerance,
+                                 mode="linear", progress=progress)
     pruned = counts[idx] if idx >= 0 else 0
     gates.set_removed(_as_removed(order, pruned))
     thresholds = [float(scores[order[k - 1][0]][order[k - 1][1]]) for k in counts[:len(values)]]
     return Selection(pruned=pruned, value=values[idx] if idx >= 0 else None, counts=counts[:len(values)],
                      values=values, thresholds=thresholds)
+
+
+def _select_retraining(gates: Gates, measure: Callable[[dict[int, list[int]]], float], baseline: float,
+                       tolerance: Tolerance, step: int | float, min_keep: int, per_layer: bool,
+                       retrain: Callable[[], Any]) -> Selection:
+    """The loop with retraining between steps: re-rank the remaining channels after each retrain."""
+    model = gates._model[0]
+    counts = step_counts(len(pruning_order(gates.scores(per_layer), min_keep)), step)
+    removed: dict[int, list[int]] = {}
+    accepted = (0, None, {}, copy.deepcopy(gates.state_dict()), copy.deepcopy(model.state_dict()))
+    done, values, thresholds = [], [], []
+    for k in counts:
+        scores = gates.scores(per_layer)
+        have = sum(len(v) for v in removed.values())
+        new = pruning_order(scores, min_keep, removed)[:k - have]
+        for slot, c in new:
+            removed.setdefault(slot, []).append(c)
+        gates.set_removed(removed)
+        retrain()
+        v = measure(removed)
+        done.append(k)
+        values.append(v)
+        thresholds.append(float(scores[new[-1][0]][new[-1][1]]))
+        if not tolerance.within(baseline, v):
+            break
+        accepted = (k, v, copy.deepcopy(removed), copy.deepcopy(gates.state_dict()), copy.deepcopy(model.state_dict()))
+    pruned, value, kept_removed, gate_state, model_state = accepted
+    gates.load_state_dict(gate_state)
+    model.load_state_dict(model_state)
+    gates.set_removed(kept_removed)
+    return Selection(pruned=pruned, value=value, counts=done, values=values, thresholds=thresholds)
