@@ -33,7 +33,7 @@ def test_lfa_variance_alone_implies_factors_variance(monkeypatch, tmp_path):
         seen.update(factors=args.factors, variance=args.variance)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cmd, "_model", stop)
+    monkeypatch.setattr(cmd, "model_of_stats", stop)
     code = main(["plan", str(tmp_path / "s.fps"), "--method", "lfa", "--variance", "0.9", "--out", str(tmp_path / "p.json")])
     assert code == 130  # stopped where the statistics would be loaded
     assert seen == {"factors": "variance", "variance": 0.9}
