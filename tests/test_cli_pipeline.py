@@ -182,3 +182,30 @@ def test_not_a_statistics_file(run, capsys):
     bad.write_bytes(b"garbage")
     code, out = cli("plan", str(bad), "--method", "l1", "--out", str(run / "x.json"), capsys=capsys)
     _one_line_error(code, out)
+
+
+def test_basis_on_the_command_line(run, capsys):
+    """--basis reaches the PCA count: covariance counts equal scikit-learn-style counts of the
+    covariance eigenvalues of the saved statistics, correlation the standardised ones; a basis
+    that does not exist, or one with no use for the method and rule, is one clear error."""
+    from fastprune.criteria.linalg import components_for_variance, correlation
+    from fastprune.stats.statistics import Statistics
+
+    stats = Statistics.load(run / "s.fps")
+    for basis in ("correlation", "covariance"):
+        out = run / f"pca-{basis}.json"
+        code, _ = cli("plan", str(run / "s.fps"), "--method", "pca_nci", "--variance", "0.9", "--basis", basis,
+                      "--out", str(out), capsys=capsys)
+        assert code == 0
+        layers = json.loads(out.read_text())["layers"]
+        for rec in layers.values():
+            cov = stats.moments[rec["group"]].cov.double().numpy()
+            mat = correlation(cov) if basis == "correlation" else cov
+            assert rec["kept"] == max(1, components_for_variance(mat, 0.9)), (basis, rec["group"])
+    code, out = cli("plan", str(run / "s.fps"), "--method", "pca_nci", "--basis", "spearman",
+                    "--out", str(run / "b.json"), capsys=capsys)
+    assert code == 2 and "spearman" in out.err and "Traceback" not in out.err
+    code, out = cli("plan", str(run / "s.fps"), "--method", "l1", "--ratio", "0.5", "--basis", "covariance",
+                    "--out", str(run / "b.json"), capsys=capsys)
+    _one_line_error(code, out, "basis")
+    assert not (run / "b.json").exists()

@@ -10,7 +10,7 @@ import numpy as np
 from .base import Criterion, Knob, register
 from .context import GroupContext, as_numpy
 from .factor import FACTOR_RULES, LFAResult, factor_count, lfa
-from .linalg import BASES, basis_matrix, components_for_variance
+from .linalg import basis_matrix, check_basis
 from .nci import pca_count
 
 
@@ -25,8 +25,7 @@ class LFAOptions:
             raise ValueError(f"fastprune: unknown factor-count rule {self.factors!r} ({', '.join(FACTOR_RULES)})")
         if self.factors == "variance" and self.variance is None:
             raise ValueError("fastprune: factors='variance' needs variance=tau")
-        if self.basis not in BASES:
-            raise ValueError(f"fastprune: basis must be one of {', '.join(BASES)}, got {self.basis!r}")
+        check_basis(self.basis)
 
     @property
     def rule(self) -> str:
@@ -45,9 +44,7 @@ class LFA(Criterion):
 
     def count(self, ctx: GroupContext, value: float | None = None) -> int:
         if value is not None or self.options.rule == "variance":
-            if self.options.basis == "correlation":
-                return pca_count(ctx, self.knob_value(value))
-            return components_for_variance(ctx.covariance(), self.knob_value(value))
+            return pca_count(ctx, self.knob_value(value), self.options.basis)
         return factor_count(basis_matrix(ctx.covariance(), self.options.basis), self.options.rule)
 
     def _n(self, ctx: GroupContext) -> tuple[float, str]:

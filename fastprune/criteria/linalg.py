@@ -23,6 +23,12 @@ def as_matrix(cov) -> np.ndarray:
 BASES = ("correlation", "covariance")
 
 
+def check_basis(basis: str) -> str:
+    if basis not in BASES:
+        raise ValueError(f"fastprune: basis must be one of {', '.join(BASES)}, got {basis!r}")
+    return basis
+
+
 def basis_matrix(cov, basis: str = "correlation") -> np.ndarray:
     """The matrix PCA and factor analysis run on: the correlation (every channel with unit
     variance; PCA of standardised data) or the covariance itself (PCA of the raw feature maps,

@@ -11,7 +11,7 @@ from fastprune.graph import Member
 
 from .base import Criterion, Knob, register
 from .context import GroupContext, as_numpy
-from .linalg import count_for_variance, explained_variance_ratio
+from .linalg import basis_matrix, check_basis, count_for_variance, explained_variance_ratio
 
 
 def _sum_squares(moments) -> np.ndarray:
@@ -103,19 +103,28 @@ class NCIW(Criterion):
         return total
 
 
-def pca_spectrum(ctx: GroupContext) -> np.ndarray:
-    """Cumulative explained-variance ratio of the group's correlation matrix (computed once)."""
-    return ctx.cached("pca_cumulative", lambda: np.cumsum(explained_variance_ratio(ctx.correlation())))
+def pca_spectrum(ctx: GroupContext, basis: str = "correlation") -> np.ndarray:
+    """Cumulative explained-variance ratio of the group's correlation (or covariance) matrix,
+    computed once per basis."""
+    if basis == "correlation":
+        return ctx.cached("pca_cumulative", lambda: np.cumsum(explained_variance_ratio(ctx.correlation())))
+    return ctx.cached(("pca_cumulative", basis),
+                      lambda: np.cumsum(explained_variance_ratio(basis_matrix(ctx.covariance(), basis))))
 
 
-def pca_count(ctx: GroupContext, tau: float) -> int:
-    """Fewest principal components of the correlation matrix reaching explained variance tau."""
-    return count_for_variance(pca_spectrum(ctx), float(tau))
+def pca_count(ctx: GroupContext, tau: float, basis: str = "correlation") -> int:
+    """Fewest principal components of the `basis` matrix (correlation: standardised channels, as
+    the papers; covariance: raw feature maps, as scikit-learn's PCA) reaching explained variance tau."""
+    return count_for_variance(pca_spectrum(ctx, basis), float(tau))
 
 
 @dataclass(frozen=True)
 class PCANCIOptions:
     variance: float = 0.95
+    basis: str = "correlation"   # or "covariance": the matrix whose PCA counts the channels
+
+    def __post_init__(self) -> None:
+        check_basis(self.basis)
 
 
 @register
@@ -131,11 +140,12 @@ class PCANCI(Criterion):
         return influence(ctx)
 
     def count(self, ctx: GroupContext, value: float | None = None) -> int:
-        return pca_count(ctx, self.knob_value(value))
+        return pca_count(ctx, self.knob_value(value), self.options.basis)
 
     def info(self, ctx: GroupContext, keep: list[int]) -> dict[str, Any]:
         tau = float(self.options.variance)
-        return {"pca_components": pca_count(ctx, tau), "variance_tau": tau}
+        return {"pca_components": pca_count(ctx, tau, self.options.basis), "variance_tau": tau,
+                "basis": self.options.basis}
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

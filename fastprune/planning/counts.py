@@ -36,7 +36,7 @@ def counts_for(rule: Any, criterion: Criterion, contexts: dict[str, GroupContext
     if isinstance(rule, Own):
         return each(lambda ctx: criterion.count(ctx, rule.value)), {}
     if isinstance(rule, Variance):
-        return each(lambda ctx: pca_count(ctx, rule.tau)), {}
+        return each(lambda ctx: pca_count(ctx, rule.tau, rule.basis)), {}
     if isinstance(rule, Ratio):
         return each(lambda ctx: rule.count(ctx.channels)), {}
     if isinstance(rule, Budget):

@@ -20,7 +20,7 @@ def compose(method: str | Criterion, *, variance: float | None = None, ratio: fl
             target_macs: float | None = None, target_params: float | None = None, allocation: str | None = None,
             tolerance: float | None = None, evaluate: Callable[[dict[str, list[int]]], float] | None = None,
             relative: bool = False, higher_is_better: bool = False, steps: Sequence[float] | None = None,
-            search: str = "bisect", min_channels: int = 1, round_to: int = 1, exclude: Sequence[str] | None = (),
+            search: str = "bisect", basis: str | None = None, min_channels: int = 1, round_to: int = 1, exclude: Sequence[str] | None = (),
             **options: Any) -> tuple[Criterion, Any, Bounds]:
     given = [k for k, v in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params),
                             ("tolerance", tolerance)) if v is not None]
@@ -37,7 +37,13 @@ def compose(method: str | Criterion, *, variance: float | None = None, ratio: fl
         fields = {f.name for f in dataclasses.fields(crit.Options)}
         if variance is not None and "variance" in fields:
             options["variance"] = variance
+        if basis is not None and "basis" in fields:
+            options["basis"] = basis
         crit = get(method, **{k: v for k, v in options.items() if v is not None})
+    if basis is not None and "basis" not in {f.name for f in dataclasses.fields(crit.Options)} and (
+            variance is None or any(v is not None for v in (ratio, target_macs, target_params, tolerance))):
+        raise ValueError(f"fastprune: basis= has no use here: it is the matrix of a PCA count (variance=) "
+                         f"or of pca_nci/lfa, not of {crit.name!r} with this rule")
     rule: Any
     if ratio is not None:
         rule = Ratio(ratio)
@@ -47,7 +53,7 @@ def compose(method: str | Criterion, *, variance: float | None = None, ratio: fl
         rule = Tolerance(tolerance, relative=relative, higher_is_better=higher_is_better, evaluate=evaluate,
                          steps=steps, search=search)
     elif variance is not None:
-        rule = Variance(variance)
+        rule = Variance(variance, basis or "correlation")
     else:
         rule = Own()
     return crit, rule, Bounds(int(min_channels), int(round_to), tuple(exclude or ()))

@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastprune.criteria.linalg import check_basis
+
 ALLOCATIONS = ("own", "global", "uniform", "redundancy")
 
 
@@ -31,15 +33,20 @@ def check_fraction(name: str, r: Any) -> float:
 
 @dataclass(frozen=True)
 class Variance:
-    """Per-layer count: fewest principal components reaching explained variance `tau`."""
+    """Per-layer count: fewest principal components reaching explained variance `tau`, of the
+    channel correlation matrix (`basis="correlation"`, the default: channels of very different
+    scales count alike, as in the papers) or of the covariance (`"covariance"`: raw feature
+    maps, what scikit-learn's `PCA(tau)` counts)."""
     tau: float
+    basis: str = "correlation"
 
     def __post_init__(self) -> None:
         if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not 0 < self.tau <= 1:
             raise ValueError(f"fastprune: variance (tau) must be in (0, 1], got {self.tau!r}")
+        check_basis(self.basis)
 
     def describe(self) -> dict[str, Any]:
-        return {"variance": float(self.tau)}
+        return {"variance": float(self.tau), "basis": self.basis}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from ... import criteria
+from ...criteria.linalg import BASES
 from ...planning.rules import ALLOCATIONS
 from ..argtypes import finite_float
 
@@ -43,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "per-layer count, its knob searched; default for pca_nci, msd_nci, lfa), global (one "
                         "threshold on normalised scores; default otherwise), uniform, redundancy (PCA counts)")
     p.add_argument("--relative", action="store_true", help="--tolerance is a fraction of the unpruned metric")
+    p.add_argument("--basis", choices=BASES,
+                   help="the matrix of PCA counts (--variance), pca_nci and lfa: correlation (default: "
+                        "standardised channels, as the papers) or covariance (raw feature maps, as sklearn's PCA)")
     p.add_argument("--factors", choices=("kaiser", "variance", "se_scree"),
                    help="lfa: how many factors (kaiser: eigenvalues >= 1; variance: with --variance; se_scree)")
     p.add_argument("--alpha", type=finite_float, help="msd_nci: prune below mean - alpha*std of the score distribution")
@@ -81,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def rule_options(args: argparse.Namespace) -> dict:
     opts = {k: getattr(args, k) for k in ("variance", "ratio", "target_macs", "target_params", "tolerance", "allocation",
-                                          "factors", "alpha", "percentile", "exclude", "min_channels", "round_to")
+                                          "basis", "factors", "alpha", "percentile", "exclude", "min_channels", "round_to")
             if getattr(args, k, None) is not None}
     return opts
 
