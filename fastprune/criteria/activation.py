@@ -10,24 +10,31 @@ from .base import Criterion, register
 from .context import GroupContext, as_numpy
 
 
+class _Moment(Criterion):
+    """A criterion that is one per-channel statistic of the group's moments."""
+    needs = frozenset({"moments"})
+    statistic = ""
+
+    def scores(self, ctx: GroupContext) -> np.ndarray:
+        return as_numpy(getattr(ctx.moments(), self.statistic))
+
+
 @register
-class Mean(Criterion):
+class Mean(_Moment):
     """Mean activation of each channel."""
-    name = "mean"
-    needs = frozenset({"moments"})
-
-    def scores(self, ctx: GroupContext) -> np.ndarray:
-        return as_numpy(ctx.moments().mean)
+    name = statistic = "mean"
 
 
 @register
-class Std(Criterion):
+class Std(_Moment):
     """Standard deviation of each channel over all pixels of all images."""
-    name = "std"
-    needs = frozenset({"moments"})
+    name = statistic = "std"
 
-    def scores(self, ctx: GroupContext) -> np.ndarray:
-        return as_numpy(ctx.moments().std)
+
+@register
+class MSD(_Moment):
+    """Mean over images of each channel's spatial standard deviation."""
+    name = statistic = "msd"
 
 
 @register
@@ -41,16 +48,6 @@ class APoZ(Criterion):
 
     def info(self, ctx: GroupContext, keep: list[int]) -> dict[str, Any]:
         return {"apoz": as_numpy(ctx.moments().zero_fraction).tolist()}
-
-
-@register
-class MSD(Criterion):
-    """Mean over images of each channel's spatial standard deviation."""
-    name = "msd"
-    needs = frozenset({"moments"})
-
-    def scores(self, ctx: GroupContext) -> np.ndarray:
-        return as_numpy(ctx.moments().msd)
 
 
 @register
