@@ -73,7 +73,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     from torch.utils.data import DataLoader
 
     from .. import __version__
-    from ..report import ModelResult, assemble, measure_latencies, render_report, summary
+    from ..report import assemble, measure_latencies, render_report, summary
     from ..report.records import metrics_from_evaluation
 
     from ..graph.cost import count
@@ -144,13 +144,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     with clock.phase(f"CPU latency of {len(models)} models, interleaved ({threads} threads)"):
         lats = measure_latencies(models, example, warmup=cfg.latency_warmup, repeats=cfg.latency_repeats,
                                  threads=threads)
-    results = {}
-    for name, m in models.items():
-        cost = before if name == "baseline" else count(m, example)
-        results[name] = ModelResult(params=cost.params, macs=cost.macs, latency_ms=lats[name].median_ms,
-                                    latency=lats[name].to_dict(), before_finetune=before_ft.get(name),
-                                    extra={"rule": cfg.methods[name]} if name in cfg.methods else {},
-                                    **metrics[name])
+    results = {name: assemble.model_result(m, test, example, batch_size=cfg.batch_size, latency=lats[name],
+                                           before_finetune=before_ft.get(name),
+                                           extra={"rule": cfg.methods[name]} if name in cfg.methods else None)
+               for name, m in models.items()}
 
     with clock.phase("write the report"):
         first = next(iter(plans.values()), None)

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ...report import ModelResult, assemble, measure_latencies, render_report
+    from ...report import assemble, measure_latencies, render_report
     from ..artifacts import load_model, load_stats
     from ..errors import UsageError
     from ..outputs import check_output
@@ -71,21 +71,13 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--stats {args.stats}: {str(exc).removeprefix('fastprune: ')} (give the statistics "
                              f"of {args.model})") from None
     from ...graph.cost import count
-    from ...report.records import metrics_from_evaluation
-    from ...train import evaluate
 
     models = {"baseline": base.model, **{k: v.model for k, v in pruned.items()}}
     lats = measure_latencies(models, example, repeats=args.repeats, threads=args.threads)
     before = count(base.model, example)
-    results, layers = {}, {}
-    for name, m in models.items():
-        cost = before if name == "baseline" else count(m, example)
-        doc = pruned[name].doc if name in pruned else {}
-        results[name] = ModelResult(params=cost.params, macs=cost.macs, latency_ms=lats[name].median_ms,
-                                    latency=lats[name].to_dict(), before_finetune=doc.get("metrics_before_finetune"),
-                                    **metrics_from_evaluation(evaluate(m, data)))
-        if name in pruned:
-            layers[name] = assemble.layer_records(pruned[name].plan, before, cost)
+    results = {name: assemble.model_result(m, data, example, latency=lats[name], before_finetune=(
+        pruned[name].doc.get("metrics_before_finetune") if name in pruned else None)) for name, m in models.items()}
+    layers = {name: assemble.layer_records(p.plan, before, count(p.model, example)) for name, p in pruned.items()}
     spectra = None
     if stats is not None and pruned:
         spectra = assemble.spectra(stats, next(iter(pruned.values())).plan)
