@@ -7,7 +7,9 @@ import random
 import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
+from zoo import ZOO
 
+import fastprune
 from fastprune.graph import ChannelGroup, DependencyGraph
 
 
@@ -83,3 +85,15 @@ def one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(n)
+
+
+def zoo_statistics(name: str, draw=torch.rand):
+    """A seeded `tests/zoo.py` model (eval mode) and its statistics of one batch drawn by `draw`
+    (seed 0), without influence and without the groups that touch the output."""
+    fac, shape = ZOO[name]
+    torch.manual_seed(0)
+    model = fac().eval()
+    x = draw(shape, generator=torch.Generator().manual_seed(0))
+    stats = fastprune.collect(model, [x], influence=False, progress=False)
+    stats.groups = {g: info for g, info in stats.groups.items() if not info.touches_output}
+    return model, stats

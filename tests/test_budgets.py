@@ -12,7 +12,7 @@ from fastprune.graph.cost import ChannelCost
 from fastprune.models.unet import UNet
 from fastprune.planning import Bounds, Budget, plan
 
-from graph_util import one_thread
+from graph_util import one_thread, zoo_statistics
 from zoo import ZOO
 
 _threads = pytest.fixture(scope="module", autouse=True)(one_thread)
@@ -83,11 +83,7 @@ def test_own_allocation_needs_an_own_count(demo_unet):
 
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_budget_within_one_point(name):
-    fac, shape = ZOO[name]
-    torch.manual_seed(0)
-    model = fac().eval()
-    stats = fastprune.collect(model, _data(shape, n=1), influence=False, progress=False)
-    stats.groups = {g: info for g, info in stats.groups.items() if not info.touches_output}
+    model, stats = zoo_statistics(name, torch.rand)
     x = stats.example_inputs(model)
     cost = ChannelCost(model, x, {gid: g.members for gid, g in stats.groups.items()})
     for allocation, resource in (("global", "macs"), ("redundancy", "params")):

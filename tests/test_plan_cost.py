@@ -14,7 +14,7 @@ from fastprune.criteria import GroupContext
 from fastprune.graph.cost import ChannelCost
 from fastprune.planning import Ratio, plan
 
-from graph_util import one_thread
+from graph_util import one_thread, zoo_statistics
 from zoo import ZOO
 
 _threads = pytest.fixture(scope="module", autouse=True)(one_thread)
@@ -75,11 +75,7 @@ def test_flatten_linear_nci_is_the_per_feature_energy():
 
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_plan_cost_equals_count(name):
-    fac, shape = ZOO[name]
-    torch.manual_seed(0)
-    model = fac().eval()
-    stats = fastprune.collect(model, _data(shape, n=1), influence=False, progress=False)
-    stats.groups = {g: info for g, info in stats.groups.items() if not info.touches_output}
+    model, stats = zoo_statistics(name, torch.randn)
     _predicted_equals_counted(model, stats, stats.example_inputs(model))
 
 
