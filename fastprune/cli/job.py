@@ -145,7 +145,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
         lats = measure_latencies(models, example, warmup=cfg.latency_warmup, repeats=cfg.latency_repeats,
                                  threads=threads)
     results = {name: assemble.model_result(m, test, example, batch_size=cfg.batch_size, latency=lats[name],
-                                           before_finetune=before_ft.get(name),
+                                           before_finetune=before_ft.get(name), metrics=metrics[name],
                                            extra={"rule": cfg.methods[name]} if name in cfg.methods else None)
                for name, m in models.items()}
 

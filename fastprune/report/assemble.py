@@ -15,13 +15,15 @@ from .records import LayerRecord, ModelResult, Sample, metrics_from_evaluation
 def model_result(model: nn.Module, data: Any, example: torch.Tensor, *, batch_size: int = 8,
                  before_finetune: Mapping[str, float] | None = None, latency: Latency | None = None,
                  warmup: int = 3, repeats: int = 10, threads: int | None = None,
-                 extra: Mapping[str, Any] | None = None) -> ModelResult:
-    """Evaluate `model` on `data`, count its params/MACs on `example`, and time it on the CPU
-    (unless `latency` was measured already, e.g. interleaved with other models)."""
+                 extra: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None) -> ModelResult:
+    """Evaluate `model` on `data` (unless its `metrics` were computed already), count its
+    params/MACs on `example`, and time it on the CPU (unless `latency` was measured already,
+    e.g. interleaved with other models)."""
     from ..graph.cost import count
     from ..train import evaluate
 
-    metrics = metrics_from_evaluation(evaluate(model, data, batch_size=batch_size))
+    if metrics is None:
+        metrics = metrics_from_evaluation(evaluate(model, data, batch_size=batch_size))
     cost = count(model, example)
     lat = latency or measure_latency(model, example, warmup=warmup, repeats=repeats, threads=threads)
     return ModelResult(params=cost.params, macs=cost.macs, latency_ms=lat.median_ms, latency=lat.to_dict(),
