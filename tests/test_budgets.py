@@ -40,7 +40,7 @@ def _removed(model, p, x, resource):
 
 @pytest.mark.parametrize("method,allocation", [("pca_nci", None), ("msd_nci", None), ("lfa", None),
                                                ("l1", "global"), ("nci", "uniform"), ("random", "redundancy"),
-                                               ("pca_nci", "global")])
+                                               ("pca_nci", "global"), ("random", "marginal")])
 @pytest.mark.parametrize("target", [0.5, 0.75, 0.9])
 def test_demo_unet_budget_within_one_point(demo_unet, method, allocation, target):
     if method == "lfa" and target != 0.75:
@@ -94,3 +94,42 @@ def test_zoo_budget_within_one_point(name):
         base = cost.evaluate({})[which]
         step = min(base - cost.evaluate({gid: 1})[which] for gid in stats.groups) / base
         assert abs(removed - 0.5) <= max(0.01, step / 2 + 1e-12), (allocation, resource, removed, step)
+
+
+class _TwoBranches(torch.nn.Module):
+    """Two branches alike but for resolution: `full` at the input's, `low` after a stride-2
+    conv (a quarter of the MACs per channel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.full2 = torch.nn.Conv2d(32, 4, 3, padding=1)
+        self.low = torch.nn.Conv2d(3, 32, 3, padding=1, stride=2)
+        self.low2 = torch.nn.Conv2d(32, 4, 3, padding=1)
+        self.head = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        a = self.full2(torch.relu(self.full(x)))
+        b = torch.nn.functional.interpolate(self.low2(torch.relu(self.low(x))), scale_factor=2.0)
+        return self.head(torch.cat([a, b], 1))
+
+
+def test_marginal_allocation_takes_channels_where_they_cost_most():
+    torch.manual_seed(0)
+    model = _TwoBranches().eval()
+    with torch.no_grad():  # the same filters in both branches: the same redundancy, different cost
+        model.low.weight.copy_(model.full.weight)
+        model.low.bias.copy_(model.full.bias)
+    stats = fastprune.collect(model, _data((4, 3, 32, 32), n=4), progress=False)
+    x = stats.example_inputs(model)
+    bounds = Bounds(exclude=("full2", "low2"))
+
+    def kept(allocation):
+        p = plan(model, stats, "random", Budget(macs=0.3, allocation=allocation), bounds=bounds)
+        assert abs(_removed(model, p, x, "macs") - 0.3) <= 0.02
+        return len(p.keep["full"]), len(p.keep["low"])
+
+    full, low = kept("redundancy")
+    assert abs(full - low) <= 2  # one tau: alike spectra, alike counts
+    full_m, low_m = kept("marginal")
+    assert low_m - full_m >= (low - full) + 3, (full, low, full_m, low_m)  # a full-resolution channel frees 4x the MACs

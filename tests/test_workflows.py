@@ -10,7 +10,7 @@ from fastprune.models.unet import UNet
 from fastprune.report.frontier import compare
 from fastprune.stats.collect import collect
 from fastprune.workflows import compress
-from fastprune.workflows.allocate import redundancy_counts
+from fastprune.workflows.allocate import budget_counts
 from fastprune.workflows.compression import epochs_per_step, schedule
 
 EXAMPLE = torch.zeros(1, 3, 16, 16)
@@ -34,14 +34,17 @@ def test_schedule_is_geometric_and_epochs_add_up():
     assert sum(epochs_per_step(8, 3, between=True)) == 8 and epochs_per_step(2, 3, between=True) == [0, 1, 1]
 
 
-def test_redundancy_counts_reach_the_budget_and_refuse_the_unreachable(tiny):
+@pytest.mark.parametrize("allocation", ["redundancy", "marginal", "uniform"])
+def test_budget_counts_reach_the_budget_and_refuse_the_unreachable(tiny, allocation):
     model, train, _ = tiny
     loader = torch.utils.data.DataLoader(train, batch_size=4)
     stats = collect(model, loader, progress=False)
-    counts, tau, removed = redundancy_counts(model, stats, 0.5, "macs", example_inputs=EXAMPLE)
-    assert abs(removed - 0.5) <= 0.01 and 0 < tau <= 1  # within a point of the budget (planning's Budget)
+    counts, search = budget_counts(model, stats, 0.5, "macs", allocation, example_inputs=EXAMPLE)
+    assert abs(search["reached"] - 0.5) <= 0.01  # within a point of the budget (planning's Budget)
+    if allocation == "redundancy":
+        assert 0 < search["knob"]["value"] <= 1
     with pytest.raises(ValueError, match="min_channels"):
-        redundancy_counts(model, stats, 0.99, "macs", min_channels=3, example_inputs=EXAMPLE)
+        budget_counts(model, stats, 0.99, "macs", allocation, min_channels=3, example_inputs=EXAMPLE)
 
 
 def _counting(monkeypatch):

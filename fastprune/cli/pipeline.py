@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..workflows.allocate import WORKFLOW_ALLOCATIONS
 from .artifacts import add_trust_code
 
 
@@ -24,6 +25,10 @@ def add_finetuning(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-3, help="fine-tuning learning rate (default 2e-3)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
     p.add_argument("--stats-batches", type=int, default=8, help="batches per statistics pass (default 8)")
+    p.add_argument("--allocation", choices=WORKFLOW_ALLOCATIONS, default="redundancy",
+                   help="how the budget is spread over the layers: redundancy (one PCA tau for all layers, "
+                        "default), marginal (greedy: least explained variance per MAC or parameter freed), "
+                        "uniform (one ratio)")
     p.add_argument("--prune-classifier-input", action="store_true",
                    help="also prune the layer feeding the classifier (kept whole by default, as in the demo)")
 

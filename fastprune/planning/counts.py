@@ -8,12 +8,13 @@ misses the target by more than a point, single channels move where that helps mo
 """
 from __future__ import annotations
 
+import heapq
 from typing import Any, Callable
 
 import numpy as np
 
 from fastprune.criteria import Criterion, GroupContext
-from fastprune.criteria.nci import pca_count
+from fastprune.criteria.nci import pca_count, pca_spectrum
 
 from .rules import Bounds, Budget, Own, Ratio, Variance
 from .tolerance import Tolerance, largest_within
@@ -75,6 +76,9 @@ def _budget(rule: Budget, criterion: Criterion, contexts: dict[str, GroupContext
     def each(k_of: Callable[[GroupContext], int]) -> Counts:
         return {gid: bounds.bound(k_of(ctx), ctx.channels) for gid, ctx in contexts.items()}
 
+    if alloc == "marginal":
+        counts = _marginal(contexts, bounds, removed, target)
+        return counts, {"allocation": alloc, "reached": removed(counts)}
     if alloc == "global":
         norm = {gid: _normalised(ctx.scores(criterion)) for gid, ctx in contexts.items()}
         thresholds = np.unique(np.concatenate(list(norm.values()) + [np.array([-np.inf])]))
@@ -113,6 +117,47 @@ def _budget(rule: Budget, criterion: Criterion, contexts: dict[str, GroupContext
     return counts, info
 
 
+def _marginal(contexts: dict[str, GroupContext], bounds: Bounds, removed: Removed, target: float) -> Counts:
+    """Greedy allocation by cost: from every channel kept, repeatedly drop one (one bounded step)
+    from the group whose next dropped principal component explains the least of the group's
+    variance (correlation PCA) per unit of the budget's resource it frees, until `target` is met.
+    Cheap layers that carry much keep their channels; costly redundant ones give them up.
+
+    Lazy greedy: what a step frees only shrinks as neighbouring groups shrink (a layer's cost is
+    a product of its input and output channels), so a group's price only rises while it waits;
+    a popped price is recomputed and taken if it is still the lowest."""
+    cumulative = {gid: pca_spectrum(ctx) for gid, ctx in contexts.items()}
+    counts = {gid: ctx.channels for gid, ctx in contexts.items()}
+
+    def price(gid: str, now: float) -> tuple[float, int] | None:
+        k = counts[gid]
+        k2 = next((b for b in (bounds.bound(j, contexts[gid].channels) for j in range(k - 1, -1, -1)) if b < k), None)
+        if k2 is None:
+            return None
+        freed = removed({**counts, gid: k2}) - now
+        if freed <= 0:
+            return None
+        lost = float(cumulative[gid][k - 1]) - (float(cumulative[gid][k2 - 1]) if k2 >= 1 else 0.0)
+        return lost / freed, k2
+
+    now = removed(counts)
+    heap = [(p[0], gid) for gid in sorted(counts) if (p := price(gid, now)) is not None]
+    heapq.heapify(heap)
+    while now < target and heap:
+        _, gid = heapq.heappop(heap)
+        p = price(gid, now)
+        if p is None:
+            continue
+        if heap and (p[0], gid) > heap[0]:  # risen while waiting: back in line
+            heapq.heappush(heap, (p[0], gid))
+            continue
+        counts[gid] = p[1]
+        now = removed(counts)
+        if (q := price(gid, now)) is not None:
+            heapq.heappush(heap, (q[0], gid))
+    return _closer(counts, removed, target, lambda g, k: bounds.bound(k, contexts[g].channels))
+
+
 def _search(counts_at: Callable[[float], Counts], lo: float, hi: float, discrete: bool, removed: Removed,
             target: float, bound: Callable[[str, int], int], full: Counts) -> tuple[Counts, float, float]:
     """Bisect the scalar (larger prunes more) to bracketing counts, then step between them
@@ -147,7 +192,15 @@ def _search(counts_at: Callable[[float], Counts], lo: float, hi: float, discrete
                     best, best_err, at = dict(cur), err, hi
     if abs(removed(b) - target) <= best_err:
         best, best_err, at = b, abs(removed(b) - target), hi
-    while best_err > _CLOSE:  # coarse layers (a tiny model): move single channels where that helps most
+    best = _closer(best, removed, target, bound)
+    return best, removed(best), at
+
+
+def _closer(best: Counts, removed: Removed, target: float, bound: Callable[[str, int], int]) -> Counts:
+    """Coarse layers (a tiny model): move single channels where that helps most while the
+    counts miss `target` by more than a point."""
+    best_err = abs(removed(best) - target)
+    while best_err > _CLOSE:
         steps = []
         for g, k in best.items():
             nearer = bound(g, k - 1) if removed(best) < target else bound(g, k + 1)
@@ -158,7 +211,7 @@ def _search(counts_at: Callable[[float], Counts], lo: float, hi: float, discrete
         if err >= best_err:
             break
         best, best_err = trial, err
-    return best, removed(best), at
+    return best
 
 
 def _tolerance(rule: Tolerance, criterion: Criterion, contexts: dict[str, GroupContext], bounds: Bounds,

@@ -8,7 +8,9 @@
   their own per-layer count: one value of the criterion's knob for all layers, searched),
   "global" (one threshold on layer-normalised scores), "uniform" (one ratio for all layers),
   "redundancy" (per-layer counts from PCA at the tau that meets the budget, the criterion
-  selecting within the layer). Default: "own" where the criterion has a count, else "global".
+  selecting within the layer), "marginal" (greedy: one channel at a time from the layer whose
+  next channel carries the least PCA variance per unit of the resource it frees).
+  Default: "own" where the criterion has a count, else "global".
 - `Tolerance(eps, evaluate=...)` (in `tolerance.py`): the largest uniform ratio whose masked
   model stays within eps of the unpruned one.
 - `Own(value=None)`: the criterion's own count (at its knob's option value, or `value`).
@@ -22,7 +24,7 @@ from typing import Any
 
 from fastprune.criteria.linalg import check_basis
 
-ALLOCATIONS = ("own", "global", "uniform", "redundancy")
+ALLOCATIONS = ("own", "global", "uniform", "redundancy", "marginal")
 
 
 def check_fraction(name: str, r: Any) -> float:

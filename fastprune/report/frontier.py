@@ -122,7 +122,7 @@ def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data:
             target_params: Sequence[float] | None = None, seeds: Sequence[int] = (0, 1, 2),
             finetune_epochs: int = 8, reconstruct: str | None = "refit", distill: float = 0.5, lr: float = 2e-3,
             batch_size: int = 8, stats_batches: int = 8, exclude: Sequence[str] = (), min_channels: int = 1,
-            out: str | os.PathLike | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+            allocation: str = "redundancy", out: str | os.PathLike | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Run methods x budgets x seeds on a trained `model` (each: prune to the budget's allocation,
     select by the method, reconstruct, fine-tune `finetune_epochs` with the unpruned model as
     teacher) and, with `out`, write the report there. Methods: criterion names, "NAME:steps=N"
@@ -132,7 +132,7 @@ def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data:
     targets = [float(t) for t in (target_macs if target_macs is not None else target_params)]
     pipe = Pipeline(finetune_epochs=int(finetune_epochs), reconstruct=reconstruct, distill=float(distill),
                     lr=float(lr), batch_size=int(batch_size), stats_batches=int(stats_batches),
-                    exclude=list(exclude), min_channels=int(min_channels))
+                    exclude=list(exclude), min_channels=int(min_channels), allocation=allocation)
     config = GridConfig(arms=[Arm.parse(m) for m in methods], targets=targets, seeds=[int(s) for s in seeds],
                         which="macs" if target_macs is not None else "params", pipeline=pipe)
     if out is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -22,6 +23,15 @@ _OPTIMIZERS = ("adamw", "sgd")
 
 def _quiet(progress: bool) -> bool | None:
     return True if (not progress or os.environ.get("TQDM_DISABLE")) else None
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One log line per epoch (on a terminal beside the bar, in a log file alone)."""
+    val = record.get("val") or {}
+    shown = ", ".join(f"{k} {100 * v:.2f}%" for k, v in val.items()
+                      if k in ("building_iou", "miou", "accuracy") and isinstance(v, float))
+    return (f"epoch {record['epoch'] + 1}/{epochs}: loss {record['loss']:.4f}"
+            + (f", val {shown}" if shown else "") + f" ({record['seconds']:.0f} s)")
 
 
 def _dist() -> tuple[bool, int, int]:
@@ -181,6 +191,8 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
                     best_value, best_state = value, copy.deepcopy(model.state_dict())
         history["epochs"].append(record)
         history["steps"] = step
+        if progress and rank == 0:
+            tqdm.write(epoch_line(record, epochs), file=sys.stderr)
         if checkpoint is not None and rank == 0:
             save_checkpoint(checkpoint, model, opt, sched, epoch=epoch, history=history, run=run,
                             rng=rng_states(gen), best=best_state,

@@ -1,5 +1,5 @@
 """The methods x budgets x seeds grid: every arm prunes the same trained model to the same
-per-layer allocation (counts by redundancy for the budget), selects by its method, reconstructs,
+per-layer allocation (counts for the budget by the pipeline's allocation), selects by its method, reconstructs,
 and is fine-tuned for the same number of epochs; building IoU before and after fine-tuning."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..criteria import names, seeded
 from ..graph.cost import count
 from ..stats.collect import collect
 from ..train import fit
-from .allocate import producer_counts, redundancy_counts
+from .allocate import budget_counts, producer_counts
 from .compression import compress, evaluate_metrics
 from .layerwise import prune_layerwise
 from .pipeline import Pipeline
@@ -60,8 +60,8 @@ def check_targets(model: nn.Module, stats: Any, config: GridConfig) -> dict[floa
     """Per-layer counts for every budget (raises ValueError for a budget the model cannot reach)."""
     out = {}
     for t in config.targets:
-        counts, _, _ = redundancy_counts(model, stats, t, config.which, config.pipeline.exclude,
-                                          config.pipeline.min_channels)
+        counts, _ = budget_counts(model, stats, t, config.which, config.pipeline.allocation,
+                                  config.pipeline.exclude, config.pipeline.min_channels)
         out[t] = producer_counts(stats, counts)
     return out
 

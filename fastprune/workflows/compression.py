@@ -32,7 +32,7 @@ from ..stats.collect import collect
 from ..stats.statistics import Statistics
 from ..surgery import load_pruned, save_pruned
 from ..train import evaluate, fit
-from .allocate import producer_counts, redundancy_counts
+from .allocate import budget_counts, producer_counts
 from .layerwise import needs_patch_gram, prune_layerwise
 from .pipeline import Pipeline
 
@@ -186,7 +186,8 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
              target_macs: float | None = None, target_params: float | None = None, steps: int = 3,
              finetune_epochs: int = 8, teacher: nn.Module | None = None, reconstruct: bool | str | None = True,
              distill: float = 0.5, lr: float = 2e-3, batch_size: int = 8, stats_batches: int = 8,
-             exclude: Sequence[str] = (), min_channels: int = 1, levels: bool = False, level_threshold: float = 0.75,
+             exclude: Sequence[str] = (), min_channels: int = 1, allocation: str = "redundancy",
+             levels: bool = False, level_threshold: float = 0.75,
              keep_best: str | None = "building_iou", finetune_between: bool = False, seed: int = 0,
              out: str | os.PathLike | None = None,
              example_inputs: Any = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
@@ -196,8 +197,8 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
     first step, with `levels`, U-Net levels that `fastprune.planning.depth.levels_to_remove` judges redundant are removed
     (off by default: on the demo U-Net it removed the bottleneck level and lost ~20 points of IoU
     before fine-tuning, benchmarks/README.md); per-layer counts
-    by redundancy (one PCA tau for all layers, `redundancy_counts`) for this step's share of the
-    budget; layer-by-layer selection by `method` with reconstruction (`reconstruct`: True or
+    by `allocation` (`budget_counts`: "redundancy", one PCA tau for all layers; "marginal";
+    "uniform") for this step's share of the budget; layer-by-layer selection by `method` with reconstruction (`reconstruct`: True or
     "refit" = least-squares refit on the patch Gram, "fold" = covariance fold, False = none);
     batch-norm recalibration; `finetune_epochs` of fine-tuning with `teacher` (distillation
     weight `distill`), all after the last step, or spread over the steps with `finetune_between`
@@ -206,7 +207,8 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
     """
     pipe = Pipeline(finetune_epochs=int(finetune_epochs), reconstruct=reconstruct, distill=float(distill),
                     lr=float(lr), batch_size=int(batch_size), stats_batches=int(stats_batches),
-                    exclude=list(exclude), min_channels=int(min_channels), keep_best=keep_best)
+                    exclude=list(exclude), min_channels=int(min_channels), keep_best=keep_best,
+                    allocation=allocation)
     config = CompressConfig(method=method, target_macs=target_macs, target_params=target_params, steps=int(steps),
                             levels=bool(levels), level_threshold=float(level_threshold), seed=int(seed),
                             finetune_between=bool(finetune_between),
@@ -243,9 +245,10 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
         share = 1.0 - (1.0 - goals[i]) * base_value / now_value  # of the current model's cost
         plan_step = None
         if share > 0:
-            counts, tau, _ = redundancy_counts(current, stats, share, config.which, pipe.exclude,
-                                               pipe.min_channels, stats.example_inputs(current))
-            record["tau"] = tau
+            counts, search = budget_counts(current, stats, share, config.which, pipe.allocation, pipe.exclude,
+                                           pipe.min_channels, stats.example_inputs(current))
+            if "knob" in search:
+                record["tau"] = search["knob"]["value"]
             plans: list[Plan] = []
             current = prune_layerwise(current, loader, producer_counts(stats, counts), method=config.method,
                                       reconstruct=pipe.reconstruct, stats_batches=pipe.stats_batches,

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
                                reconstruct=reconstruction(args),
                                distill=args.distill, lr=args.lr, batch_size=args.batch_size,
                                stats_batches=args.stats_batches, levels=args.levels,
+                               allocation=args.allocation,
                                exclude=[] if args.prune_classifier_input else classifier_input(model),
                                seed=args.seed, out=out / "run", **target)
     spec = loaded.spec
