@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; user errors print one line on stderr and return 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # progress lines reach a log file as they are printed
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
