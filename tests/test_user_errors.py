@@ -172,3 +172,12 @@ def test_nan_in_a_resumed_collection_names_the_checkpoint(tmp_path):
     model = nan_in_the_middle()
     with pytest.raises(ValueError, match="nothing was saved"):
         fastprune.collect(model, [torch.randn(2, 3, 8, 8)], checkpoint=tmp_path / "c.fps")
+
+
+def test_diverging_finetune_is_one_clear_line(tmp_path, capsys):
+    """A learning rate that blows the weights up: the non-finite loss is the user's setting, one
+    line and exit 2 (it was an internal error, exit 1), and no model folder is written."""
+    code, out = cli("finetune", "--model", SPEC, "--data", "synthetic:n=8,size=32", "--epochs", "2", "--lr", "1e30",
+                    "--out", tmp_path / "ft", capsys=capsys)
+    one_line_error(code, out, "non-finite loss", "learning rate")
+    assert not (tmp_path / "ft").exists()

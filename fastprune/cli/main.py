@@ -12,7 +12,8 @@ from .errors import UsageError, one_line
 COMMANDS = ("info", "score", "plan", "levels", "prune", "finetune", "evaluate", "report", "compress", "compare", "bench", "demo")
 
 # What a user can cause: bad arguments, files, specs, values; what is not built yet.
-USER_ERRORS = (UsageError, ValueError, TypeError, OSError, NotImplementedError, KeyError)
+# FloatingPointError: training diverged (the learning rate asked for) or the data hold NaN/inf
+USER_ERRORS = (UsageError, ValueError, TypeError, OSError, NotImplementedError, KeyError, FloatingPointError)
 
 
 class Parser(argparse.ArgumentParser):

@@ -160,7 +160,8 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
                         t_logits = teacher(image)
                     loss = (1 - distill) * loss + distill * distillation_loss(logits, t_logits, temperature)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"fit: non-finite loss at epoch {epoch}, step {step}")
+                raise FloatingPointError(f"fit: non-finite loss at epoch {epoch + 1}, step {step + 1}: the training "
+                                         "diverged (a lower learning rate may help) or the data hold NaN/inf")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if grad_clip:
