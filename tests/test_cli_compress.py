@@ -53,6 +53,22 @@ def test_compress_writes_model_and_report_and_refuses_other_arguments(base, tmp_
     code, io = cli(capsys, *[a if a != "0.5" else "0.6" for a in argv])
     assert code == 2 and "different arguments: target_macs=0.5" in io.err and len(io.err.strip().splitlines()) == 1
     assert (out / "run" / "compress.json").read_text() == state
+    code, io = cli(capsys, *argv, "--allocation", "marginal")  # another allocation: another run
+    assert code == 2 and "different arguments" in io.err and "allocation" in io.err
+    assert (out / "run" / "compress.json").read_text() == state
+
+
+def test_compare_with_the_marginal_allocation(base, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code, io = cli(capsys, "compare", "--model", str(base / "base"), "--data", DATA, "--val-data", VAL,
+                   "--methods", "random", "--allocation", "marginal", "--target-macs", "0.5", "--seeds", "0",
+                   "--finetune-epochs", "0", "--stats-batches", "2", "--batch-size", "4", "--out", str(out))
+    assert code == 0, io.err
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["config"]["pipeline"]["allocation"] == "marginal"
+    (row,) = doc["rows"]
+    assert abs(row["macs_removed"] - 0.5) <= 0.06  # coarse layers of 4-8 channels
+    assert "counts by marginal" in (out / "index.html").read_text()
 
 
 def test_compare_refuses_an_unreachable_budget_before_any_work(base, tmp_path, capsys):

@@ -97,7 +97,7 @@ def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapp
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<p class='note'>Unpruned building IoU {100 * base:.2f}%. Every method prunes to the same per-layer "
-             f"allocation (counts by redundancy for each budget), selects its channels, is reconstructed "
+             f"allocation (counts by {html.escape(str(pipe.get('allocation', 'redundancy')))} for each budget), selects its channels, is reconstructed "
              f"({html.escape(str(pipe.get('reconstruct')))}) and fine-tuned for {pipe.get('finetune_epochs')} epochs "
              f"(distillation {pipe.get('distill')}); mean ± sd over seeds {cfg.get('seeds')}. "
              "Machine-readable: <code>summary.json</code>.</p>",
