@@ -273,21 +273,35 @@ std::int32_t count_nonfinite(float abs_sum, const typename Elem<D>::T* x, std::i
   return count;
 }
 
-// Statistics of one channel over k planar (contiguous) samples; panel row c when cov.
+// Statistics of one channel over k planar (contiguous) samples; panel row c when cov. `ahead`
+// (statistics only): the samples packed next, prefetched in step with these (a run per channel
+// hops a channel stride: the hardware prefetcher starts afresh at each).
 template <DType D, bool COV>
-void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int64_t c, Tile& t) {
+void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int64_t c, Tile& t,
+                         const typename Elem<D>::T* ahead = nullptr) {
   const float sh = t.shift[c];
   const vf vsh = splat(sh);
-  LaneStats st;
+  LaneStats st, st2;  // two vectors a step: two sets of dependency chains
   float* row = COV ? t.panel.get() + c * t.kp : nullptr;
+  using T = typename Elem<D>::T;
   std::int64_t k = 0;
+  for (; k + 2 * W <= kn; k += 2 * W) {
+    if constexpr (!COV)  // with cov: during the Gram
+      for (std::size_t o = 0; o < 2 * W * sizeof(T); o += 64)
+        __builtin_prefetch(reinterpret_cast<const char*>(ahead + k) + o, 0, 3);
+    const vf v = Elem<D>::vec(x + k), u = Elem<D>::vec(x + k + W);
+    const vf d = v - vsh, e = u - vsh;
+    st.add<!COV>(v, d);  // with cov the Gram's diagonal gives the sums of squares
+    st2.add<!COV>(u, e);
+    if constexpr (COV) { vstore(row + k, d); vstore(row + k + W, e); }
+  }
   for (; k + W <= kn; k += W) {
-    if constexpr (!COV) __builtin_prefetch(x + k + t.K, 0, 2);  // the next tile of this channel, into L2 (with cov: during the Gram)
     const vf v = Elem<D>::vec(x + k);
     const vf d = v - vsh;
-    st.add<!COV>(v, d);  // with cov the Gram's diagonal gives the sums of squares
+    st.add<!COV>(v, d);
     if constexpr (COV) vstore(row + k, d);
   }
+  st.merge(st2);
   const auto vmin = [](auto a, auto b) { return a < b ? a : b; };
   const auto vmax = [](auto a, auto b) { return a > b ? a : b; };
   const auto plus = [](auto a, auto b) { return a + b; };
@@ -644,11 +658,15 @@ void pack_tile(const Batch& b, const typename Elem<D>::T* data, const TileRef& r
   const typename Elem<D>::T* x = data + r.image * b.sI + r.p * b.sP;
   for (std::int64_t c = 0; c < b.C; ++c)
     t.shift[c] = r.first ? channel_mean<D>(x + c * b.sC, r.kn, b.sP) : static_cast<float>(img.mean[c]);
-  if (b.planar) {
-    for (std::int64_t c = 0; c < b.C; ++c) {
-      if (b.cov) pack_planar_channel<D, true>(x + c * b.sC, r.kn, c, t);
-      else pack_planar_channel<D, false>(x + c * b.sC, r.kn, c, t);
-    }
+  if (b.planar && b.cov) {
+    for (std::int64_t c = 0; c < b.C; ++c) pack_planar_channel<D, true>(x + c * b.sC, r.kn, c, t);
+  } else if (b.planar) {
+    // after the last channel: channel 0 of the next tile of this image (within its row), or of
+    // the next image
+    const typename Elem<D>::T* after =
+        r.p + 2 * r.kn <= b.P ? x + r.kn : r.image + 1 < b.I ? data + (r.image + 1) * b.sI : x;
+    for (std::int64_t c = 0; c < b.C; ++c)
+      pack_planar_channel<D, false>(x + c * b.sC, r.kn, c, t, c + 1 < b.C ? x + (c + 1) * b.sC : after);
   } else {
     if (b.cov) pack_interleaved<D, true>(x, b.sP, r.kn, t);
     else pack_interleaved<D, false>(x, b.sP, r.kn, t);
