@@ -43,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allocation", choices=ALLOCATIONS,
                    help="how a --target-macs/--target-params budget is spread over layers: own (the method's own "
                         "per-layer count, its knob searched; default for pca_nci, msd_nci, lfa), global (one "
-                        "threshold on normalised scores; default otherwise), uniform, redundancy (PCA counts)")
+                        "threshold on normalised scores; default otherwise), uniform, redundancy (PCA counts at one τ), "
+                        "marginal (greedy: least explained variance per MAC or parameter freed)")
     p.add_argument("--relative", action="store_true", help="--tolerance is a fraction of the unpruned metric")
     p.add_argument("--basis", choices=BASES,
                    help="the matrix of PCA counts (--variance), pca_nci and lfa: correlation (default: "
