@@ -32,8 +32,10 @@ _RCOND = 1e-10
 def _block_pinv(a: np.ndarray, scale: float) -> np.ndarray:
     """Pseudo-inverses of a stack of small symmetric PSD blocks (..., t, t); eigenvalues below
     rcond * scale count as 0."""
-    w, v = np.linalg.eigh(0.5 * (a + np.swapaxes(a, -1, -2)))
     cut = _RCOND * max(scale, 1e-300)
+    if a.shape[-1] == 1:  # 1 x 1 blocks are their own eigenvalue (the same numbers as eigh, without the call)
+        return np.where(a > cut, 1.0 / np.where(a > cut, a, 1.0), 0.0)
+    w, v = np.linalg.eigh(0.5 * (a + np.swapaxes(a, -1, -2)))
     inv = np.where(w > cut, 1.0 / np.where(w > cut, w, 1.0), 0.0)
     return (v * inv[..., None, :]) @ np.swapaxes(v, -1, -2)
 
@@ -130,7 +132,7 @@ def consumer_metric(ctx: GroupContext) -> np.ndarray:
             wt = ctx.consumer_columns(c).sum(2).T.numpy()[None]  # (1, O, C); a flattened block: summed
         else:
             continue
-        mc = np.einsum("toc,tod->cd", wt, wt)
+        mc = np.tensordot(wt, wt, axes=([0, 1], [0, 1]))  # sum over taps and outputs: (C, C)
         tr = float(np.trace(mc))
         if tr > 0:
             m += mc / tr
