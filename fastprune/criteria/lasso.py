@@ -6,7 +6,8 @@ With P the im2col patches of the group's channels (rows: positions, columns: (ch
 and G = P^T P the patch Gram, channel c's contribution to the consumer's output is
 Z_c = P_c W_c^T and Y = sum_c Z_c, so <Z_c, Z_d> = tr(W_c G_cd W_d^T) =: Q_cd and
 <Y, Z_c> = (Q 1)_c: the LASSO objective 1/2||Y - sum_c beta_c Z_c||^2 + lam ||beta||_1 is a
-quadratic in beta solved by coordinate descent. The least-squares refit of the consumer's
+quadratic in beta: channels are ranked along its exact solution path, and `lasso_solve.select_k`
+searches the lambda that keeps exactly k (coordinate descent). The least-squares refit of the consumer's
 weights on the kept channels is a surgery step (`fastprune.surgery.reconstruct`).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from .base import Criterion, register
 from .context import GroupContext, as_numpy
+from .lasso_solve import path_entries
 from .nci import influence
 
 
@@ -31,33 +33,19 @@ def contribution_gram(gram: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.einsum("oca,ocad->cd", w3, t, optimize=True)
 
 
-def lasso_path_scores(q: np.ndarray, n_lambdas: int = 60, tol: float = 1e-10, max_sweeps: int = 500) -> np.ndarray:
-    """Importance per channel = the largest lambda at which its coefficient is still non-zero
-    on the LASSO path (lambda raised until few channels remain; the last ones to leave are
-    the most important). Ties broken by the unpenalised contribution b_c = (Q 1)_c."""
+def lasso_path_scores(q: np.ndarray, n_lambdas: int = 60) -> np.ndarray:
+    """Importance per channel = the largest lambda of a 60-point geometric grid (lambda_max down to
+    1e-4 lambda_max) at which its coefficient is non-zero on the LASSO path (the last channels to
+    leave as lambda rises are the most important), from the exact path (`lasso_solve.path_entries`).
+    Ties broken by the unpenalised contribution b_c = (Q 1)_c."""
     q = 0.5 * (q + q.T)
-    c = q.shape[0]
     b = q.sum(1)
-    diag = np.diag(q).copy()
+    diag = np.diag(q)
     live = diag > 1e-14 * max(1.0, float(diag.max(initial=0.0)))
     lam_max = float(np.max(np.abs(b[live]), initial=0.0))
-    scores = np.zeros(c)
     if lam_max <= 0:
-        return scores
-    beta = np.zeros(c)
-    lams = lam_max * np.geomspace(1.0, 1e-4, n_lambdas)
-    for lam in lams:
-        for _ in range(max_sweeps):
-            delta = 0.0
-            for j in np.flatnonzero(live):
-                r = b[j] - q[j] @ beta + diag[j] * beta[j]
-                new = np.sign(r) * max(abs(r) - lam, 0.0) / diag[j]
-                delta = max(delta, abs(new - beta[j]) * np.sqrt(diag[j]))
-                beta[j] = new
-            if delta < tol * np.sqrt(max(float(b.sum()), 1e-300)):
-                break
-        newly = (beta != 0) & (scores == 0)
-        scores[newly] = lam
+        return np.zeros(q.shape[0])
+    scores = path_entries(q, b, lam_max * np.geomspace(1.0, 1e-4, n_lambdas), live)
     tie = np.abs(b) / (np.abs(b).max() + 1e-300) * 1e-9 * lam_max
     return scores + tie
 
