@@ -6,6 +6,7 @@ factors="variance") under the demo's rules, on a saved statistics file (default:
 such a file (written by other code on the same statistics: a speed-up must keep the same channels).
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/plan_speed.py DIR/stats.fps [--rounds N] [--save F] [--compare F]
+        [--model SPEC_OR_FOLDER]   (statistics from `fastprune score`, e.g. with --patch-gram for lasso)
 """
 import argparse
 import json
@@ -19,14 +20,18 @@ from fastprune.cli.artifacts import load_model, load_stats
 from fastprune.planning import Budget, Variance, plan
 
 
-def main(path: str, rounds: int = 3, save: str | None = None, compare: str | None = None) -> int:
+def main(path: str, rounds: int = 3, save: str | None = None, compare: str | None = None,
+         model_spec: str | None = None) -> int:
     torch.set_num_threads(1)
     stats = load_stats(path)
-    rec = stats.meta["model"]
-    weights = rec.get("weights")
-    if weights:  # recorded relative to the statistics file's folder (an absolute path stays as it is)
-        weights = str(Path(path).resolve().parent / weights)
-    model = load_model(rec["spec"], weights).model.eval()
+    if model_spec:
+        model = load_model(model_spec).model.eval()
+    else:  # the model the statistics record (a demo's: spec and weights)
+        rec = stats.meta["model"]
+        weights = rec.get("weights")
+        if weights:  # recorded relative to the statistics file's folder (an absolute path stays as it is)
+            weights = str(Path(path).resolve().parent / weights)
+        model = load_model(rec["spec"], weights).model.eval()
     rules = {"variance 0.99": Variance(0.99), "target_macs 0.75": Budget(macs=0.75)}
     methods = [(name, fastprune.criteria.get(name)) for name in fastprune.criteria.names()]
     methods.append(("lfa (factors=variance 0.99)", fastprune.criteria.get("lfa", factors="variance", variance=0.99)))
@@ -62,5 +67,6 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--save")
     ap.add_argument("--compare")
+    ap.add_argument("--model", help="model SPEC or folder (default: the one the statistics record)")
     a = ap.parse_args()
-    raise SystemExit(main(a.stats, a.rounds, a.save, a.compare))
+    raise SystemExit(main(a.stats, a.rounds, a.save, a.compare, a.model))
