@@ -15,7 +15,8 @@ def cli(capsys, *argv):
 
 def test_plan_variance_where_it_has_no_use_is_one_error(tmp_path, capsys):
     for method, extra, words in (("msd_nci", [], "no use with --method msd_nci"),
-                                 ("lfa", ["--factors", "kaiser"], "with --factors kaiser it has no use")):
+                                 ("lfa", ["--factors", "kaiser"], "with --factors kaiser it has no use"),
+                                 ("gates", [], "prunes by --tolerance alone: drop --variance")):
         code, out = cli(capsys, "plan", tmp_path / "s.fps", "--method", method, "--variance", "0.9", *extra,
                         "--out", tmp_path / "p.json")
         assert code == 2 and words in out.err and out.err.count("\n") == 1

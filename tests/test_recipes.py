@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import recipes
 from graph_util import one_thread
@@ -41,12 +42,12 @@ def _title(start: str) -> str:
 def test_the_page_covers_every_experiment_and_parses():
     titles = " | ".join(RECIPES)
     for words in ("VGG-16 on CIFAR-10: PCA", "VGG-16 on CIFAR-10: LFA1-1", "SegNet on CamVid",
-                  "DeepLabv3+ on CamVid", "TernausNet on Inria", "U-Net on AIRS"):
+                  "DeepLabv3+ on CamVid", "TernausNet on Inria", "U-Net on AIRS: learned", "U-Net on AIRS: layer pruning"):
         assert words in titles
     for r in RECIPES.values():
         assert r.commands and "OUT" in r.defaults
         for argv in recipes.argv(r, {}):  # the defaults expand: every variable is declared before use
-            assert argv[0] in ("finetune", "score", "plan", "prune", "evaluate", "report"), argv
+            assert argv[0] in ("finetune", "score", "plan", "prune", "evaluate", "report", "levels"), argv
 
 
 def test_the_parser_rejects_what_a_test_could_not_run():
@@ -85,7 +86,7 @@ def test_camvid_recipes(tmp_path, start, model):
 @pytest.mark.slow
 @pytest.mark.parametrize("start, layout, model", [
     ("TernausNet on Inria", "inria", "ternausnet:width=0.125,num_filters=4"),
-    ("U-Net on AIRS", "airs", "unet:base_width=4,depth=2")])
+    ("U-Net on AIRS: learned", "airs", "unet:base_width=4,depth=2")])
 def test_aerial_gates_recipes(tmp_path, start, layout, model):
     key = layout.upper()
     write_aerial(tmp_path / "train", layout, n=2, seed=0)
@@ -95,3 +96,31 @@ def test_aerial_gates_recipes(tmp_path, start, layout, model):
     plan = json.loads((tmp_path / "out" / "gates.json").read_text())
     assert plan["meta"]["method"] == "gates"
     assert (tmp_path / "out" / "report" / "summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_unet_layer_pruning_recipe(tmp_path):
+    """Layer pruning then filter pruning on tiny AIRS folders; THRESHOLD 0 makes `levels` remove
+    every level it may (down to --min-depth 1), so the shallower U-Net is really shallower."""
+    from fastprune.cli.artifacts import load_model
+
+    write_aerial(tmp_path / "train", "airs", n=2, seed=0)
+    write_aerial(tmp_path / "val", "airs", n=1, seed=1)
+    out = tmp_path / "out"
+    _run(_title("U-Net on AIRS: layer pruning"),
+         {"AIRS_TRAIN": str(tmp_path / "train"), "AIRS_VAL": str(tmp_path / "val"), "OUT": str(out),
+          "MODEL": "unet:base_width=4,depth=2", "TILE": "64", "SAMPLES": "8", "SCORE_SAMPLES": "4", "THRESHOLD": "0"})
+    assert load_model(str(out / "base")).model.depth == 2 and load_model(str(out / "shallow-ft")).model.depth == 1
+    assert load_model(str(out / "pruned-ft")).pruned
+    summ = json.loads((out / "report" / "summary.json").read_text())
+    shallow = json.loads((out / "shallow-ft.json").read_text())
+    assert set(summ) == {"baseline", "pca_nci"} and "iou" in shallow
+    assert summ["pca_nci"]["macs"] <= shallow["macs"] < summ["baseline"]["macs"]
+    # the report's per-layer costs before pruning are the shallow U-Net's, not --model's
+    from fastprune.cli.commands.report import unpruned_count
+    from fastprune.graph.cost import count
+
+    base, pruned = load_model(str(out / "base")), load_model(str(out / "pruned-ft"))
+    example = torch.zeros(1, 3, 64, 64)
+    got = unpruned_count(pruned, base, count(base.model, example), example).per_layer
+    assert got == count(load_model(str(out / "shallow-ft")).model, example).per_layer

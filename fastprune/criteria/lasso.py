@@ -6,18 +6,26 @@ With P the im2col patches of the group's channels (rows: positions, columns: (ch
 and G = P^T P the patch Gram, channel c's contribution to the consumer's output is
 Z_c = P_c W_c^T and Y = sum_c Z_c, so <Z_c, Z_d> = tr(W_c G_cd W_d^T) =: Q_cd and
 <Y, Z_c> = (Q 1)_c: the LASSO objective 1/2||Y - sum_c beta_c Z_c||^2 + lam ||beta||_1 is a
-quadratic in beta: channels are ranked along its exact solution path, and `lasso_solve.select_k`
-searches the lambda that keeps exactly k (coordinate descent). The least-squares refit of the consumer's
+quadratic in beta (solved by coordinate descent; the path scores follow its exact solution path). The criterion's selection of k channels is He
+et al.'s: the lambda at which exactly k coefficients are non-zero (`lasso_solve.select_k`,
+option selection="exact", the default); selection="path" keeps the k channels that stay longest
+on a fixed 60-point lambda path (the scores). The least-squares refit of the consumer's
 weights on the kept channels is a surgery step (`fastprune.surgery.reconstruct`).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .base import Criterion, register
 from .context import GroupContext, as_numpy
-from .lasso_solve import path_entries
+from .lasso_solve import Selection, path_entries, select_k
 from .nci import influence
+
+#: how `lasso` picks k channels: He et al.'s exact-k lambda, or the order of entry on a fixed path
+SELECTIONS = ("exact", "path")
 
 
 def contribution_gram(gram: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -50,23 +58,60 @@ def lasso_path_scores(q: np.ndarray, n_lambdas: int = 60) -> np.ndarray:
     return scores + tie
 
 
+@dataclass(frozen=True)
+class LassoOptions:
+    selection: str = "exact"  # exact: the lambda with exactly k non-zeros (He et al.); path: ranking on a fixed path
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"fastprune: lasso selection must be one of {', '.join(SELECTIONS)}, "
+                             f"got {self.selection!r}")
+
+
 @register
 class Lasso(Criterion):
-    """Channel importance = the largest lambda at which the channel survives on the LASSO path
-    of its contributions to the consumers' outputs (every consumer counts equally); a group
-    whose consumers are not ungrouped convolutions is ranked by NCI."""
+    """LASSO on the channels' contributions to the consumers' outputs (every consumer counts
+    equally). Selection of k channels (option `selection`): "exact" (default) raises lambda until
+    exactly k coefficients are non-zero, as He et al. 2017; "path" keeps the top k by score.
+    Score = the largest lambda at which the channel survives on a fixed 60-point path (what
+    global budgets compare across layers). A group whose consumers are not ungrouped
+    convolutions is ranked and selected by NCI."""
     name = "lasso"
     needs = frozenset({"moments", "influence", "patch_gram"})
+    Options = LassoOptions
+
+    def _q(self, ctx: GroupContext) -> np.ndarray | None:
+        """Q = sum over consumers of the contribution Gram over its energy; None without a patch Gram."""
+        def make() -> np.ndarray | None:
+            grams = ctx.stats.patch_gram.get(ctx.gid, {})
+            if not grams:
+                return None
+            q = np.zeros((ctx.channels, ctx.channels))
+            for cname, acc in grams.items():
+                w, _ = ctx.consumer_weight(ctx.group.consumer(cname))
+                qc = contribution_gram(as_numpy(acc.gram), as_numpy(w))
+                energy = float(qc.sum())
+                if energy > 0:
+                    q += qc / energy  # every consumer's output counts equally
+            return q
+        return ctx.cached("lasso_q", make)
 
     def scores(self, ctx: GroupContext) -> np.ndarray:
-        grams = ctx.stats.patch_gram.get(ctx.gid, {})
-        if not grams:  # no ungrouped conv consumer: rank by influence
-            return influence(ctx)
-        q = np.zeros((ctx.channels, ctx.channels))
-        for cname, acc in grams.items():
-            w, _ = ctx.consumer_weight(ctx.group.consumer(cname))
-            qc = contribution_gram(as_numpy(acc.gram), as_numpy(w))
-            energy = float(qc.sum())
-            if energy > 0:
-                q += qc / energy  # every consumer's output counts equally
-        return lasso_path_scores(q)
+        q = self._q(ctx)
+        return influence(ctx) if q is None else lasso_path_scores(q)  # no ungrouped conv consumer: NCI
+
+    def _exact(self, ctx: GroupContext, k: int) -> Selection | None:
+        q = self._q(ctx)
+        if self.options.selection != "exact" or q is None or k < 1:
+            return None
+        return ctx.cached(("lasso_select", int(k)), lambda: select_k(q, int(k)))
+
+    def select(self, ctx: GroupContext, k: int) -> list[int]:
+        sel = self._exact(ctx, k)
+        return super().select(ctx, k) if sel is None else list(sel.keep)
+
+    def info(self, ctx: GroupContext, keep: list[int]) -> dict[str, Any]:
+        sel = self._exact(ctx, len(keep))
+        if sel is None:
+            return {"selection": "path" if self._q(ctx) is not None else "influence"}
+        return {"selection": "exact", "lambda": sel.lam, "exact_k": sel.exact}

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from ... import criteria
+from ...criteria.lasso import SELECTIONS
 from ...criteria.linalg import BASES
 from ...planning.rules import ALLOCATIONS
 from ..argtypes import finite_float
@@ -49,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "standardised channels, as the papers) or covariance (raw feature maps, as sklearn's PCA)")
     p.add_argument("--factors", choices=("kaiser", "variance", "se_scree"),
                    help="lfa: how many factors (kaiser: eigenvalues >= 1; variance: with --variance; se_scree)")
+    p.add_argument("--selection", choices=SELECTIONS,
+                   help="lasso: exact (default: the lambda leaving exactly k channels, as He et al. 2017) or path "
+                        "(the k channels that stay longest on a fixed lambda path)")
     p.add_argument("--alpha", type=finite_float, help="msd_nci: prune below mean - alpha*std of the score distribution")
     p.add_argument("--percentile", type=finite_float, help="msd_nci: prune below this percentile instead")
     p.add_argument("--exclude", nargs="+", default=None, metavar="LAYER", help="layers that keep every channel")
@@ -85,7 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def rule_options(args: argparse.Namespace) -> dict:
     opts = {k: getattr(args, k) for k in ("variance", "ratio", "target_macs", "target_params", "tolerance", "allocation",
-                                          "basis", "factors", "alpha", "percentile", "exclude", "min_channels", "round_to")
+                                          "basis", "factors", "selection", "alpha", "percentile", "exclude", "min_channels",
+                                          "round_to")
             if getattr(args, k, None) is not None}
     return opts
 

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     before = count(base.model, example)
     results = {name: assemble.model_result(m, data, example, latency=lats[name], before_finetune=(
         pruned[name].doc.get("metrics_before_finetune") if name in pruned else None)) for name, m in models.items()}
-    layers = {name: assemble.layer_records(p.plan, before, count(p.model, example)) for name, p in pruned.items()}
+    layers = {name: assemble.layer_records(p.plan, unpruned_count(p, base, before, example, args.trust_code),
+                                           count(p.model, example)) for name, p in pruned.items()}
     spectra = None
     if stats is not None and pruned:
         spectra = assemble.spectra(stats, next(iter(pruned.values())).plan)
@@ -89,3 +90,15 @@ def run(args: argparse.Namespace) -> int:
                          num_classes=getattr(data, "num_classes", 2))
     print(f"report: {path}")
     return 0
+
+
+def unpruned_count(pruned, base, before, example, trust_code: bool = False):
+    """Per-layer costs of the network `pruned` was cut from: `before` (the --model's) when that
+    is its SPEC, else its own SPEC's (a U-Net made shallower by `fastprune levels` has other
+    layers than --model under the same names)."""
+    from ...graph.cost import count
+    from ..artifacts import load_model
+
+    if pruned.spec.text == base.spec.text:
+        return before
+    return count(load_model(pruned.spec.text, trust_code=trust_code).model.eval(), example)
