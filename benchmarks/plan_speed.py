@@ -7,6 +7,7 @@ such a file (written by other code on the same statistics: a speed-up must keep 
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/plan_speed.py DIR/stats.fps [--rounds N] [--save F] [--compare F]
         [--model SPEC_OR_FOLDER]   (statistics from `fastprune score`, e.g. with --patch-gram for lasso)
+        [--methods NAME ...]       (only these criteria)
 """
 import argparse
 import json
@@ -21,7 +22,7 @@ from fastprune.planning import Budget, Variance, plan
 
 
 def main(path: str, rounds: int = 3, save: str | None = None, compare: str | None = None,
-         model_spec: str | None = None) -> int:
+         model_spec: str | None = None, only: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     stats = load_stats(path)
     if model_spec:
@@ -38,6 +39,8 @@ def main(path: str, rounds: int = 3, save: str | None = None, compare: str | Non
     kept, differ = {}, []
     want = json.loads(Path(compare).read_text()) if compare else None
     for name, crit in methods:
+        if only and name.split()[0] not in only:
+            continue
         try:
             crit.check(stats)
         except ValueError:
@@ -68,5 +71,6 @@ if __name__ == "__main__":
     ap.add_argument("--save")
     ap.add_argument("--compare")
     ap.add_argument("--model", help="model SPEC or folder (default: the one the statistics record)")
+    ap.add_argument("--methods", nargs="+", help="only these criteria (default: every registered one)")
     a = ap.parse_args()
-    raise SystemExit(main(a.stats, a.rounds, a.save, a.compare, a.model))
+    raise SystemExit(main(a.stats, a.rounds, a.save, a.compare, a.model, a.methods))
