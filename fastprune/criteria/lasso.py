@@ -35,10 +35,9 @@ def contribution_gram(gram: np.ndarray, w: np.ndarray) -> np.ndarray:
     k = int(np.prod(w.shape[2:]))
     if gram.shape != (c * k, c * k):
         raise ValueError(f"fastprune: patch Gram of shape {gram.shape} does not fit weights {tuple(w.shape)}")
-    w3 = w.reshape(o, c, k)
-    g4 = gram.reshape(c, k, c, k)
-    t = np.einsum("cadb,odb->ocad", g4, w3, optimize=True)  # (o, c, k, d)
-    return np.einsum("oca,ocad->cd", w3, t, optimize=True)
+    wf = w.reshape(o, c * k)
+    # Q_cd = sum_{a,b} G[(c,a),(d,b)] H[(c,a),(d,b)] with H = W^T W over the outputs
+    return (gram * (wf.T @ wf)).reshape(c, k, c, k).sum(axis=(1, 3))
 
 
 def lasso_path_scores(q: np.ndarray, n_lambdas: int = 60) -> np.ndarray:
