@@ -3,7 +3,7 @@
 pytest benchmarks/test_bench_moments.py --benchmark-only -s   (prints the tables; figures in README)
 
 - full moments + covariance vs torch `X @ X.T` on the same data already laid out as C x M
-  (target <= 0.6x), and statistics without covariance vs one `torch.sum` (target <= 1.3x), on
+  (target <= 0.5x), and statistics without covariance vs one `torch.sum` (target <= 1.1x), on
   (8, 64, 512, 512) fp32;
 - a scaling table over C, dtype and memory layout;
 - on a CUDA device: achieved GB/s against a device-to-device copy.
@@ -38,8 +38,8 @@ def test_moments_with_covariance_vs_gram(benchmark, big):
     t_ours, t_gemm = best["ours"], best["torch"]
     benchmark.pedantic(lambda: channel_moments(x), rounds=1)
     ratio = t_ours / t_gemm
-    benchmark.extra_info.update(torch_gram_s=t_gemm, ratio=ratio, target=0.6, isa=fastprune.cpu_isa())
-    print(f"\nmoments+cov {t_ours * 1e3:.0f} ms, torch X@X.T {t_gemm * 1e3:.0f} ms: {ratio:.2f}x (target 0.6x)")
+    benchmark.extra_info.update(torch_gram_s=t_gemm, ratio=ratio, target=0.5, isa=fastprune.cpu_isa())
+    print(f"\nmoments+cov {t_ours * 1e3:.0f} ms, torch X@X.T {t_gemm * 1e3:.0f} ms: {ratio:.2f}x (target 0.5x)")
 
 
 def test_statistics_without_covariance_vs_sum(benchmark, big):
@@ -48,8 +48,8 @@ def test_statistics_without_covariance_vs_sum(benchmark, big):
     t_ours, t_sum = best["ours"], best["torch"]
     benchmark.pedantic(lambda: channel_moments(x, covariance=False), rounds=1)
     ratio = t_ours / t_sum
-    benchmark.extra_info.update(torch_sum_s=t_sum, ratio=ratio, target=1.3, isa=fastprune.cpu_isa())
-    print(f"\nstatistics {t_ours * 1e3:.0f} ms, torch.sum {t_sum * 1e3:.0f} ms: {ratio:.2f}x (target 1.3x)")
+    benchmark.extra_info.update(torch_sum_s=t_sum, ratio=ratio, target=1.1, isa=fastprune.cpu_isa())
+    print(f"\nstatistics {t_ours * 1e3:.0f} ms, torch.sum {t_sum * 1e3:.0f} ms: {ratio:.2f}x (target 1.1x)")
 
 
 def test_scaling_table(benchmark):

@@ -248,6 +248,19 @@ def test_wide_nchw_covariance_over_column_panels_and_pipelined_tiles(isa):
     assert_matches(channel_moments(x), x)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_covariance_for_every_channel_count_up_to_two_block_widths(isa, layout):
+    # the Gram runs in strips of RI rows from the diagonal, in blocks of up to RJ columns (AVX-512
+    # 5 x 5, AVX2 3 x 4, SSE 3 x 3): C = 1..27 reaches every remainder strip and block width
+    for c in range(1, 28):
+        x = feature_maps(n=2, c=c, h=9, w=13, seed=c)
+        if layout == "channels_last":
+            x = x.to(memory_format=torch.channels_last)
+        m = channel_moments(x)
+        assert_matches(m, x)
+        assert torch.equal(m.cov, m.cov.T)
+
+
 def test_bitwise_reproducible_for_same_input(isa):
     x = feature_maps(n=5, c=33, h=64, w=64)
     xs = [x, x.to(memory_format=torch.channels_last), x[:, :, 0, 0].contiguous()]

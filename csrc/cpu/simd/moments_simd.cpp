@@ -6,16 +6,19 @@
 // channel-major panel (row c = the tile's shifted samples of channel c; channels_last input is
 // transposed W x W in registers); the same loads fold the per-channel statistics. The upper
 // triangle of the panel's fp32 Gram is then formed by inner products over samples of channel
-// rows (RI x RJ blocks of lane-partial sums, reduced once per tile). The panel carries a row of
-// ones, so the Gram also gives the tile's shifted sums and sums of squares. Planar (NCHW) input
+// rows (RI x RJ blocks of lane-partial sums, reduced once per tile) in strips of RI rows that start
+// on the diagonal, so that only the upper triangle is computed. The pack adds up the shifted sums;
+// the Gram's diagonal gives the shifted sums of squares. Planar (NCHW) input
 // is pipelined: the Gram's blocks prefetch the next tile into L2 and pack it as they go. The tile
 // is merged into the thread's fp64 totals with Chan's update (moments_tile.h).
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <stdexcept>
+#include <utility>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -136,8 +139,8 @@ std::unique_ptr<T[], AlignedFree> aligned_zeros(std::size_t n) {
   return std::unique_ptr<T[], AlignedFree>(p);
 }
 
-// Per-thread scratch of one tile: the shifted channel-major panel (rows past C zero but for the
-// row of ones), its fp32 Gram and the per-channel sums.
+// Per-thread scratch of one tile: the shifted channel-major panel, its fp32 Gram and the
+// per-channel sums.
 // A pipelined run (planar input with cov) keeps two tiles, one being reduced while the next is
 // packed, that share one Gram (`gram` points to the first tile's).
 struct Tile {
@@ -158,7 +161,6 @@ struct Tile {
       // C <= 512 and K = 1024 below: the RI rows of an inner-product block stay in L1 while the
       // others stream from L2 (gram_inner's column panels); the per-tile lane reduction and fp64
       // merge are amortised over >= 128 samples; lane sums hold K / W <= 64 terms each
-      ld = ((C + 8 + 15) / 16) * 16;  // rows past C (up to C + 8) are zero padding
       K = 1024;  // a power of two in [128, 1024] (gram_inner's strides)
       while (K > 128 && K * C > 524288) K /= 2;
       kp = K + 16;  // a row stride off the 4 KiB multiples: the rows of a block share no L1 set
@@ -174,18 +176,16 @@ struct Tile {
   std::int64_t kv(std::int64_t kn) const { return (kn + W - 1) / W * W; }
 };
 
-// Per-lane running statistics of vectors of samples: with SUMS the shifted sums and sums of
-// squares too (a covariance pack leaves them to the Gram).
+// Per-lane running statistics of vectors of samples, with the shifted sums and, with SQUARES, the
+// shifted sums of squares (a covariance pack leaves those to the Gram's diagonal).
 struct LaneStats {
   vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
   vi z{};
 
-  template <bool SUMS>
+  template <bool SQUARES>
   inline void add(vf v, vf d) {
-    if constexpr (SUMS) {
-      s1 += d;
-      s2 = fmadd(d, d, s2);
-    }
+    s1 += d;
+    if constexpr (SQUARES) s2 = fmadd(d, d, s2);
     ab += vabs(v);
     mn = v < mn ? v : mn;
     mx = v > mx ? v : mx;
@@ -273,26 +273,41 @@ std::int32_t count_nonfinite(float abs_sum, const typename Elem<D>::T* x, std::i
   return count;
 }
 
-// Statistics of one channel over k planar (contiguous) samples; panel row c when cov.
+// Statistics of one channel over k planar (contiguous) samples; panel row c when cov. `ahead`
+// (statistics only): the samples packed next, prefetched in step with these (a run per channel
+// hops a channel stride: the hardware prefetcher starts afresh at each).
 template <DType D, bool COV>
-void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int64_t c, Tile& t) {
+void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int64_t c, Tile& t,
+                         const typename Elem<D>::T* ahead = nullptr) {
   const float sh = t.shift[c];
   const vf vsh = splat(sh);
-  LaneStats st;
+  LaneStats st, st2;  // two vectors a step: two sets of dependency chains
   float* row = COV ? t.panel.get() + c * t.kp : nullptr;
+  using T = typename Elem<D>::T;
   std::int64_t k = 0;
+  for (; k + 2 * W <= kn; k += 2 * W) {
+    if constexpr (!COV)  // with cov: during the Gram
+      for (std::size_t o = 0; o < 2 * W * sizeof(T); o += 64)
+        __builtin_prefetch(reinterpret_cast<const char*>(ahead + k) + o, 0, 3);
+    const vf v = Elem<D>::vec(x + k), u = Elem<D>::vec(x + k + W);
+    const vf d = v - vsh, e = u - vsh;
+    st.add<!COV>(v, d);  // with cov the Gram's diagonal gives the sums of squares
+    st2.add<!COV>(u, e);
+    if constexpr (COV) { vstore(row + k, d); vstore(row + k + W, e); }
+  }
   for (; k + W <= kn; k += W) {
-    if constexpr (!COV) __builtin_prefetch(x + k + t.K, 0, 2);  // the next tile of this channel, into L2 (with cov: during the Gram)
     const vf v = Elem<D>::vec(x + k);
     const vf d = v - vsh;
-    st.add<!COV>(v, d);  // with cov the Gram gives the sums (its diagonal and its ones column)
+    st.add<!COV>(v, d);
     if constexpr (COV) vstore(row + k, d);
   }
+  st.merge(st2);
   const auto vmin = [](auto a, auto b) { return a < b ? a : b; };
   const auto vmax = [](auto a, auto b) { return a > b ? a : b; };
   const auto plus = [](auto a, auto b) { return a + b; };
   ScalarStats f;
-  if constexpr (!COV) { f.s1 = fold(st.s1, plus); f.s2 = fold(st.s2, plus); }
+  f.s1 = fold(st.s1, plus);
+  if constexpr (!COV) f.s2 = fold(st.s2, plus);
   f.ab = fold(st.ab, plus);
   f.mn = fold(st.mn, vmin);
   f.mx = fold(st.mx, vmax);
@@ -306,7 +321,8 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
   if constexpr (COV) {
     for (k = kn; k < t.kv(kn); ++k) row[k] = 0.0f;  // pad to whole vectors
   }
-  if constexpr (!COV) { t.s1[c] = f.s1; t.s2[c] = f.s2; }
+  t.s1[c] = f.s1;
+  if constexpr (!COV) t.s2[c] = f.s2;
   t.abs[c] = f.ab; t.mn[c] = f.mn; t.mx[c] = f.mx;
   t.zeros[c] = f.z; t.nonfin[c] = f.nf;
 }
@@ -337,7 +353,7 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
           for (int q = 0; q < W; ++q) {
             const vf v = Elem<D>::vec(x + (k + q) * sp + c0);
             d[q] = v - vsh;
-            blk.add<!COV>(v, d[q]);  // with cov the Gram gives the sums
+            blk.add<!COV>(v, d[q]);  // with cov the Gram's diagonal gives the sums of squares
           }
           transpose(d);
 #pragma GCC unroll 16
@@ -395,15 +411,15 @@ inline float hsum(vf v) {
 #endif
 }
 
-// g[i0 + i][j0 + j] = sum_k p[i0 + i][k] * p[j0 + j][k], i < RI, j < RJ: rows of a channel-major
-// panel (row stride KP, a compile-time constant so that the row addresses are immediate offsets),
-// over kv samples (a multiple of W). Lane partial sums, reduced at the end. DIAG: a block on the
-// diagonal (i0 == j0, RI == RJ), of which only j >= i is needed. [pr, pend): bytes to
-// prefetch into L2 along the way, a line a loop step.
-template <std::int64_t KP, bool DIAG>
-inline void inner_tile(const float* p, std::int64_t kv, std::int64_t i0, std::int64_t j0, float* g,
-                       std::int64_t ld, const char* pr, const char* pend) {
-  vf acc[RI][RJ] = {};
+// g[i0 + i][j0 + j] = sum_k p[i0 + i][k] * p[j0 + j][k], i < NI <= RI, j < NJ <= RJ: rows of a
+// channel-major panel (row stride KP, a compile-time constant so that the row addresses are
+// immediate offsets), over kv samples (a multiple of W). Lane partial sums, reduced at the end.
+// DIAG: a block that starts on the diagonal (i0 == j0), of which only j >= i is needed.
+// [pr, pend): bytes to prefetch into L2 along the way, a line a loop step.
+template <std::int64_t KP, int NI, int NJ, bool DIAG>
+void inner_tile(const float* p, std::int64_t kv, std::int64_t i0, std::int64_t j0, float* g,
+                std::int64_t ld, const char* pr, const char* pend) {
+  vf acc[NI][NJ] = {};
   const float* ri = p + i0 * KP;
   const float* rj = p + j0 * KP;
   const std::int64_t kp = KP;
@@ -412,23 +428,35 @@ inline void inner_tile(const float* p, std::int64_t kv, std::int64_t i0, std::in
       __builtin_prefetch(pr, 0, 2);
       pr += 64;
     }
-    vf a[RI];  // hold the i vectors, stream the j vectors (RI <= RJ)
+    vf a[NI];  // hold the i vectors, stream the j vectors (NI <= RI <= RJ)
 #pragma GCC unroll 8
-    for (int i = 0; i < RI; ++i) a[i] = vload(ri + i * kp + k);
+    for (int i = 0; i < NI; ++i) a[i] = vload(ri + i * kp + k);
 #pragma GCC unroll 8
-    for (int j = 0; j < RJ; ++j) {
-      const vf b = vload(rj + j * kp + k);
+    for (int j = 0; j < NJ; ++j) {
+      const vf b = DIAG && j < NI ? a[j] : vload(rj + j * kp + k);
 #pragma GCC unroll 8
-      for (int i = 0; i < RI; ++i)
+      for (int i = 0; i < NI; ++i)
         if (!DIAG || j >= i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
     }
   }
 #pragma GCC unroll 8
-  for (int i = 0; i < RI; ++i)
+  for (int i = 0; i < NI; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < RJ; ++j)
+    for (int j = 0; j < NJ; ++j)
       if (!DIAG || j >= i) g[(i0 + i) * ld + j0 + j] = hsum(acc[i][j]);
 }
+
+// inner_tile for every block shape: [DIAG][ni - 1][nj - 1].
+using BlockFn = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t, float*, std::int64_t,
+                         const char*, const char*);
+template <std::int64_t KP, bool DIAG, std::size_t... S>
+constexpr std::array<BlockFn, RI * RJ> block_shapes(std::index_sequence<S...>) {
+  return {&inner_tile<KP, static_cast<int>(S / RJ) + 1, static_cast<int>(S % RJ) + 1, DIAG>...};
+}
+template <std::int64_t KP>
+constexpr std::array<std::array<BlockFn, RI * RJ>, 2> kBlocks = {
+    block_shapes<KP, false>(std::make_index_sequence<RI * RJ>{}),
+    block_shapes<KP, true>(std::make_index_sequence<RI * RJ>{})};
 
 // Mean of n samples `stride` apart: the shift of an image's first tile. A shift only has to be
 // near the tile's mean (the merge centres exactly), so contiguous samples are summed in fp32
@@ -467,49 +495,44 @@ struct NextTile {
   }
 };
 
-// Upper triangle (plus the few entries the blocks straddle) of a channel-major panel's Gram, and
-// the pack of the next tile (if any) alongside. Row C of the panel is ones over the tile's
-// samples, so column C of the Gram holds the shifted sums S1 and its diagonal the shifted sums of
-// squares: the pack does not add them up again.
+// Upper triangle of a channel-major panel's Gram (its diagonal: the shifted sums of squares), and
+// the pack of the next tile (if any) alongside.
 template <std::int64_t KP, DType D>
 void gram_inner_kp(Tile& t, std::int64_t kn, const NextTile<D>* next) {
-  const std::int64_t kv = t.kv(kn), C = t.C, J = C + 1;  // columns 0..C
-  float* ones = t.panel.get() + C * KP;
-  for (std::int64_t k = 0; k < kv; ++k) ones[k] = k < kn ? 1.0f : 0.0f;
+  const std::int64_t kv = t.kv(kn), C = t.C;
   // blocks in column panels of JC columns (<= 512 KiB of rows: the streamed rows stay in L2
-  // however many channels), in each the block rows that reach it
+  // however many channels); in each, strips of RI rows that reach it, from the diagonal on
   constexpr std::int64_t JC = (131072 / KP) / RJ * RJ;
   const auto for_blocks = [&](auto&& f) {
-    for (std::int64_t jc = 0; jc < J; jc += JC)
-      for (std::int64_t i0 = 0; i0 < std::min(C, jc + JC); i0 += RI)
-        for (std::int64_t j0 = std::max(jc, (i0 / RJ) * RJ); j0 < std::min(J, jc + JC); j0 += RJ) f(i0, j0);
+    for (std::int64_t jc = 0; jc < C; jc += JC) {
+      const std::int64_t jend = std::min(C, jc + JC);
+      for (std::int64_t i0 = 0; i0 < jend; i0 += RI)
+        for (std::int64_t j0 = std::max(jc, i0); j0 < jend; j0 += RJ)
+          f(i0, std::min<std::int64_t>(RI, C - i0), j0, std::min<std::int64_t>(RJ, jend - j0));
+    }
   };
   std::int64_t blocks = 0;
-  for_blocks([&](std::int64_t, std::int64_t) { ++blocks; });
+  for_blocks([&](std::int64_t, std::int64_t, std::int64_t, std::int64_t) { ++blocks; });
   // block b prefetches the next tile's rows [rows b / blocks, rows (b + 1) / blocks): the first
   // a line per loop step (the lines its steps do not reach after it), the others at once
   const std::int64_t rows = next != nullptr ? next->t->C : 0;
   const std::int64_t bytes = next != nullptr ? next->bytes() : 0, reach = std::min(bytes, kv / W * 64);
   const auto first_row = [&](std::int64_t blk) { return rows * blk / blocks; };
   std::int64_t b = 0, packed = 0;
-  for_blocks([&](std::int64_t i0, std::int64_t j0) {
+  for_blocks([&](std::int64_t i0, std::int64_t ni, std::int64_t j0, std::int64_t nj) {
       const std::int64_t r0 = first_row(b), r1 = first_row(b + 1);
       for (std::int64_t r = r0 + 1; r < r1; ++r)
         for (std::int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next->row(r) + o, 0, 2);
       const char* pr = r1 > r0 ? next->row(r0) : nullptr;
       const char* pend = r1 > r0 ? pr + reach : nullptr;
-      if (RI == RJ && j0 == i0) inner_tile<KP, true>(t.panel.get(), kv, i0, j0, t.gram, t.ld, pr, pend);
-      else inner_tile<KP, false>(t.panel.get(), kv, i0, j0, t.gram, t.ld, pr, pend);
+      kBlocks<KP>[j0 == i0][(ni - 1) * RJ + nj - 1](t.panel.get(), kv, i0, j0, t.gram, t.ld, pr, pend);
       for (std::int64_t o = reach; r1 > r0 && o < bytes; o += 64) __builtin_prefetch(pr + o, 0, 2);
       if (b + 1 >= NextTile<D>::LAG)
         for (const std::int64_t upto = first_row(b + 2 - NextTile<D>::LAG); packed < upto; ++packed) next->pack(packed);
       ++b;
     });
   for (; packed < rows; ++packed) next->pack(packed);
-  for (std::int64_t c = 0; c < C; ++c) {
-    t.s1[c] = t.gram[c * t.ld + C];
-    t.s2[c] = t.gram[c * t.ld + c];
-  }
+  for (std::int64_t c = 0; c < C; ++c) t.s2[c] = t.gram[c * t.ld + c];
 }
 
 template <DType D>
@@ -635,11 +658,15 @@ void pack_tile(const Batch& b, const typename Elem<D>::T* data, const TileRef& r
   const typename Elem<D>::T* x = data + r.image * b.sI + r.p * b.sP;
   for (std::int64_t c = 0; c < b.C; ++c)
     t.shift[c] = r.first ? channel_mean<D>(x + c * b.sC, r.kn, b.sP) : static_cast<float>(img.mean[c]);
-  if (b.planar) {
-    for (std::int64_t c = 0; c < b.C; ++c) {
-      if (b.cov) pack_planar_channel<D, true>(x + c * b.sC, r.kn, c, t);
-      else pack_planar_channel<D, false>(x + c * b.sC, r.kn, c, t);
-    }
+  if (b.planar && b.cov) {
+    for (std::int64_t c = 0; c < b.C; ++c) pack_planar_channel<D, true>(x + c * b.sC, r.kn, c, t);
+  } else if (b.planar) {
+    // after the last channel: channel 0 of the next tile of this image (within its row), or of
+    // the next image
+    const typename Elem<D>::T* after =
+        r.p + 2 * r.kn <= b.P ? x + r.kn : r.image + 1 < b.I ? data + (r.image + 1) * b.sI : x;
+    for (std::int64_t c = 0; c < b.C; ++c)
+      pack_planar_channel<D, false>(x + c * b.sC, r.kn, c, t, c + 1 < b.C ? x + (c + 1) * b.sC : after);
   } else {
     if (b.cov) pack_interleaved<D, true>(x, b.sP, r.kn, t);
     else pack_interleaved<D, false>(x, b.sP, r.kn, t);
