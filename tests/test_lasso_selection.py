@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from sklearn.linear_model import Lasso
 
-from fastprune.criteria.lasso_solve import select_k, solve
+from fastprune.criteria.lasso import lasso_path_scores
+from fastprune.criteria.lasso_solve import path_entries, select_k, solve
 
 
 def _contributions(rng, n=300, c=12, corr=0.4):
@@ -57,6 +58,31 @@ def test_dead_and_duplicated_channels():
     assert len(sel.keep) == 1 and sel.beta.sum() == pytest.approx(2.0, rel=1e-3)
     with pytest.raises(ValueError, match="1 <= k"):
         select_k(np.eye(3), 4)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(3, 14), st.floats(0.0, 1.5))
+@example(20, 10, 1.5)  # a channel leaves the path at a smaller lambda
+def test_path_entries_equal_the_support_of_each_solve_on_the_grid(seed, c, corr):
+    """The exact path's entry λ of every channel equals, on the grid, the largest λ at which
+    coordinate descent (`solve`, scikit-learn's Lasso above) has it non-zero; channels that leave
+    and re-enter (strong correlations) included, a dead channel never enters."""
+    rng = np.random.default_rng(seed)
+    z, _ = _contributions(rng, c=c, corr=corr)
+    z[:, c - 1] = 0.0
+    q = z.T @ z
+    b = q.sum(1)
+    live = np.diag(q) > 0
+    lams = np.abs(b[live]).max() * np.geomspace(1.0, 1e-4, 40)
+    want = np.zeros(c)
+    beta = np.zeros(c)
+    for lam in lams:
+        beta = solve(q, b, lam, beta=beta, tol=1e-14)
+        want[(beta != 0) & (want == 0)] = lam
+    np.testing.assert_array_equal(path_entries(q, b, lams, live), want)
+    s = lasso_path_scores(q, n_lambdas=40)
+    order = np.argsort(-s[:c - 1], kind="stable")
+    assert s[c - 1] < s[:c - 1].min() and np.all(np.diff(want[:c - 1][order]) <= 0)  # ranked by entry λ
 
 
 @settings(max_examples=10, deadline=None)

@@ -6,7 +6,7 @@ With P the im2col patches of the group's channels (rows: positions, columns: (ch
 and G = P^T P the patch Gram, channel c's contribution to the consumer's output is
 Z_c = P_c W_c^T and Y = sum_c Z_c, so <Z_c, Z_d> = tr(W_c G_cd W_d^T) =: Q_cd and
 <Y, Z_c> = (Q 1)_c: the LASSO objective 1/2||Y - sum_c beta_c Z_c||^2 + lam ||beta||_1 is a
-quadratic in beta solved by coordinate descent. The criterion's selection of k channels is He
+quadratic in beta (solved by coordinate descent; the path scores follow its exact solution path). The criterion's selection of k channels is He
 et al.'s: the lambda at which exactly k coefficients are non-zero (`lasso_solve.select_k`,
 option selection="exact", the default); selection="path" keeps the k channels that stay longest
 on a fixed 60-point lambda path (the scores). The least-squares refit of the consumer's
@@ -21,7 +21,7 @@ import numpy as np
 
 from .base import Criterion, register
 from .context import GroupContext, as_numpy
-from .lasso_solve import Selection, select_k
+from .lasso_solve import Selection, path_entries, select_k
 from .nci import influence
 
 #: how `lasso` picks k channels: He et al.'s exact-k lambda, or the order of entry on a fixed path
@@ -35,39 +35,24 @@ def contribution_gram(gram: np.ndarray, w: np.ndarray) -> np.ndarray:
     k = int(np.prod(w.shape[2:]))
     if gram.shape != (c * k, c * k):
         raise ValueError(f"fastprune: patch Gram of shape {gram.shape} does not fit weights {tuple(w.shape)}")
-    w3 = w.reshape(o, c, k)
-    g4 = gram.reshape(c, k, c, k)
-    t = np.einsum("cadb,odb->ocad", g4, w3, optimize=True)  # (o, c, k, d)
-    return np.einsum("oca,ocad->cd", w3, t, optimize=True)
+    wf = w.reshape(o, c * k)
+    # Q_cd = sum_{a,b} G[(c,a),(d,b)] H[(c,a),(d,b)] with H = W^T W over the outputs
+    return (gram * (wf.T @ wf)).reshape(c, k, c, k).sum(axis=(1, 3))
 
 
-def lasso_path_scores(q: np.ndarray, n_lambdas: int = 60, tol: float = 1e-10, max_sweeps: int = 500) -> np.ndarray:
-    """Importance per channel = the largest lambda at which its coefficient is still non-zero
-    on the LASSO path (lambda raised until few channels remain; the last ones to leave are
-    the most important). Ties broken by the unpenalised contribution b_c = (Q 1)_c."""
+def lasso_path_scores(q: np.ndarray, n_lambdas: int = 60) -> np.ndarray:
+    """Importance per channel = the largest lambda of a 60-point geometric grid (lambda_max down to
+    1e-4 lambda_max) at which its coefficient is non-zero on the LASSO path (the last channels to
+    leave as lambda rises are the most important), from the exact path (`lasso_solve.path_entries`).
+    Ties broken by the unpenalised contribution b_c = (Q 1)_c."""
     q = 0.5 * (q + q.T)
-    c = q.shape[0]
     b = q.sum(1)
-    diag = np.diag(q).copy()
+    diag = np.diag(q)
     live = diag > 1e-14 * max(1.0, float(diag.max(initial=0.0)))
     lam_max = float(np.max(np.abs(b[live]), initial=0.0))
-    scores = np.zeros(c)
     if lam_max <= 0:
-        return scores
-    beta = np.zeros(c)
-    lams = lam_max * np.geomspace(1.0, 1e-4, n_lambdas)
-    for lam in lams:
-        for _ in range(max_sweeps):
-            delta = 0.0
-            for j in np.flatnonzero(live):
-                r = b[j] - q[j] @ beta + diag[j] * beta[j]
-                new = np.sign(r) * max(abs(r) - lam, 0.0) / diag[j]
-                delta = max(delta, abs(new - beta[j]) * np.sqrt(diag[j]))
-                beta[j] = new
-            if delta < tol * np.sqrt(max(float(b.sum()), 1e-300)):
-                break
-        newly = (beta != 0) & (scores == 0)
-        scores[newly] = lam
+        return np.zeros(q.shape[0])
+    scores = path_entries(q, b, lam_max * np.geomspace(1.0, 1e-4, n_lambdas), live)
     tie = np.abs(b) / (np.abs(b).max() + 1e-300) * 1e-9 * lam_max
     return scores + tie
 

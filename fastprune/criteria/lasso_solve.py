@@ -7,8 +7,9 @@ b_c = <Y, Z_c> = (Q 1)_c: ½ βᵀQβ − bᵀβ + λ‖β‖₁ (+ a constant).
 ``Lasso(alpha=λ/n, fit_intercept=False)`` on the n rows of [Z_1 ... Z_C] and Y.
 
 He et al. raise λ until exactly k coefficients are non-zero: `select_k` bisects λ on a log
-scale between 0 (every live channel) and λ_max = max|b| (none), solving each λ by coordinate
-descent warm-started from the nearest solved λ.
+scale between 0 (every live channel) and λ_max = max|b| (none), reading each λ's solution off
+the exact path (`lasso_path`: piecewise linear in λ between the λ at which a channel joins or
+leaves; `solve`, coordinate descent, converges to the same solutions).
 """
 from __future__ import annotations
 
@@ -62,8 +63,10 @@ class Selection:
 def select_k(q: np.ndarray, k: int, b: np.ndarray | None = None, iters: int = 100,
              tol: float = 1e-12) -> Selection:
     """The λ for which the LASSO keeps exactly `k` channels (He et al. 2017), by bisection of
-    log λ. If the count jumps over k (channels entering together), the solution at the
-    smallest λ with more than k non-zeros is cut to the k largest |β_c|·sqrt(Q_cc)."""
+    log λ, each λ's solution read off the exact path (`lasso_path`). If the count jumps over k
+    (channels entering together), the solution at the smallest λ with more than k non-zeros is
+    cut to the k largest |β_c|·sqrt(Q_cc). `tol`: of the coordinate descent when every live
+    channel is kept (λ = 0)."""
     q = 0.5 * (q + q.T)
     c = q.shape[0]
     if not 1 <= k <= c:
@@ -76,23 +79,112 @@ def select_k(q: np.ndarray, k: int, b: np.ndarray | None = None, iters: int = 10
         order = sorted(range(c), key=lambda i: (not live[i], i))[:k]
         return Selection(sorted(order), 0.0, solve(q, b, 0.0, tol=tol) if lam_max > 0 else np.zeros(c), True)
     lo, hi = np.log(lam_max) - 30.0, np.log(lam_max)  # count(hi) = 0 < k; count(lo): (nearly) every live channel
+    path = lasso_path(q, b, live, stop=float(np.exp(lo)))
     beta_lo: np.ndarray | None = None
-    beta_hi = np.zeros(c)
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        warm = beta_lo if beta_lo is not None and mid - lo < hi - mid else beta_hi
-        beta = solve(q, b, float(np.exp(mid)), beta=warm, tol=tol)
+        beta = solution_at(path, float(np.exp(mid)), c)
         n = int(np.count_nonzero(beta))
         if n == k:
             return Selection(sorted(np.flatnonzero(beta).tolist()), float(np.exp(mid)), beta, True)
         if n > k:
             lo, beta_lo = mid, beta
         else:
-            hi, beta_hi = mid, beta
+            hi = mid
         if hi - lo < 1e-13:
             break
     if beta_lo is None:  # never more than k non-zeros (collinear channels): the largest solution found
-        beta_lo = solve(q, b, float(np.exp(lo)), beta=beta_hi, tol=tol)
+        beta_lo = solution_at(path, float(np.exp(lo)), c)
     strength = np.abs(beta_lo) * np.sqrt(np.maximum(diag, 0.0))
     keep = sorted(np.argsort(-strength, kind="stable")[:k].tolist())
     return Selection(keep, float(np.exp(lo)), beta_lo, False)
+
+
+@dataclass
+class Segment:
+    """One piece of the LASSO path: for high > λ > low the solution is β_A = u − λ v on the
+    channels `active` (the others 0)."""
+    high: float
+    low: float
+    active: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+    def beta(self, lam: float, c: int) -> np.ndarray:
+        out = np.zeros(c)
+        out[self.active] = self.u - lam * self.v
+        return out
+
+
+def lasso_path(q: np.ndarray, b: np.ndarray, live: np.ndarray, stop: float = 0.0) -> list[Segment]:
+    """The exact LASSO solution path from λ_max = max|b_live| down to `stop` (Osborne et al. 2000;
+    Efron et al. 2004, LARS with the lasso modification) on the `live` channels: between
+    breakpoints β_A(λ) = Q_AA⁻¹(b_A − λ s_A) on the active set A with signs s, and the next
+    breakpoint is the largest λ below the current one where an inactive channel's correlation
+    c_j = b_j − Q_jA β_A reaches ±λ (it joins) or an active coefficient reaches 0 (it leaves).
+    Q restricted to the live channels should be positive definite (the solution at each λ is then
+    unique, the one coordinate descent converges to); exactly collinear active channels get the
+    minimum-norm solution."""
+    idx = np.flatnonzero(live)
+    ql, bl = q[np.ix_(idx, idx)], b[idx]
+    n = len(idx)
+    if n == 0 or not np.any(bl):
+        return []
+    first = int(np.argmax(np.abs(bl)))
+    active, signs = [first], [float(np.sign(bl[first]))]
+    lam = float(np.abs(bl[first]))
+    path: list[Segment] = []
+    for _ in range(10 * n + 100):  # each channel joins and leaves a few times at most
+        a, s = np.asarray(active), np.asarray(signs)
+        qa = ql[np.ix_(a, a)]
+        try:
+            u, v = np.linalg.solve(qa, np.column_stack([bl[a], s])).T  # β_A(λ) = u − λ v
+        except np.linalg.LinAlgError:
+            u, v = (np.linalg.pinv(qa, hermitian=True) @ np.column_stack([bl[a], s])).T
+        alpha, gamma = bl - ql[:, a] @ u, ql[:, a] @ v  # c_j(λ) = α_j + λ γ_j
+        outside = np.ones(n, dtype=bool)
+        outside[a] = False
+        join, join_sign = np.full(n, -np.inf), np.zeros(n)
+        for sg in (1.0, -1.0):
+            den = sg - gamma
+            with np.errstate(divide="ignore", invalid="ignore"):
+                at = np.where(outside & (den != 0), alpha / den, -np.inf)
+            better = (at > 0) & (at < lam * (1 - 1e-12)) & (at > join)
+            join[better], join_sign[better] = at[better], sg
+        with np.errstate(divide="ignore", invalid="ignore"):
+            leave = np.where(v != 0, u / v, -np.inf)
+        leave = np.where((leave > 0) & (leave < lam * (1 - 1e-12)), leave, -np.inf)
+        j_in, j_out = int(np.argmax(join)), int(np.argmax(leave))
+        nxt = max(float(join[j_in]), float(leave[j_out]), 0.0)
+        path.append(Segment(lam, nxt, idx[a], u, v))
+        if nxt <= stop:
+            break
+        if join[j_in] >= leave[j_out]:
+            active.append(j_in)
+            signs.append(float(join_sign[j_in]))
+        else:
+            del active[j_out], signs[j_out]
+        lam = nxt
+    return path
+
+
+def solution_at(path: list[Segment], lam: float, c: int) -> np.ndarray:
+    """β(λ) on a `lasso_path` (0 above λ_max)."""
+    for seg in path:
+        if seg.low < lam <= seg.high:
+            return seg.beta(lam, c)
+    return np.zeros(c) if not path or lam > path[0].high else path[-1].beta(lam, c)
+
+
+def path_entries(q: np.ndarray, b: np.ndarray, lams: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """For each channel, the largest λ of `lams` (descending, lams[0] = λ_max = max|b_live|) at
+    which its LASSO coefficient is non-zero on the exact path (`lasso_path`); 0: never."""
+    out = np.zeros(q.shape[0])
+    g = 1  # at lams[0] = λ_max every coefficient is 0
+    for seg in lasso_path(q, b, live, stop=float(lams[-1])):
+        while g < len(lams) and lams[g] > seg.low:  # grid points inside (low, high): the support is A
+            if lams[g] < seg.high:
+                fresh = seg.active[out[seg.active] == 0]
+                out[fresh] = lams[g]
+            g += 1
+    return out

@@ -32,8 +32,10 @@ _RCOND = 1e-10
 def _block_pinv(a: np.ndarray, scale: float) -> np.ndarray:
     """Pseudo-inverses of a stack of small symmetric PSD blocks (..., t, t); eigenvalues below
     rcond * scale count as 0."""
-    w, v = np.linalg.eigh(0.5 * (a + np.swapaxes(a, -1, -2)))
     cut = _RCOND * max(scale, 1e-300)
+    if a.shape[-1] == 1:  # 1 x 1 blocks are their own eigenvalue (the same numbers as eigh, without the call)
+        return np.where(a > cut, 1.0 / np.where(a > cut, a, 1.0), 0.0)
+    w, v = np.linalg.eigh(0.5 * (a + np.swapaxes(a, -1, -2)))
     inv = np.where(w > cut, 1.0 / np.where(w > cut, w, 1.0), 0.0)
     return (v * inv[..., None, :]) @ np.swapaxes(v, -1, -2)
 
@@ -63,30 +65,31 @@ def greedy_order(targets: Sequence[tuple[np.ndarray, np.ndarray]], channels: int
     left = list(range(channels))
     frac = 1.0
     stop = channels if limit is None else min(int(limit), channels)
+    # the states keep only the rows and columns of the channels still `left` (in that order): the
+    # picked ones are never read again, so each step updates a shrinking matrix
     while left and len(order) < stop and states:
-        idx = np.asarray(left)
-        cols = (idx[:, None] * taps + np.arange(taps)[None, :])  # (L, taps)
+        cols = np.arange(len(left) * taps).reshape(len(left), taps)  # (L, taps)
         gains = np.zeros(len(left))
         pinvs = []
         for r, f, energy, scale in states:
             blocks = r[cols[:, :, None], cols[:, None, :]]  # (L, taps, taps)
             p = _block_pinv(blocks, scale)
             fb = f[cols]  # (L, taps, O)
-            gains += np.einsum("lto,lts,lso->l", fb, p, fb) / energy
+            gains += np.sum(fb * (p @ fb), axis=(1, 2)) / energy  # fb_l^T p_l fb_l, batched through BLAS
             pinvs.append(p)
         best = int(np.argmax(gains))
         if gains[best] <= 1e-14:
             break
-        j = left.pop(best)
-        order.append(j)
+        order.append(left.pop(best))
         residual.append(frac)
         frac = max(frac - float(gains[best]) / len(states), 0.0)
-        b = slice(j * taps, (j + 1) * taps)
+        b = cols[best]
+        rest = np.delete(cols.reshape(-1), b)
         for s, p in zip(states, pinvs):
             r, f = s[0], s[1]
-            rb = r[:, b] @ p[best]  # (n, taps)
-            s[1] = f - rb @ f[b]
-            s[0] = r - rb @ r[b, :]
+            rb = r[rest][:, b] @ p[best]  # (rows left, taps)
+            s[1] = f[rest] - rb @ f[b]
+            s[0] = r[np.ix_(rest, rest)] - rb @ r[b][:, rest]
     order += left if limit is None else left[: max(0, stop - len(order))]
     residual += [0.0] * (len(order) - len(residual))
     return order, residual
@@ -130,7 +133,7 @@ def consumer_metric(ctx: GroupContext) -> np.ndarray:
             wt = ctx.consumer_columns(c).sum(2).T.numpy()[None]  # (1, O, C); a flattened block: summed
         else:
             continue
-        mc = np.einsum("toc,tod->cd", wt, wt)
+        mc = np.tensordot(wt, wt, axes=([0, 1], [0, 1]))  # sum over taps and outputs: (C, C)
         tr = float(np.trace(mc))
         if tr > 0:
             m += mc / tr

@@ -172,53 +172,77 @@ class ChannelCost:
                     self._axes[(m.module, m.param)] = m.axis
                 elif m.dim in ("in", "out"):
                     self._members.setdefault((m.module, m.dim), []).append((gid, m.block))
-        self._layers: dict[str, tuple[nn.Module, int]] = {}
+        # per layer, everything its cost needs that does not depend on the removal (read once)
+        self._layers: dict[str, _Layer] = {}
         for name in {k[0] for k in self._members} | {k[0] for k in self._params}:
-            self._layers[name] = (modules[name], base.per_layer.get(name, (0, 0))[1])
-        self._fixed = self.base_params - sum(self._layer(name, {})[0] for name in self._layers)
-
-    def _lost(self, name: str, dim: str, removed: dict[str, int]) -> int:
-        return sum(removed.get(gid, 0) * block for gid, block in self._members.get((name, dim), ()))
-
-    def _layer(self, name: str, removed: dict[str, int]) -> tuple[int, int]:
-        mod, macs = self._layers[name]
-        ro, ri = self._lost(name, "out", removed), self._lost(name, "in", removed)
-        own = dict(mod.named_parameters(recurse=False))
-        if isinstance(mod, _SHAPED):
-            w = own["weight"]
-            if isinstance(mod, nn.Linear):
-                cout, cin, groups, taps = mod.out_features, mod.in_features, 1, 1
-            else:
-                cout, cin, groups, taps = mod.out_channels, mod.in_channels, mod.groups, _prod(mod.kernel_size)
-            o, i = cout - ro, cin - ri
-            g = i if groups > 1 and groups == cin else groups  # depthwise: a group per kept channel
-            per = (i * (o // g) if isinstance(mod, nn.modules.conv._ConvTransposeNd) else o * (i // g)) if g else 0
-            w2 = per * taps
-            params = w2 + (o if own.get("bias") is not None else 0)
-            return params, (macs // w.numel()) * w2 if w.numel() else macs
-        params = 0
-        for pname, p in own.items():
-            shape = list(p.shape)
-            lost = sum(removed.get(gid, 0) * block for gid, block in self._params.get((name, pname), ()))
-            if lost:
-                shape[self._axes[(name, pname)]] -= lost
-            elif ro and p.dim() >= 1:  # normalisation affines: (C,) along the channel axis
-                shape[0] -= ro
-            params += _prod(shape)
-        return params, macs
+            self._layers[name] = _Layer.of(name, modules[name], base.per_layer.get(name, (0, 0))[1],
+                                           self._members.get((name, "out"), []), self._members.get((name, "in"), []),
+                                           self._params, self._axes)
+        self._fixed = self.base_params - sum(layer.cost({})[0] for layer in self._layers.values())
 
     def layer(self, name: str, removed: dict[str, int]) -> tuple[int, int]:
         """(params, MACs) of module `name` when `removed[g]` channels of each group g go."""
-        return self._layer(name, removed) if name in self._layers else (0, 0)
+        return self._layers[name].cost(removed) if name in self._layers else (0, 0)
 
     def evaluate(self, removed: dict[str, int]) -> tuple[int, int]:
         """Total (params, MACs) when `removed[g]` channels of each group g go."""
         params, macs = self._fixed, self.base_macs
-        for name, (_, base_macs) in self._layers.items():
-            p, m = self._layer(name, removed)
+        for layer in self._layers.values():
+            p, m = layer.cost(removed)
             params += p
-            macs += m - base_macs
+            macs += m - layer.macs
         return params, macs
 
 
 _SHAPED = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+@dataclass
+class _Layer:
+    """One layer of the cost model, read from its module once: base MACs, the (group, block)
+    channels it loses on its output and input side, and its shape (a conv / linear layer) or
+    its parameters' shapes with the (group, block) losses along each one's channel axis."""
+    macs: int
+    out: list[tuple[str, int]]
+    inp: list[tuple[str, int]]
+    shaped: tuple[int, int, int, int, bool, bool, int] | None  # cout, cin, groups, taps, transposed, bias, weight size
+    params: list[tuple[list[int], int, list[tuple[str, int]]]]  # (shape, channel axis, losses) per parameter
+
+    @classmethod
+    def of(cls, name: str, mod: nn.Module, macs: int, out: list[tuple[str, int]], inp: list[tuple[str, int]],
+           params: dict[tuple[str, str], list[tuple[str, int]]], axes: dict[tuple[str, str], int]) -> "_Layer":
+        own = dict(mod.named_parameters(recurse=False))
+        shaped, plist = None, []
+        if isinstance(mod, _SHAPED):
+            if isinstance(mod, nn.Linear):
+                cout, cin, groups, taps = mod.out_features, mod.in_features, 1, 1
+            else:
+                cout, cin, groups, taps = mod.out_channels, mod.in_channels, mod.groups, _prod(mod.kernel_size)
+            shaped = (cout, cin, groups, taps, isinstance(mod, nn.modules.conv._ConvTransposeNd),
+                      own.get("bias") is not None, own["weight"].numel())
+        else:
+            plist = [(list(p.shape), axes.get((name, pname), 0), params.get((name, pname), []))
+                     for pname, p in own.items()]
+        return cls(macs, out, inp, shaped, plist)
+
+    def cost(self, removed: dict[str, int]) -> tuple[int, int]:
+        """(params, MACs) when `removed[g]` channels of each group g go."""
+        ro = sum(removed.get(gid, 0) * block for gid, block in self.out)
+        if self.shaped is not None:
+            ri = sum(removed.get(gid, 0) * block for gid, block in self.inp)
+            cout, cin, groups, taps, transposed, bias, size = self.shaped
+            o, i = cout - ro, cin - ri
+            g = i if groups > 1 and groups == cin else groups  # depthwise: a group per kept channel
+            per = (i * (o // g) if transposed else o * (i // g)) if g else 0
+            w2 = per * taps
+            return w2 + (o if bias else 0), (self.macs // size) * w2 if size else self.macs
+        total = 0
+        for shape, axis, losses in self.params:
+            lost = sum(removed.get(gid, 0) * block for gid, block in losses)
+            if lost:
+                total += _prod(shape[:axis] + [shape[axis] - lost] + shape[axis + 1:])
+            elif ro and shape:  # normalisation affines: (C,) along the channel axis
+                total += _prod([shape[0] - ro] + shape[1:])
+            else:
+                total += _prod(shape)
+        return total, self.macs
