@@ -2,23 +2,16 @@
 one clear error (one line on stderr, exit code 2, nothing written)."""
 from __future__ import annotations
 
+from _cli_run import cli
 from fastprune.cli.main import main
-
-
-def cli(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr()
 
 
 def test_plan_variance_where_it_has_no_use_is_one_error(tmp_path, capsys):
     for method, extra, words in (("msd_nci", [], "no use with --method msd_nci"),
                                  ("lfa", ["--factors", "kaiser"], "with --factors kaiser it has no use"),
                                  ("gates", [], "prunes by --tolerance alone: drop --variance")):
-        code, out = cli(capsys, "plan", tmp_path / "s.fps", "--method", method, "--variance", "0.9", *extra,
-                        "--out", tmp_path / "p.json")
+        code, out = cli("plan", tmp_path / "s.fps", "--method", method, "--variance", "0.9", *extra,
+                        "--out", tmp_path / "p.json", capsys=capsys)
         assert code == 2 and words in out.err and out.err.count("\n") == 1
     assert not (tmp_path / "p.json").exists()
 

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 import fastprune
 from fastprune.criteria import GroupContext, get, top_k
 from fastprune.planning import compose, plan
+from _cli_run import cli
 from _models import Planted, planted_batches
 
 
@@ -87,16 +88,6 @@ def test_path_option_ranks_by_entry_on_the_fixed_path(planted):
         get("lasso", selection="greedy")
 
 
-def cli(capsys, *argv):
-    from fastprune.cli.main import main
-
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr()
-
-
 def test_selection_on_the_command_line(tmp_path, capsys):
     """`fastprune plan --method lasso [--selection exact|path]`: each plan equals the criterion
     in process; --selection with a method that has no such option, or an unknown selection,
@@ -106,14 +97,15 @@ def test_selection_on_the_command_line(tmp_path, capsys):
 
     torch.manual_seed(0)
     save_model(tmp_path / "base", load_model("unet:base_width=4,depth=2"))
-    code, _ = cli(capsys, "score", "--model", tmp_path / "base", "--data", "synthetic:n=2,size=32", "--patch-gram",
-                  "--out", tmp_path / "s.fps")
+    code, _ = cli("score", "--model", tmp_path / "base", "--data", "synthetic:n=2,size=32", "--patch-gram",
+                  "--out", tmp_path / "s.fps", capsys=capsys)
     assert code == 0
     model = load_model(str(tmp_path / "base")).model
     stats = Statistics.load(tmp_path / "s.fps", model)
     for extra, selection in (([], "exact"), (["--selection", "path"], "path"), (["--selection", "exact"], "exact")):
         out = tmp_path / f"{selection}{len(extra)}.json"
-        code, _ = cli(capsys, "plan", tmp_path / "s.fps", "--method", "lasso", "--ratio", "0.5", *extra, "--out", out)
+        code, _ = cli("plan", tmp_path / "s.fps", "--method", "lasso", "--ratio", "0.5", *extra, "--out", out,
+                      capsys=capsys)
         assert code == 0
         doc = json.loads(out.read_text())
         crit = get("lasso", selection=selection)
@@ -123,6 +115,7 @@ def test_selection_on_the_command_line(tmp_path, capsys):
             assert rec["criterion_selection"] in (selection, "influence")
     for argv, words in ((["--method", "l1", "--selection", "path"], "no option selection"),
                         (["--method", "lasso", "--selection", "greedy"], "invalid choice")):
-        code, out = cli(capsys, "plan", tmp_path / "s.fps", *argv, "--ratio", "0.5", "--out", tmp_path / "bad.json")
+        code, out = cli("plan", tmp_path / "s.fps", *argv, "--ratio", "0.5", "--out", tmp_path / "bad.json",
+                        capsys=capsys)
         assert code == 2 and words in out.err and len(out.err.strip().splitlines()) == 1
     assert not (tmp_path / "bad.json").exists()

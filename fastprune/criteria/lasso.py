@@ -21,7 +21,7 @@ import numpy as np
 
 from .base import Criterion, register
 from .context import GroupContext, as_numpy
-from .lasso_solve import Selection, path_entries, select_k
+from .lasso_solve import Segment, Selection, live_channels, path_entries, search_path, select_k
 from .nci import influence
 
 #: how `lasso` picks k channels: He et al.'s exact-k lambda, or the order of entry on a fixed path
@@ -40,19 +40,19 @@ def contribution_gram(gram: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (gram * (wf.T @ wf)).reshape(c, k, c, k).sum(axis=(1, 3))
 
 
-def lasso_path_scores(q: np.ndarray, n_lambdas: int = 60) -> np.ndarray:
+def lasso_path_scores(q: np.ndarray, n_lambdas: int = 60, path: list[Segment] | None = None) -> np.ndarray:
     """Importance per channel = the largest lambda of a 60-point geometric grid (lambda_max down to
     1e-4 lambda_max) at which its coefficient is non-zero on the LASSO path (the last channels to
-    leave as lambda rises are the most important), from the exact path (`lasso_solve.path_entries`).
+    leave as lambda rises are the most important), from the exact path (`lasso_solve.path_entries`;
+    `path`: `lasso_solve.search_path` of the same problem when the caller has it).
     Ties broken by the unpenalised contribution b_c = (Q 1)_c."""
     q = 0.5 * (q + q.T)
     b = q.sum(1)
-    diag = np.diag(q)
-    live = diag > 1e-14 * max(1.0, float(diag.max(initial=0.0)))
+    live = live_channels(q)
     lam_max = float(np.max(np.abs(b[live]), initial=0.0))
     if lam_max <= 0:
         return np.zeros(q.shape[0])
-    scores = path_entries(q, b, lam_max * np.geomspace(1.0, 1e-4, n_lambdas), live)
+    scores = path_entries(q, b, lam_max * np.geomspace(1.0, 1e-4, n_lambdas), live, path)
     tie = np.abs(b) / (np.abs(b).max() + 1e-300) * 1e-9 * lam_max
     return scores + tie
 
@@ -80,7 +80,8 @@ class Lasso(Criterion):
     Options = LassoOptions
 
     def _q(self, ctx: GroupContext) -> np.ndarray | None:
-        """Q = sum over consumers of the contribution Gram over its energy; None without a patch Gram."""
+        """Q = sum over consumers of the contribution Gram over its energy (symmetrised); None
+        without a patch Gram."""
         def make() -> np.ndarray | None:
             grams = ctx.stats.patch_gram.get(ctx.gid, {})
             if not grams:
@@ -92,18 +93,22 @@ class Lasso(Criterion):
                 energy = float(qc.sum())
                 if energy > 0:
                     q += qc / energy  # every consumer's output counts equally
-            return q
+            return 0.5 * (q + q.T)
         return ctx.cached("lasso_q", make)
+
+    def _path(self, ctx: GroupContext, q: np.ndarray) -> list[Segment]:
+        """The group's one exact LASSO path, read by the scores and by every exact-k selection."""
+        return ctx.cached("lasso_path", lambda: search_path(q, q.sum(1)))
 
     def scores(self, ctx: GroupContext) -> np.ndarray:
         q = self._q(ctx)
-        return influence(ctx) if q is None else lasso_path_scores(q)  # no ungrouped conv consumer: NCI
+        return influence(ctx) if q is None else lasso_path_scores(q, path=self._path(ctx, q))  # else NCI
 
     def _exact(self, ctx: GroupContext, k: int) -> Selection | None:
         q = self._q(ctx)
         if self.options.selection != "exact" or q is None or k < 1:
             return None
-        return ctx.cached(("lasso_select", int(k)), lambda: select_k(q, int(k)))
+        return ctx.cached(("lasso_select", int(k)), lambda: select_k(q, int(k), path=self._path(ctx, q)))
 
     def select(self, ctx: GroupContext, k: int) -> list[int]:
         sel = self._exact(ctx, k)

@@ -60,26 +60,45 @@ class Selection:
     exact: bool           # False: no λ gives exactly k non-zeros (ties); the k largest |β_c|·‖Z_c‖ were kept
 
 
+#: how far below λ_max `select_k` searches (log λ from log λ_max − DEPTH to log λ_max)
+DEPTH = 30.0
+
+
+def live_channels(q: np.ndarray) -> np.ndarray:
+    """Channels whose contribution is not (numerically) zero: Q_cc above 1e-14 of the largest."""
+    diag = np.diag(q)
+    return diag > 1e-14 * max(1.0, float(diag.max(initial=0.0)))
+
+
+def search_path(q: np.ndarray, b: np.ndarray) -> list["Segment"]:
+    """The exact path of (Q, b) from λ_max down to λ_max·e^−DEPTH: all that `select_k` bisects on
+    and, from λ_max down to any grid above that, all that `path_entries` reads (one path per
+    problem serves both)."""
+    live = live_channels(q)
+    lam_max = float(np.max(np.abs(b[live]), initial=0.0))
+    return lasso_path(q, b, live, stop=lam_max * float(np.exp(-DEPTH))) if lam_max > 0 else []
+
+
 def select_k(q: np.ndarray, k: int, b: np.ndarray | None = None, iters: int = 100,
-             tol: float = 1e-12) -> Selection:
+             tol: float = 1e-12, path: list["Segment"] | None = None) -> Selection:
     """The λ for which the LASSO keeps exactly `k` channels (He et al. 2017), by bisection of
     log λ, each λ's solution read off the exact path (`lasso_path`). If the count jumps over k
     (channels entering together), the solution at the smallest λ with more than k non-zeros is
     cut to the k largest |β_c|·sqrt(Q_cc). `tol`: of the coordinate descent when every live
-    channel is kept (λ = 0)."""
+    channel is kept (λ = 0). `path`: `search_path(q, b)` when the caller has it already."""
     q = 0.5 * (q + q.T)
     c = q.shape[0]
     if not 1 <= k <= c:
         raise ValueError(f"fastprune: LASSO selection needs 1 <= k <= {c}, got k={k}")
     b = q.sum(1) if b is None else np.asarray(b, dtype=np.float64)
     diag = np.diag(q)
-    live = diag > 1e-14 * max(1.0, float(diag.max(initial=0.0)))
+    live = live_channels(q)
     lam_max = float(np.max(np.abs(b[live]), initial=0.0))
     if lam_max <= 0 or k >= int(live.sum()):  # nothing to choose: every live channel (then dead ones)
         order = sorted(range(c), key=lambda i: (not live[i], i))[:k]
         return Selection(sorted(order), 0.0, solve(q, b, 0.0, tol=tol) if lam_max > 0 else np.zeros(c), True)
-    lo, hi = np.log(lam_max) - 30.0, np.log(lam_max)  # count(hi) = 0 < k; count(lo): (nearly) every live channel
-    path = lasso_path(q, b, live, stop=float(np.exp(lo)))
+    lo, hi = np.log(lam_max) - DEPTH, np.log(lam_max)  # count(hi) = 0 < k; count(lo): (nearly) every live channel
+    path = search_path(q, b) if path is None else path
     beta_lo: np.ndarray | None = None
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
@@ -176,12 +195,14 @@ def solution_at(path: list[Segment], lam: float, c: int) -> np.ndarray:
     return np.zeros(c) if not path or lam > path[0].high else path[-1].beta(lam, c)
 
 
-def path_entries(q: np.ndarray, b: np.ndarray, lams: np.ndarray, live: np.ndarray) -> np.ndarray:
+def path_entries(q: np.ndarray, b: np.ndarray, lams: np.ndarray, live: np.ndarray,
+                 path: list[Segment] | None = None) -> np.ndarray:
     """For each channel, the largest λ of `lams` (descending, lams[0] = λ_max = max|b_live|) at
-    which its LASSO coefficient is non-zero on the exact path (`lasso_path`); 0: never."""
+    which its LASSO coefficient is non-zero on the exact path (`lasso_path`, or `path` when the
+    caller has one reaching below lams[-1], e.g. `search_path`); 0: never."""
     out = np.zeros(q.shape[0])
     g = 1  # at lams[0] = λ_max every coefficient is 0
-    for seg in lasso_path(q, b, live, stop=float(lams[-1])):
+    for seg in lasso_path(q, b, live, stop=float(lams[-1])) if path is None else path:
         while g < len(lams) and lams[g] > seg.low:  # grid points inside (low, high): the support is A
             if lams[g] < seg.high:
                 fresh = seg.active[out[seg.active] == 0]

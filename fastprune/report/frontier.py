@@ -97,7 +97,8 @@ def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapp
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<p class='note'>Unpruned building IoU {100 * base:.2f}%. Every method prunes to the same per-layer "
-             f"allocation (counts by {html.escape(str(pipe.get('allocation', 'redundancy')))} for each budget), selects its channels, is reconstructed "
+             f"allocation (counts by {html.escape(str(pipe.get('allocation', 'redundancy')))} for each budget), "
+             "selects its channels, is reconstructed "
              f"({html.escape(str(pipe.get('reconstruct')))}) and fine-tuned for {pipe.get('finetune_epochs')} epochs "
              f"(distillation {pipe.get('distill')}); mean ± sd over seeds {cfg.get('seeds')}. "
              "Machine-readable: <code>summary.json</code>.</p>",
@@ -122,7 +123,8 @@ def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data:
             target_params: Sequence[float] | None = None, seeds: Sequence[int] = (0, 1, 2),
             finetune_epochs: int = 8, reconstruct: str | None = "refit", distill: float = 0.5, lr: float = 2e-3,
             batch_size: int = 8, stats_batches: int = 8, exclude: Sequence[str] = (), min_channels: int = 1,
-            allocation: str = "redundancy", out: str | os.PathLike | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+            allocation: str = "redundancy", out: str | os.PathLike | None = None,
+            log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Run methods x budgets x seeds on a trained `model` (each: prune to the budget's allocation,
     select by the method, reconstruct, fine-tune `finetune_epochs` with the unpruned model as
     teacher) and, with `out`, write the report there. Methods: criterion names, "NAME:steps=N"

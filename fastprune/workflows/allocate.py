@@ -16,6 +16,12 @@ from ..planning.planner import allocate
 WORKFLOW_ALLOCATIONS = ("redundancy", "marginal", "uniform")
 
 
+def check_allocation(allocation: str) -> str:
+    if allocation not in WORKFLOW_ALLOCATIONS:
+        raise ValueError(f"fastprune: allocation must be one of {', '.join(WORKFLOW_ALLOCATIONS)}, got {allocation!r}")
+    return allocation
+
+
 def budget_counts(model: nn.Module, stats: Any, target: float, which: str = "macs", allocation: str = "redundancy",
                   exclude: Sequence[str] = (), min_channels: int = 1,
                   example_inputs: Any = None) -> tuple[dict[str, int], dict[str, Any]]:
@@ -25,9 +31,7 @@ def budget_counts(model: nn.Module, stats: Any, target: float, which: str = "mac
     `min_channels` everywhere is short."""
     if which not in ("macs", "params"):
         raise ValueError(f"fastprune: which must be 'macs' or 'params', got {which!r}")
-    if allocation not in WORKFLOW_ALLOCATIONS:
-        raise ValueError(f"fastprune: allocation must be one of {', '.join(WORKFLOW_ALLOCATIONS)}, got {allocation!r}")
-    a = allocate(model, stats, "random", Budget(**{which: target}, allocation=allocation),
+    a = allocate(model, stats, "random", Budget(**{which: target}, allocation=check_allocation(allocation)),
                  bounds=Bounds(int(min_channels), 1, tuple(exclude)), example_inputs=example_inputs, check=False)
     return a.counts, dict(a.search)
 
@@ -37,4 +41,4 @@ def producer_counts(stats: Any, counts: dict[str, int]) -> dict[str, int]:
     return {stats.group(gid).producers[0].module: k for gid, k in counts.items()}
 
 
-__all__ = ["WORKFLOW_ALLOCATIONS", "budget_counts", "producer_counts"]
+__all__ = ["WORKFLOW_ALLOCATIONS", "budget_counts", "check_allocation", "producer_counts"]

@@ -1,6 +1,6 @@
 """The methods x budgets x seeds grid: every arm prunes the same trained model to the same
-per-layer allocation (counts for the budget by the pipeline's allocation), selects by its method, reconstructs,
-and is fine-tuned for the same number of epochs; building IoU before and after fine-tuning."""
+per-layer allocation (counts for the budget by the pipeline's allocation), selects by its
+method, reconstructs, and is fine-tuned for the same number of epochs; building IoU before and after fine-tuning."""
 from __future__ import annotations
 
 import copy

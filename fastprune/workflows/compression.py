@@ -197,8 +197,9 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
     (off by default: on the demo U-Net it removed the bottleneck level and lost ~20 points of IoU
     before fine-tuning, benchmarks/README.md); per-layer counts
     by `allocation` (`budget_counts`: "redundancy", one PCA tau for all layers; "marginal";
-    "uniform") for this step's share of the budget; layer-by-layer selection by `method` with reconstruction (`reconstruct`: True or
-    "refit" = least-squares refit on the patch Gram, "fold" = covariance fold, False = none);
+    "uniform") for this step's share of the budget; layer-by-layer selection by `method` with
+    reconstruction (`reconstruct`: True or "refit" = least-squares refit on the patch Gram,
+    "fold" = covariance fold, False = none);
     batch-norm recalibration; `finetune_epochs` of fine-tuning with `teacher` (distillation
     weight `distill`), all after the last step, or spread over the steps with `finetune_between`
     (on the demo U-Net at 90% spreading them lost ~3 points, benchmarks/README.md). Returns (model, history); history["steps"] holds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .allocate import WORKFLOW_ALLOCATIONS
+from .allocate import check_allocation
 
 RECONSTRUCTIONS = (None, "fold", "refit")
 
@@ -12,7 +12,7 @@ RECONSTRUCTIONS = (None, "fold", "refit")
 @dataclass
 class Pipeline:
     finetune_epochs: int = 8
-    allocation: str = "redundancy"  # how a budget is spread over the layers (allocate.WORKFLOW_ALLOCATIONS)
+    allocation: str = "redundancy"  # how a budget is spread over the layers (allocate.check_allocation)
     reconstruct: str | None = "refit"
     distill: float = 0.5
     lr: float = 2e-3
@@ -29,9 +29,7 @@ class Pipeline:
             self.reconstruct = None
         if self.reconstruct not in RECONSTRUCTIONS:
             raise ValueError(f"fastprune: reconstruct must be 'refit', 'fold' or None, got {self.reconstruct!r}")
-        if self.allocation not in WORKFLOW_ALLOCATIONS:
-            raise ValueError(f"fastprune: allocation must be one of {', '.join(WORKFLOW_ALLOCATIONS)}, "
-                             f"got {self.allocation!r}")
+        check_allocation(self.allocation)
         if self.finetune_epochs < 0 or self.batch_size < 1 or self.stats_batches < 1 or self.min_channels < 1:
             raise ValueError("fastprune: need finetune_epochs >= 0, batch_size >= 1, stats_batches >= 1, "
                              "min_channels >= 1")

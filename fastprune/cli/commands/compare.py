@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                      finetune_epochs=args.finetune_epochs,
                      reconstruct=reconstruction(args), distill=args.distill,
                      lr=args.lr, batch_size=args.batch_size, stats_batches=args.stats_batches,
-                     allocation=args.allocation, exclude=[] if args.prune_classifier_input else classifier_input(loaded.model),
+                     allocation=args.allocation,
+                     exclude=[] if args.prune_classifier_input else classifier_input(loaded.model),
                      log=print, **targets)
     meta = {"command": " ".join(["fastprune compare", *_argv(args)]), "seconds": round(time.perf_counter() - t0, 1)}
     path = write_frontier(args.out, result, meta)
