@@ -6,7 +6,7 @@
 // channel-major panel (row c = the tile's shifted samples of channel c; channels_last input is
 // transposed W x W in registers); the same loads fold the per-channel statistics. The upper
 // triangle of the panel's fp32 Gram is then formed by inner products over samples of channel
-// rows (RI x RJ blocks of lane-partial sums, reduced once per tile) in strips of RI rows that start
+// rows (RI x RJ blocks of lane-partial sums, reduced once per tile by lane_sums) in strips of RI rows that start
 // on the diagonal, so that only the upper triangle is computed. The pack adds up the shifted sums;
 // the Gram's diagonal gives the shifted sums of squares. Planar (NCHW) input
 // is pipelined: the Gram's blocks prefetch the next tile into L2 and pack it as they go. The tile
@@ -229,37 +229,66 @@ inline auto fold(V v, Op op) {
 #endif
 }
 
-// In-register transpose of a W x W block (v[q] lane l -> v[l] lane q): log2 W stages that swap
-// the off-diagonal h x h blocks of every 2h x 2h diagonal block.
-inline void transpose(vf (&v)[W]) {
+// The log2 W shuffle stages shared by transpose and lane_sums: stage s pairs vectors a and b
+// and takes, in every block of 2 H[s] lanes, a's first H[s] lanes then b's (lo[s]) or a's last
+// H[s] lanes then b's (hi[s]).
+struct Stages {
 #if defined(__AVX512F__)
-  constexpr int H[4] = {8, 4, 2, 1};
-  const vi lo[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-                    {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-                    {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-                    {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
-  const vi hi[4] = {{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
-                    {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
-                    {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
-                    {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
+  static constexpr int N = 4;
+  static constexpr int H[N] = {8, 4, 2, 1};
+  static constexpr vi lo[N] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                               {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                               {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                               {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
+  static constexpr vi hi[N] = {{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+                               {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+                               {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+                               {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
 #elif defined(__AVX2__)
-  constexpr int H[3] = {4, 2, 1};
-  const vi lo[3] = {{0, 1, 2, 3, 8, 9, 10, 11}, {0, 1, 8, 9, 4, 5, 12, 13}, {0, 8, 2, 10, 4, 12, 6, 14}};
-  const vi hi[3] = {{4, 5, 6, 7, 12, 13, 14, 15}, {2, 3, 10, 11, 6, 7, 14, 15}, {1, 9, 3, 11, 5, 13, 7, 15}};
+  static constexpr int N = 3;
+  static constexpr int H[N] = {4, 2, 1};
+  static constexpr vi lo[N] = {{0, 1, 2, 3, 8, 9, 10, 11}, {0, 1, 8, 9, 4, 5, 12, 13}, {0, 8, 2, 10, 4, 12, 6, 14}};
+  static constexpr vi hi[N] = {{4, 5, 6, 7, 12, 13, 14, 15}, {2, 3, 10, 11, 6, 7, 14, 15}, {1, 9, 3, 11, 5, 13, 7, 15}};
 #else
-  constexpr int H[2] = {2, 1};
-  const vi lo[2] = {{0, 1, 4, 5}, {0, 4, 2, 6}};
-  const vi hi[2] = {{2, 3, 6, 7}, {1, 5, 3, 7}};
+  static constexpr int N = 2;
+  static constexpr int H[N] = {2, 1};
+  static constexpr vi lo[N] = {{0, 1, 4, 5}, {0, 4, 2, 6}};
+  static constexpr vi hi[N] = {{2, 3, 6, 7}, {1, 5, 3, 7}};
 #endif
+};
+
+// In-register transpose of a W x W block (v[q] lane l -> v[l] lane q): the stages swap the
+// off-diagonal H x H blocks of every 2H x 2H diagonal block.
+inline void transpose(vf (&v)[W]) {
 #pragma GCC unroll 4
-  for (int s = 0; s < static_cast<int>(sizeof H / sizeof H[0]); ++s) {
+  for (int s = 0; s < Stages::N; ++s) {
 #pragma GCC unroll 16
     for (int i = 0; i < W; ++i) {
-      if (i & H[s]) continue;
-      const vf a = v[i], b = v[i + H[s]];
-      v[i] = __builtin_shuffle(a, b, lo[s]);
-      v[i + H[s]] = __builtin_shuffle(a, b, hi[s]);
+      if (i & Stages::H[s]) continue;
+      const vf a = v[i], b = v[i + Stages::H[s]];
+      v[i] = __builtin_shuffle(a, b, Stages::lo[s]);
+      v[i + Stages::H[s]] = __builtin_shuffle(a, b, Stages::hi[s]);
     }
+  }
+}
+
+// out[q] = the sum of v[q]'s lanes, q < W, in a fixed order: a tree of the same stages (each
+// adds the two halves of a pair's blocks), 2 shuffles and an add per pair instead of a
+// horizontal sum (log2 W shuffles and adds) per vector. After stage s, the blocks of H[s] lanes
+// hold v's in bit-reversed order.
+inline void lane_sums(vf (&v)[W], float* out) {
+#pragma GCC unroll 4
+  for (int s = 0, n = W / 2; s < Stages::N; ++s, n /= 2) {
+#pragma GCC unroll 8
+    for (int i = 0; i < n; ++i)
+      v[i] = __builtin_shuffle(v[2 * i], v[2 * i + 1], Stages::lo[s]) +
+             __builtin_shuffle(v[2 * i], v[2 * i + 1], Stages::hi[s]);
+  }
+#pragma GCC unroll 16
+  for (int l = 0; l < W; ++l) {
+    int q = 0;
+    for (int bit = 0; bit < Stages::N; ++bit) q |= ((l >> bit) & 1) << (Stages::N - 1 - bit);
+    out[q] = v[0][l];
   }
 }
 
@@ -394,29 +423,9 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
   }
 }
 
-// Sum of the lanes, in a fixed order.
-inline float hsum(vf v) {
-#if defined(__AVX2__)
-#if defined(__AVX512F__)
-  __m256 h[2];  // halves (gcc 12's _mm512_reduce_add_ps trips -Wmaybe-uninitialized)
-  std::memcpy(h, &v, sizeof v);
-  const __m256 u = _mm256_add_ps(h[0], h[1]);
-#else
-  const __m256 u = (__m256)v;
-#endif
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
-#else
-  float s = 0;
-  for (int l = 0; l < W; ++l) s += v[l];
-  return s;
-#endif
-}
-
 // g[i0 + i][j0 + j] = sum_k p[i0 + i][k] * p[j0 + j][k], i < NI <= RI, j < NJ <= RJ: rows of a
 // channel-major panel (row stride KP, a compile-time constant so that the row addresses are
-// immediate offsets), over kv samples (a multiple of W). Lane partial sums, reduced at the end.
+// immediate offsets), over kv samples (a multiple of W). Lane partial sums, reduced at the end by lane_sums.
 // DIAG: a block that starts on the diagonal (i0 == j0), of which only j >= i is needed.
 // [pr, pend): bytes to prefetch into L2 along the way, a line a loop step.
 template <std::int64_t KP, int NI, int NJ, bool DIAG>
@@ -442,11 +451,20 @@ void inner_tile(const float* p, std::int64_t kv, std::int64_t i0, std::int64_t j
         if (!DIAG || j >= i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
     }
   }
+  constexpr int N = NI * NJ;  // lane sums W accumulators at a time (a DIAG block's j < i are 0)
+  float sums[(N + W - 1) / W * W];
+#pragma GCC unroll 4
+  for (int b = 0; b < N; b += W) {
+    vf v[W];
+#pragma GCC unroll 16
+    for (int q = 0; q < W; ++q) v[q] = b + q < N ? acc[(b + q) / NJ][(b + q) % NJ] : vf{};
+    lane_sums(v, sums + b);
+  }
 #pragma GCC unroll 8
   for (int i = 0; i < NI; ++i)
 #pragma GCC unroll 8
     for (int j = 0; j < NJ; ++j)
-      if (!DIAG || j >= i) g[(i0 + i) * ld + j0 + j] = hsum(acc[i][j]);
+      if (!DIAG || j >= i) g[(i0 + i) * ld + j0 + j] = sums[i * NJ + j];
 }
 
 // inner_tile for every block shape: [DIAG][ni - 1][nj - 1].
