@@ -176,3 +176,23 @@ def test_assign_one_to_one_never_reuses_a_filter():
     assert sorted(factor.assign_one_to_one(a)) == [0, 2]
     with pytest.raises(ValueError, match="one-to-one"):
         factor.assign_one_to_one(np.ones((2, 3)))
+
+
+def test_ml_fit_keeps_to_its_budget_and_says_whether_it_settled():
+    rng = np.random.default_rng(5)
+    r = linalg.correlation(np.cov(_data(rng, n=400, p=12, k=3), rowvar=False))
+    full = factor.ml_factor_analysis(r, 3, tol=1e-10, max_iter=5000)
+    assert full.converged and full.n_iter < 5000
+    for budget in (2, 3, 6, 11):
+        cut = factor.ml_factor_analysis(r, 3, tol=1e-10, max_iter=budget)
+        assert cut.n_iter <= budget and not cut.converged
+        assert cut.loglike <= full.loglike + 1e-12  # SQUAREM never lowers the likelihood
+
+
+def test_lfa_criterion_iterations_option():
+    from fastprune.criteria import get
+    assert get("lfa").options.iterations == 100
+    assert get("lfa", iterations=7).options.iterations == 7
+    for bad in (1, 0, 2.5, True, "100"):
+        with pytest.raises(ValueError, match="iterations"):
+            get("lfa", iterations=bad)

@@ -170,6 +170,8 @@ def test_planted_structure_end_to_end():
     assert rec["criterion_bartlett_n"] == 32 and rec["criterion_bartlett_n_from"] == "images"
     assert rec["criterion_bartlett_p"] < 0.01 and 0 < rec["criterion_kmo"] <= 1
     assert len(rec["criterion_communalities"]) == 64
+    # a well-identified fit settles well inside lfa's stated budget of eigendecompositions
+    assert rec["criterion_fit_converged"] and 2 <= rec["criterion_fit_iterations"] <= 100
     cov = stats.moments[gid].cov.numpy()
     rv = rec["retained_variance"]
     assert rv == pytest.approx(retained_variance(cov, kept))

@@ -45,6 +45,29 @@ def test_greedy_first_pick_is_the_exhaustive_best_and_residuals_match_lstsq(c, o
         assert residual[k] == pytest.approx(_residual(x, y, order[:k]), rel=1e-6, abs=1e-9)
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 7), st.sampled_from([1, 2, 4, 9]), st.integers(1, 3), st.integers(0, 10_000))
+def test_greedy_blocks_over_several_consumers_match_lstsq(c, taps, consumers, seed):
+    """Blocks of `taps` columns per channel, several consumers of one input: the residual before
+    each pick is the mean over consumers of lstsq's unexplained fraction on the picked blocks, and
+    each pick is the best next block (checked by trying every remaining channel)."""
+    rng = np.random.default_rng(seed)
+    n = c * taps
+    x = rng.normal(size=(40 + 3 * n, n)) @ rng.normal(size=(n, n))
+    ws = [rng.normal(size=(int(rng.integers(1, 4)), n)) for _ in range(consumers)]
+    order, residual = greedy_order([(x.T @ x, w) for w in ws], c, taps)
+    assert sorted(order) == list(range(c))
+
+    def mean_residual(picked):
+        cols = [j * taps + t for j in picked for t in range(taps)]
+        return float(np.mean([_residual(x, x @ w.T, cols) for w in ws]))
+
+    for k in range(c):
+        assert residual[k] == pytest.approx(mean_residual(order[:k]), rel=1e-6, abs=1e-9)
+        after = mean_residual(order[: k + 1])
+        assert all(after <= mean_residual(order[:k] + [j]) + 1e-9 for j in range(c) if j not in order[:k])
+
+
 def test_greedy_finds_the_exhaustive_optimum_on_planted_generators():
     rng = np.random.default_rng(3)
     base = rng.normal(size=(200, 3))

@@ -24,6 +24,7 @@ class FactorFit:
     noise_variance: np.ndarray  # (p,) uniquenesses psi
     loglike: float            # per-sample log-likelihood at the end
     n_iter: int
+    converged: bool = True    # False: stopped at max_iter before the likelihood settled to tol
 
     @property
     def communalities(self) -> np.ndarray:
@@ -39,7 +40,8 @@ def ml_factor_analysis(cov, k: int, tol: float = 1e-2, max_iter: int = 1000, n_s
     The fixed-point map on the uniquenesses psi (one eigendecomposition each) is accelerated by
     SQUAREM (Varadhan & Roland 2008: a squared extrapolation of two map steps, kept only when
     it does not lower the likelihood), so it reaches the same fixed point in a fraction of the
-    plain iteration's eigendecompositions. `n_iter` counts eigendecompositions."""
+    plain iteration's eigendecompositions. `n_iter` counts eigendecompositions (at most `max_iter`);
+    `converged` is False when the budget ran out before the likelihood settled to `tol`."""
     s = as_matrix(cov)
     p = s.shape[0]
     if not 1 <= k <= p:
@@ -62,7 +64,8 @@ def ml_factor_analysis(cov, k: int, tol: float = 1e-2, max_iter: int = 1000, n_s
 
     psi0 = np.ones(p) if start is None else np.clip(np.asarray(start, dtype=np.float64), _SMALL, np.maximum(var, _SMALL))
     ll0, loadings, psi1 = step(psi0)
-    while calls < max_iter:
+    converged = False
+    while calls + 2 <= max_iter:  # each round: a plain step and the extrapolated one
         ll1, loadings1, psi2 = step(psi1)
         r = psi1 - psi0
         v = psi2 - psi1 - r
@@ -77,9 +80,10 @@ def ml_factor_analysis(cov, k: int, tol: float = 1e-2, max_iter: int = 1000, n_s
         if ll_new - ll0 < tol:
             if ll_new >= ll0:
                 psi0, ll0, loadings = new_psi, ll_new, loadings_new
+            converged = True
             break
         psi0, ll0, loadings, psi1 = new_psi, ll_new, loadings_new, following
-    return FactorFit(loadings=loadings, noise_variance=psi0, loglike=float(ll0), n_iter=calls)
+    return FactorFit(loadings=loadings, noise_variance=psi0, loglike=float(ll0), n_iter=calls, converged=converged)
 
 
 def varimax(loadings: np.ndarray, tol: float = 1e-6, max_iter: int = 100) -> np.ndarray:
@@ -217,6 +221,8 @@ class LFAResult:
     bartlett: tuple[float, float, int]
     kmo: float
     kmo_per_channel: np.ndarray
+    fit_iterations: int = 0
+    fit_converged: bool = True
 
 
 def lfa(cov, k: int | None = None, rule: str = "kaiser", tau: float | None = None,
@@ -242,4 +248,6 @@ def lfa(cov, k: int | None = None, rule: str = "kaiser", tau: float | None = Non
         bartlett=bartlett_sphericity(r, n_samples),
         kmo=overall,
         kmo_per_channel=each,
+        fit_iterations=fit.n_iter,
+        fit_converged=fit.converged,
     )

@@ -13,14 +13,25 @@ from .factor import FACTOR_RULES, LFAResult, factor_count, lfa
 from .linalg import basis_matrix, check_basis
 from .nci import pca_count
 
+# The ML fit (SQUAREM-accelerated fixed point from psi = 1) stops when the per-sample
+# log-likelihood gains < 1e-8, or after this many eigendecompositions. On the layers of a
+# trained network many fits do not settle: with many factors the likelihood has a flat ridge
+# (gains of ~1e-4 per sample while the uniquenesses still move by 1e-2 after 20,000 steps), so
+# there is no single converged answer to wait for. A stated budget makes the selection defined
+# and the plan fast; each layer's record says how many steps its fit took and whether it settled.
+ITERATIONS = 100
+
 
 @dataclass(frozen=True)
 class LFAOptions:
     factors: str | None = None      # kaiser (default), variance (needs variance=tau), se_scree
     variance: float | None = None   # tau of factors="variance" (given alone: factors="variance")
     basis: str = "correlation"      # or "covariance": the matrix the factor analysis runs on
+    iterations: int = ITERATIONS    # eigendecompositions the ML fit may take (ITERATIONS)
 
     def __post_init__(self) -> None:
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 2:
+            raise ValueError(f"fastprune: lfa's iterations must be an integer >= 2, got {self.iterations!r}")
         if self.factors is not None and self.factors not in FACTOR_RULES:
             raise ValueError(f"fastprune: unknown factor-count rule {self.factors!r} ({', '.join(FACTOR_RULES)})")
         if self.factors == "variance" and self.variance is None:
@@ -54,8 +65,10 @@ class LFA(Criterion):
         return (float(images), "images") if images else (float(np.ravel(as_numpy(m.count))[0]), "samples")
 
     def fit(self, ctx: GroupContext, k: int) -> LFAResult:
-        return ctx.cached(("lfa", int(k), self.options.basis),
-                          lambda: lfa(ctx.covariance(), k=k, n_samples=self._n(ctx)[0], basis=self.options.basis))
+        o = self.options
+        return ctx.cached(("lfa", int(k), o.basis, o.iterations),
+                          lambda: lfa(ctx.covariance(), k=k, n_samples=self._n(ctx)[0], basis=o.basis,
+                                      max_iter=o.iterations))
 
     def scores(self, ctx: GroupContext) -> np.ndarray:
         """The chosen filters at the own count first, then by largest |loading|."""
@@ -73,7 +86,8 @@ class LFA(Criterion):
         n, source = self._n(ctx)
         return {"factors": len(res.keep), "bartlett_chi2": _finite(chi2), "bartlett_p": _finite(pval),
                 "bartlett_dof": dof, "bartlett_n": n, "bartlett_n_from": source, "kmo": _finite(res.kmo),
-                "communalities": res.communalities.tolist()}
+                "communalities": res.communalities.tolist(), "fit_iterations": res.fit_iterations,
+                "fit_converged": res.fit_converged}
 
 
 def _finite(v: float) -> float | None:

@@ -59,37 +59,45 @@ def greedy_order(targets: Sequence[tuple[np.ndarray, np.ndarray]], channels: int
         f = g @ w.T  # cross moments of the patches with the outputs
         energy = float(np.sum(w * f.T))
         if energy > 0:
-            states.append([g.copy(), f, energy, float(np.trace(g)) / n])
+            states.append((np.ascontiguousarray(g), np.ascontiguousarray(f), energy, float(np.trace(g)) / n))
     order: list[int] = []
     residual: list[float] = []
     left = list(range(channels))
     frac = 1.0
     stop = channels if limit is None else min(int(limit), channels)
-    # the states keep only the rows and columns of the channels still `left` (in that order): the
-    # picked ones are never read again, so each step updates a shrinking matrix
+    # each state holds the residual Gram and cross moments of the channels still `left`, in that
+    # order, in its leading rows and columns: a pick is a rank-`taps` update in place, then the
+    # last block moves into the picked one's place (no copy of the shrinking matrix)
     while left and len(order) < stop and states:
-        cols = np.arange(len(left) * taps).reshape(len(left), taps)  # (L, taps)
-        gains = np.zeros(len(left))
+        n_left = len(left)
+        m = n_left * taps
+        gains = np.zeros(n_left)
         pinvs = []
         for r, f, energy, scale in states:
-            blocks = r[cols[:, :, None], cols[:, None, :]]  # (L, taps, taps)
+            view = r[:m, :m].reshape(n_left, taps, n_left, taps)
+            blocks = view[np.arange(n_left), :, np.arange(n_left), :]  # diagonal blocks (L, taps, taps)
             p = _block_pinv(blocks, scale)
-            fb = f[cols]  # (L, taps, O)
+            fb = f[:m].reshape(n_left, taps, -1)  # (L, taps, O)
             gains += np.sum(fb * (p @ fb), axis=(1, 2)) / energy  # fb_l^T p_l fb_l, batched through BLAS
             pinvs.append(p)
         best = int(np.argmax(gains))
         if gains[best] <= 1e-14:
             break
-        order.append(left.pop(best))
+        order.append(left[best])
         residual.append(frac)
         frac = max(frac - float(gains[best]) / len(states), 0.0)
-        b = cols[best]
-        rest = np.delete(cols.reshape(-1), b)
-        for s, p in zip(states, pinvs):
-            r, f = s[0], s[1]
-            rb = r[rest][:, b] @ p[best]  # (rows left, taps)
-            s[1] = f[rest] - rb @ f[b]
-            s[0] = r[np.ix_(rest, rest)] - rb @ r[b][:, rest]
+        b, last = slice(best * taps, (best + 1) * taps), slice(m - taps, m)
+        for (r, f, _, _), p in zip(states, pinvs):
+            rb = r[:m, b] @ p[best]  # (m, taps)
+            f[:m] -= rb @ f[b]
+            r[:m, :m] -= rb @ r[b, :m]
+            if best != n_left - 1:
+                r[b, :m] = r[last, :m]
+                r[:m, b] = r[:m, last]
+                f[b] = f[last]
+        left[best] = left[-1]
+        left.pop()
+    left.sort()
     order += left if limit is None else left[: max(0, stop - len(order))]
     residual += [0.0] * (len(order) - len(residual))
     return order, residual
