@@ -248,6 +248,21 @@ def test_wide_nchw_covariance_over_column_panels_and_pipelined_tiles(isa):
     assert_matches(channel_moments(x), x)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nchw_statistics_walked_channel_by_channel_over_cut_images(isa, dtype):
+    # statistics only, NCHW: an image's samples are walked channel by channel in 2048-sample
+    # tiles; 300 x 301 pixels = 44 tiles and a tail of odd length; with two threads the range
+    # boundary cuts the middle image (its msd is joined from two segments)
+    x = feature_maps(n=3, c=8, h=300, w=301, dtype=dtype)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        m = channel_moments(x, covariance=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert_matches(m, x)
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_covariance_for_every_channel_count_up_to_two_block_widths(isa, layout):
     # the Gram runs in strips of RI rows from the diagonal, in blocks of up to RJ columns (AVX-512

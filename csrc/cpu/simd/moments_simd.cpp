@@ -6,7 +6,7 @@
 // channel-major panel (row c = the tile's shifted samples of channel c; channels_last input is
 // transposed W x W in registers); the same loads fold the per-channel statistics. The upper
 // triangle of the panel's fp32 Gram is then formed by inner products over samples of channel
-// rows (RI x RJ blocks of lane-partial sums, reduced once per tile) in strips of RI rows that start
+// rows (RI x RJ blocks of lane-partial sums, reduced once per tile by lane_sums) in strips of RI rows that start
 // on the diagonal, so that only the upper triangle is computed. The pack adds up the shifted sums;
 // the Gram's diagonal gives the shifted sums of squares. Planar (NCHW) input
 // is pipelined: the Gram's blocks prefetch the next tile into L2 and pack it as they go. The tile
@@ -229,37 +229,66 @@ inline auto fold(V v, Op op) {
 #endif
 }
 
-// In-register transpose of a W x W block (v[q] lane l -> v[l] lane q): log2 W stages that swap
-// the off-diagonal h x h blocks of every 2h x 2h diagonal block.
-inline void transpose(vf (&v)[W]) {
+// The log2 W shuffle stages shared by transpose and lane_sums: stage s pairs vectors a and b
+// and takes, in every block of 2 H[s] lanes, a's first H[s] lanes then b's (lo[s]) or a's last
+// H[s] lanes then b's (hi[s]).
+struct Stages {
 #if defined(__AVX512F__)
-  constexpr int H[4] = {8, 4, 2, 1};
-  const vi lo[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-                    {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-                    {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-                    {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
-  const vi hi[4] = {{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
-                    {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
-                    {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
-                    {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
+  static constexpr int N = 4;
+  static constexpr int H[N] = {8, 4, 2, 1};
+  static constexpr vi lo[N] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                               {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                               {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                               {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
+  static constexpr vi hi[N] = {{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+                               {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+                               {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+                               {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
 #elif defined(__AVX2__)
-  constexpr int H[3] = {4, 2, 1};
-  const vi lo[3] = {{0, 1, 2, 3, 8, 9, 10, 11}, {0, 1, 8, 9, 4, 5, 12, 13}, {0, 8, 2, 10, 4, 12, 6, 14}};
-  const vi hi[3] = {{4, 5, 6, 7, 12, 13, 14, 15}, {2, 3, 10, 11, 6, 7, 14, 15}, {1, 9, 3, 11, 5, 13, 7, 15}};
+  static constexpr int N = 3;
+  static constexpr int H[N] = {4, 2, 1};
+  static constexpr vi lo[N] = {{0, 1, 2, 3, 8, 9, 10, 11}, {0, 1, 8, 9, 4, 5, 12, 13}, {0, 8, 2, 10, 4, 12, 6, 14}};
+  static constexpr vi hi[N] = {{4, 5, 6, 7, 12, 13, 14, 15}, {2, 3, 10, 11, 6, 7, 14, 15}, {1, 9, 3, 11, 5, 13, 7, 15}};
 #else
-  constexpr int H[2] = {2, 1};
-  const vi lo[2] = {{0, 1, 4, 5}, {0, 4, 2, 6}};
-  const vi hi[2] = {{2, 3, 6, 7}, {1, 5, 3, 7}};
+  static constexpr int N = 2;
+  static constexpr int H[N] = {2, 1};
+  static constexpr vi lo[N] = {{0, 1, 4, 5}, {0, 4, 2, 6}};
+  static constexpr vi hi[N] = {{2, 3, 6, 7}, {1, 5, 3, 7}};
 #endif
+};
+
+// In-register transpose of a W x W block (v[q] lane l -> v[l] lane q): the stages swap the
+// off-diagonal H x H blocks of every 2H x 2H diagonal block.
+inline void transpose(vf (&v)[W]) {
 #pragma GCC unroll 4
-  for (int s = 0; s < static_cast<int>(sizeof H / sizeof H[0]); ++s) {
+  for (int s = 0; s < Stages::N; ++s) {
 #pragma GCC unroll 16
     for (int i = 0; i < W; ++i) {
-      if (i & H[s]) continue;
-      const vf a = v[i], b = v[i + H[s]];
-      v[i] = __builtin_shuffle(a, b, lo[s]);
-      v[i + H[s]] = __builtin_shuffle(a, b, hi[s]);
+      if (i & Stages::H[s]) continue;
+      const vf a = v[i], b = v[i + Stages::H[s]];
+      v[i] = __builtin_shuffle(a, b, Stages::lo[s]);
+      v[i + Stages::H[s]] = __builtin_shuffle(a, b, Stages::hi[s]);
     }
+  }
+}
+
+// out[q] = the sum of v[q]'s lanes, q < W, in a fixed order: a tree of the same stages (each
+// adds the two halves of a pair's blocks), 2 shuffles and an add per pair instead of a
+// horizontal sum (log2 W shuffles and adds) per vector. After stage s, the blocks of H[s] lanes
+// hold v's in bit-reversed order.
+inline void lane_sums(vf (&v)[W], float* out) {
+#pragma GCC unroll 4
+  for (int s = 0, n = W / 2; s < Stages::N; ++s, n /= 2) {
+#pragma GCC unroll 8
+    for (int i = 0; i < n; ++i)
+      v[i] = __builtin_shuffle(v[2 * i], v[2 * i + 1], Stages::lo[s]) +
+             __builtin_shuffle(v[2 * i], v[2 * i + 1], Stages::hi[s]);
+  }
+#pragma GCC unroll 16
+  for (int l = 0; l < W; ++l) {
+    int q = 0;
+    for (int bit = 0; bit < Stages::N; ++bit) q |= ((l >> bit) & 1) << (Stages::N - 1 - bit);
+    out[q] = v[0][l];
   }
 }
 
@@ -273,12 +302,15 @@ std::int32_t count_nonfinite(float abs_sum, const typename Elem<D>::T* x, std::i
   return count;
 }
 
-// Statistics of one channel over k planar (contiguous) samples; panel row c when cov. `ahead`
-// (statistics only): the samples packed next, prefetched in step with these (a run per channel
-// hops a channel stride: the hardware prefetcher starts afresh at each).
+// Bytes a statistics-only pass prefetches ahead of its loads, into L2: the loop's arithmetic keeps
+// too few of its own loads in flight to stream from DRAM (measured on an AVX-512 Xeon: 9 GB/s
+// with none or with a prefetch into L1 one run ahead, 14 GB/s, a plain sum's rate, with this).
+constexpr std::int64_t kStreamAhead = 12288;
+
+// Statistics of one channel over k planar (contiguous) samples; panel row c when cov. Without
+// cov the samples kStreamAhead bytes further on are prefetched in step (the walk is one stream).
 template <DType D, bool COV>
-void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int64_t c, Tile& t,
-                         const typename Elem<D>::T* ahead = nullptr) {
+void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int64_t c, Tile& t) {
   const float sh = t.shift[c];
   const vf vsh = splat(sh);
   LaneStats st, st2;  // two vectors a step: two sets of dependency chains
@@ -288,7 +320,7 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
   for (; k + 2 * W <= kn; k += 2 * W) {
     if constexpr (!COV)  // with cov: during the Gram
       for (std::size_t o = 0; o < 2 * W * sizeof(T); o += 64)
-        __builtin_prefetch(reinterpret_cast<const char*>(ahead + k) + o, 0, 3);
+        __builtin_prefetch(reinterpret_cast<const char*>(x + k) + kStreamAhead + o, 0, 1);
     const vf v = Elem<D>::vec(x + k), u = Elem<D>::vec(x + k + W);
     const vf d = v - vsh, e = u - vsh;
     st.add<!COV>(v, d);  // with cov the Gram's diagonal gives the sums of squares
@@ -391,29 +423,9 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
   }
 }
 
-// Sum of the lanes, in a fixed order.
-inline float hsum(vf v) {
-#if defined(__AVX2__)
-#if defined(__AVX512F__)
-  __m256 h[2];  // halves (gcc 12's _mm512_reduce_add_ps trips -Wmaybe-uninitialized)
-  std::memcpy(h, &v, sizeof v);
-  const __m256 u = _mm256_add_ps(h[0], h[1]);
-#else
-  const __m256 u = (__m256)v;
-#endif
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
-#else
-  float s = 0;
-  for (int l = 0; l < W; ++l) s += v[l];
-  return s;
-#endif
-}
-
 // g[i0 + i][j0 + j] = sum_k p[i0 + i][k] * p[j0 + j][k], i < NI <= RI, j < NJ <= RJ: rows of a
 // channel-major panel (row stride KP, a compile-time constant so that the row addresses are
-// immediate offsets), over kv samples (a multiple of W). Lane partial sums, reduced at the end.
+// immediate offsets), over kv samples (a multiple of W). Lane partial sums, reduced at the end by lane_sums.
 // DIAG: a block that starts on the diagonal (i0 == j0), of which only j >= i is needed.
 // [pr, pend): bytes to prefetch into L2 along the way, a line a loop step.
 template <std::int64_t KP, int NI, int NJ, bool DIAG>
@@ -439,11 +451,20 @@ void inner_tile(const float* p, std::int64_t kv, std::int64_t i0, std::int64_t j
         if (!DIAG || j >= i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
     }
   }
+  constexpr int N = NI * NJ;  // lane sums W accumulators at a time (a DIAG block's j < i are 0)
+  float sums[(N + W - 1) / W * W];
+#pragma GCC unroll 4
+  for (int b = 0; b < N; b += W) {
+    vf v[W];
+#pragma GCC unroll 16
+    for (int q = 0; q < W; ++q) v[q] = b + q < N ? acc[(b + q) / NJ][(b + q) % NJ] : vf{};
+    lane_sums(v, sums + b);
+  }
 #pragma GCC unroll 8
   for (int i = 0; i < NI; ++i)
 #pragma GCC unroll 8
     for (int j = 0; j < NJ; ++j)
-      if (!DIAG || j >= i) g[(i0 + i) * ld + j0 + j] = hsum(acc[i][j]);
+      if (!DIAG || j >= i) g[(i0 + i) * ld + j0 + j] = sums[i * NJ + j];
 }
 
 // inner_tile for every block shape: [DIAG][ni - 1][nj - 1].
@@ -557,6 +578,27 @@ struct ImageAcc {
   }
 };
 
+// Channel c of a packed tile of k samples into the totals, which held n samples before it, and the
+// image accumulator (if any), which held ni: mean, m2 (without cov; merge_tile adds the
+// co-moments), |x|, zeros, non-finite count, min, max. The counts themselves are the caller's.
+template <class TileT>
+void merge_channel(const TileT& t, std::int64_t c, double k, double n, Acc& acc, ImageAcc* img, double ni) {
+  const double tm = moments::tile_mean(t.shift[c], t.s1[c], k);
+  const double d = tm - acc.mean[c];
+  if (!acc.cov) acc.m2[c] += moments::tile_m2(t.s2[c], t.s1[c], k) + d * d * moments::chan_weight(n, k);
+  acc.mean[c] = n > 0 ? acc.mean[c] + d * (k / (n + k)) : acc.mean[c] + d;
+  acc.abs_sum[c] += t.abs[c];
+  acc.zeros[c] += t.zeros[c];
+  acc.nonfinite[c] += t.nonfin[c];
+  acc.min[c] = std::min<double>(acc.min[c], t.mn[c]);
+  acc.max[c] = std::max<double>(acc.max[c], t.mx[c]);
+  if (img != nullptr) {
+    const double di = tm - img->mean[c];
+    img->m2[c] += moments::tile_m2(t.s2[c], t.s1[c], k) + di * di * moments::chan_weight(ni, k);
+    img->mean[c] = moments::chan_mean(img->mean[c], ni, tm, k);
+  }
+}
+
 // Merges the packed tile (kn samples) into the thread totals and the image accumulator.
 // d and o: scratch of C doubles each.
 // TileT: Tile (fp32 sums of fp32/fp16/bf16 input) or Tile64 (fp64 sums of fp64 input).
@@ -565,15 +607,14 @@ void merge_tile(const TileT& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::v
                 std::vector<double>& ov) {
   const std::int64_t C = t.C;
   const double k = static_cast<double>(kn);
-  const double w = moments::chan_weight(acc.n, k);
-  double* __restrict d = dv.data();
-  double* __restrict o = ov.data();
-  for (std::int64_t c = 0; c < C; ++c) {
-    const double tm = moments::tile_mean(t.shift[c], t.s1[c], k);
-    d[c] = tm - acc.mean[c];
-    o[c] = t.s1[c] / k;
-  }
   if (acc.cov) {
+    const double w = moments::chan_weight(acc.n, k);
+    double* __restrict d = dv.data();
+    double* __restrict o = ov.data();
+    for (std::int64_t c = 0; c < C; ++c) {
+      d[c] = moments::tile_mean(t.shift[c], t.s1[c], k) - acc.mean[c];
+      o[c] = t.s1[c] / k;
+    }
     for (std::int64_t i = 0; i < C; ++i) {
       double* __restrict mrow = acc.m2.data() + i * C;
       const auto* __restrict grow = t.gram + i * t.ld;
@@ -583,29 +624,10 @@ void merge_tile(const TileT& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::v
       for (std::int64_t j = i + 1; j < C; ++j)
         mrow[j] += moments::tile_comoment(grow[j], si, o[j]) + di * d[j];
     }
-  } else {
-    for (std::int64_t c = 0; c < C; ++c)
-      acc.m2[c] += moments::tile_m2(t.s2[c], t.s1[c], k) + d[c] * d[c] * w;
   }
-  for (std::int64_t c = 0; c < C; ++c) {
-    acc.mean[c] = acc.n > 0 ? acc.mean[c] + d[c] * (k / (acc.n + k)) : acc.mean[c] + d[c];
-    acc.abs_sum[c] += t.abs[c];
-    acc.zeros[c] += t.zeros[c];
-    acc.nonfinite[c] += t.nonfin[c];
-    acc.min[c] = std::min<double>(acc.min[c], t.mn[c]);
-    acc.max[c] = std::max<double>(acc.max[c], t.mx[c]);
-  }
+  for (std::int64_t c = 0; c < C; ++c) merge_channel(t, c, k, acc.n, acc, img, img != nullptr ? img->n : 0.0);
   acc.n += k;
-  if (img != nullptr) {
-    const double wi = moments::chan_weight(img->n, k);
-    for (std::int64_t c = 0; c < C; ++c) {
-      const double tm = moments::tile_mean(t.shift[c], t.s1[c], k);
-      const double di = tm - img->mean[c];
-      img->m2[c] += moments::tile_m2(t.s2[c], t.s1[c], k) + di * di * wi;
-      img->mean[c] = moments::chan_mean(img->mean[c], img->n, tm, k);
-    }
-    img->n += k;
-  }
+  if (img != nullptr) img->n += k;
 }
 
 // A tile: kn samples from pixel p of `image`, whose samples in this range end at p_end. `first`:
@@ -660,16 +682,47 @@ void pack_tile(const Batch& b, const typename Elem<D>::T* data, const TileRef& r
     t.shift[c] = r.first ? channel_mean<D>(x + c * b.sC, r.kn, b.sP) : static_cast<float>(img.mean[c]);
   if (b.planar && b.cov) {
     for (std::int64_t c = 0; c < b.C; ++c) pack_planar_channel<D, true>(x + c * b.sC, r.kn, c, t);
-  } else if (b.planar) {
-    // after the last channel: channel 0 of the next tile of this image (within its row), or of
-    // the next image
-    const typename Elem<D>::T* after =
-        r.p + 2 * r.kn <= b.P ? x + r.kn : r.image + 1 < b.I ? data + (r.image + 1) * b.sI : x;
-    for (std::int64_t c = 0; c < b.C; ++c)
-      pack_planar_channel<D, false>(x + c * b.sC, r.kn, c, t, c + 1 < b.C ? x + (c + 1) * b.sC : after);
   } else {
     if (b.cov) pack_interleaved<D, true>(x, b.sP, r.kn, t);
     else pack_interleaved<D, false>(x, b.sP, r.kn, t);
+  }
+}
+
+// Statistics only of planar input, samples [m0, m1): each image's samples in the range are
+// walked channel by channel, i.e. one contiguous run per channel that streams like a plain
+// reduction (tile-major order would hop a channel stride every K samples and restart the
+// hardware prefetcher each time). Along a run, a channel sees the same tiles, shifts and merges,
+// in the same order, as in the tile-major walk.
+template <DType D>
+void run_planar_statistics(const Batch& b, const typename Elem<D>::T* data, std::int64_t m0, std::int64_t m1,
+                           Acc& acc) {
+  Tile t(b.C, false, true);
+  ImageAcc img;
+  img.mean.assign(b.C, 0.0);
+  img.m2.assign(b.C, 0.0);
+  for (TileRef seg = first_tile(b, m0, m1, t.K); seg.valid;) {
+    const auto* image = data + seg.image * b.sI;
+    img.reset();
+    double n = acc.n, ni = 0;
+    TileRef cur = seg;
+    for (std::int64_t c = 0; c < b.C; ++c) {
+      const auto* run = image + c * b.sC;
+      n = acc.n;
+      ni = 0;
+      for (cur = seg;; cur = next_tile(b, cur, m1, t.K)) {
+        const auto* x = run + cur.p;
+        t.shift[c] = cur.first ? channel_mean<D>(x, cur.kn, 1) : static_cast<float>(img.mean[c]);
+        pack_planar_channel<D, false>(x, cur.kn, c, t);
+        merge_channel(t, c, static_cast<double>(cur.kn), n, acc, &img, ni);
+        n += static_cast<double>(cur.kn);
+        ni += static_cast<double>(cur.kn);
+        if (cur.last()) break;
+      }
+    }
+    acc.n = n;
+    img.n = ni;
+    finish_image(b, cur, img, acc);
+    seg = next_tile(b, cur, m1, t.K);
   }
 }
 
@@ -679,6 +732,7 @@ template <DType D>
 void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
   using T = typename Elem<D>::T;
   const T* data = reinterpret_cast<const T*>(b.data);
+  if (b.planar && !b.cov) return run_planar_statistics<D>(b, data, m0, m1, acc);
   const bool pipelined = b.planar && b.cov;
   Tile t0(b.C, b.cov, b.planar);
   std::unique_ptr<Tile> t1 = pipelined ? std::make_unique<Tile>(b.C, true, true, t0.gram) : nullptr;
