@@ -12,21 +12,17 @@ from torch import nn
 
 from graph_util import one_thread
 from _formats import CIFAR_RECORD, write_cifar10, write_cifar_file
-from fastprune.cli.main import main
 from fastprune.data import open_dataset
 from fastprune.data.cifar10 import Cifar10
 from fastprune.train import evaluate
+from _cli_run import cli as run_cli
 
 
 
 _threads = pytest.fixture(autouse=True)(one_thread)  # tiny models: one thread is fastest
 
 def cli(capsys, *argv: str):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr()
+    return run_cli(*argv, capsys=capsys)
 
 
 @pytest.fixture()

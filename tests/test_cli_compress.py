@@ -10,6 +10,7 @@ import torch
 from fastprune.cli.artifacts import load_model
 from fastprune.cli.main import main
 from fastprune.graph.cost import count
+from _cli_run import cli as run_cli
 
 SPEC = "unet:base_width=4,depth=1,upsample=bilinear"
 DATA = "synthetic:n=4,size=64,seed=0"
@@ -17,11 +18,7 @@ VAL = "synthetic:n=4,size=64,seed=1"
 
 
 def cli(capsys, *argv: str):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr()
+    return run_cli(*argv, capsys=capsys)
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,8 @@ from graph_util import one_thread  # noqa: E402
 
 from fastprune._documents import seal  # noqa: E402
 from fastprune.cli.artifacts import load_model  # noqa: E402
-from fastprune.cli.main import main  # noqa: E402
 from fastprune.cli.specs import read_state_dict, save_weights  # noqa: E402
+from _cli_run import cli as run_cli, one_line_error
 
 WIDTH = 8
 DEAD = [6, 7]  # planted dead filters in each hidden layer
@@ -48,20 +48,7 @@ def chain(width: int = WIDTH) -> nn.Module:
 
 
 def cli(argv, capsys=None):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse usage errors
-        code = exc.code
-    out = capsys.readouterr() if capsys is not None else None
-    return code, out
-
-
-def one_line_error(code, out, *words):
-    assert code == 2, out
-    lines = out.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in out.err, out.err
-    for w in words:
-        assert w in lines[0], lines[0]
+    return run_cli(*argv, capsys=capsys)
 
 
 def pixel_accuracy(model: nn.Module, spec: str) -> float:

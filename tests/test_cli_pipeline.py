@@ -14,19 +14,10 @@ for _mod in ("fastprune.models", "fastprune.data", "fastprune.train", "fastprune
     pytest.importorskip(_mod)
 
 from fastprune.cli.artifacts import load_model  # noqa: E402
-from fastprune.cli.main import main  # noqa: E402
+from _cli_run import cli
 
 SPEC = "unet:base_width=4,depth=2,upsample=bilinear"
 DATA = "synthetic:n=4,size=64,seed=3"
-
-
-def cli(*argv: str, capsys=None):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr() if capsys is not None else None
-    return code, out
 
 
 @pytest.fixture(scope="module")
