@@ -131,3 +131,14 @@ def test_compress_removes_redundant_unet_levels_and_resumes_the_shallower_model(
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(again(x), pruned(x))
+
+
+def test_compress_keeps_an_excluded_layer_whole(tiny):
+    model, train, val = tiny
+    stats = collect(model, torch.utils.data.DataLoader(train, batch_size=4), max_batches=1, progress=False)
+    name = next(g.producers[0].module for g in stats.groups.values() if g.prunable)
+    pruned, _ = compress(model, train, val, target_macs=0.5, steps=2, finetune_epochs=0, stats_batches=2,
+                         batch_size=4, exclude=[name], progress=False)
+    modules, original = dict(pruned.named_modules()), dict(model.named_modules())
+    assert modules[name].out_channels == original[name].out_channels
+    assert 1 - count(pruned, EXAMPLE).macs / count(model, EXAMPLE).macs == pytest.approx(0.5, abs=0.05)
