@@ -1,6 +1,7 @@
 """compress and compare on a tiny U-Net: budgets reached, resumability, refusals, the report."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from fastprune.models.unet import UNet
 from fastprune.report.frontier import compare
 from fastprune.stats.collect import collect
 from fastprune.workflows import compress
+from fastprune.workflows.compare import aggregate
 from fastprune.workflows.allocate import budget_counts
 from fastprune.workflows.compression import epochs_per_step, schedule
 
@@ -108,6 +110,11 @@ def test_compare_writes_the_frontier_and_refuses_foreign_folders(tiny, tmp_path)
     doc = json.loads((out / "summary.json").read_text())
     assert doc["format"] == "fastprune.compare" and {e["method"] for e in doc["summary"]} == {"subset", "random"}
     assert all(e["seeds"] == 2 and e["iou_sd"] is not None for e in doc["summary"])
+    rows = {(r["method"], r["seed"]): r["iou"] for r in res["rows"]}
+    subset = next(e for e in doc["summary"] if e["method"] == "subset")
+    want = [rows["subset", s] - rows["random", s] for s in (0, 1)]
+    assert subset["vs_random_seeds"] == 2 and subset["vs_random"] == pytest.approx(sum(want) / 2)
+    assert "paired by seed" in (out / "index.html").read_text()
     assert "<img" in (out / "index.html").read_text()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -142,3 +149,20 @@ def test_compress_keeps_an_excluded_layer_whole(tiny):
     modules, original = dict(pruned.named_modules()), dict(model.named_modules())
     assert modules[name].out_channels == original[name].out_channels
     assert 1 - count(pruned, EXAMPLE).macs / count(model, EXAMPLE).macs == pytest.approx(0.5, abs=0.05)
+
+
+def test_aggregate_pairs_each_method_with_random_by_seed():
+    def row(method, seed, iou, target=0.9):
+        return {"method": method, "target": target, "seed": seed, "iou": iou, "iou_before": None,
+                "macs_removed": target, "params_removed": target}
+    rows = [row("subset", 0, 0.80), row("subset", 1, 0.78), row("subset", 2, 0.79),
+            row("random", 0, 0.75), row("random", 1, 0.77),  # no seed 2: that seed is not paired
+            row("nci", 0, 0.70, target=0.5), row("random", 0, 0.72, target=0.5)]
+    got = {(e["method"], e["target"]): e for e in aggregate(rows)}
+    s = got["subset", 0.9]
+    assert s["seeds"] == 3 and s["vs_random_seeds"] == 2
+    assert s["vs_random"] == pytest.approx(0.03)  # (0.05 + 0.01) / 2
+    assert s["vs_random_sd"] == pytest.approx(np.std([0.05, 0.01], ddof=1))
+    assert s["iou"] == pytest.approx(0.79)  # the unpaired seed still counts in the method's own mean
+    assert got["nci", 0.5]["vs_random"] == pytest.approx(-0.02)  # paired within its own budget only
+    assert got["random", 0.9]["vs_random"] is None and got["random", 0.9]["vs_random_seeds"] == 0

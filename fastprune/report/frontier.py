@@ -54,13 +54,15 @@ def _cell(mean: float | None, sd: float | None) -> str:
 
 def _table(entries: Sequence[Mapping[str, Any]], baseline_iou: float) -> str:
     head = ("method", "budget", "seeds", "MACs removed (%)", "params removed (%)", "IoU before FT (%)",
-            "IoU after FT (%)", "Δ IoU vs unpruned (points)")
+            "IoU after FT (%)", "Δ IoU vs unpruned (points)", "Δ IoU vs random, paired by seed (points)")
     rows = []
     for e in sorted(entries, key=lambda e: (e["target"], e["method"])):
         d = "–" if e["iou"] is None else f"{100 * (e['iou'] - baseline_iou):+.2f}"
+        paired = "–" if e.get("vs_random") is None else \
+            f"{100 * e['vs_random']:+.2f} ± {100 * e['vs_random_sd']:.2f} ({e['vs_random_seeds']} seeds)"
         cells = (html.escape(e["method"]), f"{100 * e['target']:.0f}%", str(e["seeds"]),
                  _cell(e["macs_removed"], e["macs_removed_sd"]), _cell(e["params_removed"], e["params_removed_sd"]),
-                 _cell(e["iou_before"], e["iou_before_sd"]), _cell(e["iou"], e["iou_sd"]), d)
+                 _cell(e["iou_before"], e["iou_before_sd"]), _cell(e["iou"], e["iou_sd"]), d, paired)
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
 

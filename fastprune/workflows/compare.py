@@ -119,8 +119,14 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
     return {"config": cfg, "baseline": baseline, "rows": rows}
 
 
+BASELINE_ARM = "random"
+
+
 def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample sd over seeds per (method, target)."""
+    """Mean and sample sd over seeds per (method, target); where the grid has a `random` arm at
+    the same budget, also the paired difference to it after fine-tuning: each seed's IoU minus
+    random's with the same seed (the same fine-tuning data order), mean and sd over the seeds both
+    ran ("vs_random", "vs_random_sd", "vs_random_seeds"; None without such a pairing)."""
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["target"]), []).append(r)
@@ -131,6 +137,11 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             vals = [r[key] for r in rs if r.get(key) is not None]
             entry[key] = _mean(vals)
             entry[f"{key}_sd"] = _sd(vals)
+        random = {r["seed"]: r["iou"] for r in groups.get((BASELINE_ARM, target), []) if r.get("iou") is not None}
+        diffs = [r["iou"] - random[r["seed"]] for r in rs
+                 if method != BASELINE_ARM and r.get("iou") is not None and r["seed"] in random]
+        entry["vs_random"], entry["vs_random_sd"] = _mean(diffs), _sd(diffs)
+        entry["vs_random_seeds"] = len(diffs)
         out.append(entry)
     return out
 
@@ -150,4 +161,4 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
-__all__ = ["Arm", "GridConfig", "aggregate", "check_targets", "run_grid"]
+__all__ = ["Arm", "BASELINE_ARM", "GridConfig", "aggregate", "check_targets", "run_grid"]

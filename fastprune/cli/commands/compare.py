@@ -60,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"unpruned building IoU {100 * base:.2f}%")
     for e in result["summary"]:
         before = "–" if e["iou_before"] is None else f"{100 * e['iou_before']:.2f}"
+        paired = "" if e.get("vs_random") is None else \
+            f", vs random {100 * e['vs_random']:+.2f} ± {100 * e['vs_random_sd']:.2f} pt paired"
         print(f"{e['method']:>16} {100 * e['target']:.0f}%: MACs -{100 * e['macs_removed']:.1f}%, IoU before FT "
-              f"{before}, after {100 * e['iou']:.2f} ± {100 * e['iou_sd']:.2f} ({100 * (e['iou'] - base):+.2f} pt)")
+              f"{before}, after {100 * e['iou']:.2f} ± {100 * e['iou_sd']:.2f} ({100 * (e['iou'] - base):+.2f} pt"
+              f"{paired})")
     print(f"report: {path}")
     return 0
 
