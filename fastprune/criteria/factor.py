@@ -24,7 +24,7 @@ class FactorFit:
     noise_variance: np.ndarray  # (p,) uniquenesses psi
     loglike: float            # per-sample log-likelihood at the end
     n_iter: int
-    converged: bool = True    # False: stopped at max_iter before the likelihood settled to tol
+    converged: bool           # False: stopped at max_iter before the likelihood settled to tol
 
     @property
     def communalities(self) -> np.ndarray:
@@ -221,8 +221,8 @@ class LFAResult:
     bartlett: tuple[float, float, int]
     kmo: float
     kmo_per_channel: np.ndarray
-    fit_iterations: int = 0
-    fit_converged: bool = True
+    fit_iterations: int       # eigendecompositions the ML fit took
+    fit_converged: bool
 
 
 def lfa(cov, k: int | None = None, rule: str = "kaiser", tau: float | None = None,

@@ -59,7 +59,7 @@ def greedy_order(targets: Sequence[tuple[np.ndarray, np.ndarray]], channels: int
         f = g @ w.T  # cross moments of the patches with the outputs
         energy = float(np.sum(w * f.T))
         if energy > 0:
-            states.append((np.ascontiguousarray(g), np.ascontiguousarray(f), energy, float(np.trace(g)) / n))
+            states.append((g, f, energy, float(np.trace(g)) / n))  # g and f are new arrays: updated in place
     order: list[int] = []
     residual: list[float] = []
     left = list(range(channels))

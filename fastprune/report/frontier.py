@@ -52,14 +52,22 @@ def _cell(mean: float | None, sd: float | None) -> str:
     return "–" if mean is None else f"{100 * mean:.2f} ± {100 * (sd or 0):.2f}"
 
 
+def vs_random_text(entry: Mapping[str, Any]) -> str | None:
+    """An `aggregate` entry's paired difference to random, in points ("+2.30 ± 1.10, 5 seeds"), or
+    None when the grid has no random arm to pair it with."""
+    if entry.get("vs_random") is None:
+        return None
+    return (f"{100 * entry['vs_random']:+.2f} ± {100 * entry['vs_random_sd']:.2f}, "
+            f"{entry['vs_random_seeds']} seeds")
+
+
 def _table(entries: Sequence[Mapping[str, Any]], baseline_iou: float) -> str:
     head = ("method", "budget", "seeds", "MACs removed (%)", "params removed (%)", "IoU before FT (%)",
             "IoU after FT (%)", "Δ IoU vs unpruned (points)", "Δ IoU vs random, paired by seed (points)")
     rows = []
     for e in sorted(entries, key=lambda e: (e["target"], e["method"])):
         d = "–" if e["iou"] is None else f"{100 * (e['iou'] - baseline_iou):+.2f}"
-        paired = "–" if e.get("vs_random") is None else \
-            f"{100 * e['vs_random']:+.2f} ± {100 * e['vs_random_sd']:.2f} ({e['vs_random_seeds']} seeds)"
+        paired = vs_random_text(e) or "–"
         cells = (html.escape(e["method"]), f"{100 * e['target']:.0f}%", str(e["seeds"]),
                  _cell(e["macs_removed"], e["macs_removed_sd"]), _cell(e["params_removed"], e["params_removed_sd"]),
                  _cell(e["iou_before"], e["iou_before_sd"]), _cell(e["iou"], e["iou_sd"]), d, paired)
@@ -82,10 +90,11 @@ def check_out(out: str | os.PathLike) -> Path:
 
 def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
                    title: str = "fastprune compare") -> Path:
-    """Write index.html, frontier.png and summary.json for a `run_grid` result; returns the HTML."""
+    """Write index.html, frontier.png and summary.json for a `compare` result (its rows and their
+    `aggregate` summary); returns the HTML."""
     out = check_out(out)
     out.mkdir(parents=True, exist_ok=True)
-    entries = aggregate(result["rows"])
+    entries = result["summary"]
     base = result["baseline"]["building_iou"]
     figures.save_png(frontier_figure(entries, base), out / "frontier.png")
     doc = {"format": FORMAT, "version": 1, "baseline": result["baseline"], "config": result["config"],
@@ -148,4 +157,4 @@ def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data:
     return result
 
 
-__all__ = ["compare", "frontier_figure", "write_frontier"]
+__all__ = ["compare", "frontier_figure", "vs_random_text", "write_frontier"]

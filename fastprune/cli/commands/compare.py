@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.finetune_epochs < 0 or args.batch_size < 1:
         raise UsageError("need --finetune-epochs >= 0 and --batch-size >= 1")
-    from ...report.frontier import check_out, compare, write_frontier
+    from ...report.frontier import check_out, compare, vs_random_text, write_frontier
 
     from ..outputs import check_output
     check_output(args, args.out, "report")
@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"unpruned building IoU {100 * base:.2f}%")
     for e in result["summary"]:
         before = "–" if e["iou_before"] is None else f"{100 * e['iou_before']:.2f}"
-        paired = "" if e.get("vs_random") is None else \
-            f", vs random {100 * e['vs_random']:+.2f} ± {100 * e['vs_random_sd']:.2f} pt paired"
+        paired = vs_random_text(e)
+        paired = "" if paired is None else f"; vs random, paired: {paired}"
         print(f"{e['method']:>16} {100 * e['target']:.0f}%: MACs -{100 * e['macs_removed']:.1f}%, IoU before FT "
               f"{before}, after {100 * e['iou']:.2f} ± {100 * e['iou_sd']:.2f} ({100 * (e['iou'] - base):+.2f} pt"
               f"{paired})")
