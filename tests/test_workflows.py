@@ -166,3 +166,25 @@ def test_aggregate_pairs_each_method_with_random_by_seed():
     assert s["iou"] == pytest.approx(0.79)  # the unpaired seed still counts in the method's own mean
     assert got["nci", 0.5]["vs_random"] == pytest.approx(-0.02)  # paired within its own budget only
     assert got["random", 0.9]["vs_random"] is None and got["random", 0.9]["vs_random_seeds"] == 0
+
+
+def test_compare_aims_compress_at_the_cost_one_shot_reaches(tiny, monkeypatch):
+    """The budget search lands near, not on, the target; an iterative arm is asked for the one-shot
+    allocation's cost, so the arms of one budget are compared at the same cost."""
+    import fastprune.workflows.compare as mod
+    model, train, val = tiny
+    asked = []
+    real = mod.compress
+
+    def spy(*a, **k):
+        asked.append(k["target_macs"])
+        return real(*a, **k)
+    monkeypatch.setattr(mod, "compress", spy)
+    res = compare(model, train, val, methods=["subset", "subset:steps=2"], target_macs=[0.55], seeds=[0],
+                  finetune_epochs=0, stats_batches=2, batch_size=4)
+    stats = collect(model, torch.utils.data.DataLoader(train, batch_size=4), max_batches=2, progress=False)
+    _, search = budget_counts(model, stats, 0.55, "macs", "redundancy")
+    assert asked == [pytest.approx(search["reached"])] and search["reached"] != 0.55
+    rows = {r["method"]: r for r in res["rows"]}
+    assert rows["subset:steps=2"]["target"] == rows["subset"]["target"] == 0.55
+    assert rows["subset:steps=2"]["macs_removed"] == pytest.approx(rows["subset"]["macs_removed"], abs=0.05)

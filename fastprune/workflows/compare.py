@@ -1,6 +1,9 @@
 """The methods x budgets x seeds grid: every arm prunes the same trained model to the same
 per-layer allocation (counts for the budget by the pipeline's allocation), selects by its
-method, reconstructs, and is fine-tuned for the same number of epochs; building IoU before and after fine-tuning."""
+method, reconstructs, and is fine-tuned for the same number of epochs; building IoU before and after fine-tuning.
+Iterative arms (`NAME:steps=N`, `compress`) allocate at every step and aim at the fraction the
+one-shot allocation removes (not the nominal target), so that every arm of a budget lands at the
+same cost within the budget search's granularity."""
 from __future__ import annotations
 
 import copy
@@ -56,13 +59,14 @@ class GridConfig:
     pipeline: Pipeline = field(default_factory=Pipeline)
 
 
-def check_targets(model: nn.Module, stats: Any, config: GridConfig) -> dict[float, dict[str, int]]:
-    """Per-layer counts for every budget (raises ValueError for a budget the model cannot reach)."""
+def check_targets(model: nn.Module, stats: Any, config: GridConfig) -> dict[float, tuple[dict[str, int], float]]:
+    """Per-layer counts for every budget and the fraction they remove (the budget search lands
+    within a point of the target); ValueError for a budget the model cannot reach."""
     out = {}
     for t in config.targets:
-        counts, _ = budget_counts(model, stats, t, config.which, config.pipeline.allocation,
-                                  config.pipeline.exclude, config.pipeline.min_channels)
-        out[t] = producer_counts(stats, counts)
+        counts, search = budget_counts(model, stats, t, config.which, config.pipeline.allocation,
+                                       config.pipeline.exclude, config.pipeline.min_channels)
+        out[t] = producer_counts(stats, counts), float(search["reached"])
     return out
 
 
@@ -89,7 +93,7 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
                 if arm.steps == 1:
                     key = (target, arm.method, seed if seeded(arm.method) else None)
                     if key not in pruned_once:  # a seed-free selection is pruned once, fine-tuned per seed
-                        once = prune_layerwise(model, loader, allocation[target], method=arm.method,
+                        once = prune_layerwise(model, loader, allocation[target][0], method=arm.method,
                                                reconstruct=pipe.reconstruct, stats_batches=pipe.stats_batches,
                                                options={"seed": seed})
                         pruned_once = {key: (once, evaluate_metrics(once, test, pipe.batch_size))}
@@ -99,7 +103,9 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
                             batch_size=pipe.batch_size, seed=seed, teacher=teacher, distill=pipe.distill,
                             keep_best=pipe.keep_best, progress=False)
                 else:
-                    kw = {"target_macs" if config.which == "macs" else "target_params": target}
+                    # aimed at the cost the one-shot arms land on, not at the nominal target: the
+                    # arms of one budget are compared at the same cost
+                    kw = {"target_macs" if config.which == "macs" else "target_params": allocation[target][1]}
                     pruned, _ = compress(model, train_data, val_data, method=arm.method, steps=arm.steps,
                                          teacher=teacher, seed=seed, progress=False, **asdict(pipe), **kw)
                     before = None  # iterative: fine-tuning happens between steps
