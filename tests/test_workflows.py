@@ -188,3 +188,26 @@ def test_compare_aims_compress_at_the_cost_one_shot_reaches(tiny, monkeypatch):
     rows = {r["method"]: r for r in res["rows"]}
     assert rows["subset:steps=2"]["target"] == rows["subset"]["target"] == 0.55
     assert rows["subset:steps=2"]["macs_removed"] == pytest.approx(rows["subset"]["macs_removed"], abs=0.05)
+
+
+def test_compress_selects_the_final_counts_on_the_input_model(tiny):
+    """With every epoch after the last step, the steps only decide the counts: the result is the
+    one-shot layer-by-layer pruning of the input model to those counts, fine-tuned with the same
+    seed (independent calls)."""
+    from fastprune.train import fit
+    from fastprune.workflows.layerwise import prune_layerwise
+    model, train, val = tiny
+    kw = dict(target_macs=0.6, steps=2, finetune_epochs=1, stats_batches=2, batch_size=4, seed=3, progress=False)
+    pruned, hist = compress(model, train, val, **kw)
+    assert hist["steps"][-1]["selected_on"] == "input model" and "selected_on" not in hist["steps"][0]
+    loader = torch.utils.data.DataLoader(train, batch_size=4)
+    counts = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    once = prune_layerwise(model, loader, counts, stats_batches=2)
+    fit(once, train, val, epochs=1, lr=2e-3, batch_size=4, seed=3, distill=0.0, keep_best="building_iou",
+        progress=False)
+    assert count(once, EXAMPLE).macs == count(pruned, EXAMPLE).macs
+    for (k, a), b in zip(pruned.state_dict().items(), once.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    # fine-tuning between the steps: the later steps select on the fine-tuned staged network
+    _, hist2 = compress(model, train, val, **{**kw, "finetune_epochs": 2, "finetune_between": True})
+    assert all("selected_on" not in s for s in hist2["steps"])
