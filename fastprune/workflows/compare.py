@@ -90,10 +90,11 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
         for arm in config.arms:
             for seed in config.seeds:
                 t0 = time.perf_counter()
+                counts, reached = allocation[target]
                 if arm.steps == 1:
                     key = (target, arm.method, seed if seeded(arm.method) else None)
                     if key not in pruned_once:  # a seed-free selection is pruned once, fine-tuned per seed
-                        once = prune_layerwise(model, loader, allocation[target][0], method=arm.method,
+                        once = prune_layerwise(model, loader, counts, method=arm.method,
                                                reconstruct=pipe.reconstruct, stats_batches=pipe.stats_batches,
                                                options={"seed": seed})
                         pruned_once = {key: (once, evaluate_metrics(once, test, pipe.batch_size))}
@@ -105,7 +106,7 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
                 else:
                     # aimed at the cost the one-shot arms land on, not at the nominal target: the
                     # arms of one budget are compared at the same cost
-                    kw = {"target_macs" if config.which == "macs" else "target_params": allocation[target][1]}
+                    kw = {"target_macs" if config.which == "macs" else "target_params": reached}
                     pruned, _ = compress(model, train_data, val_data, method=arm.method, steps=arm.steps,
                                          teacher=teacher, seed=seed, progress=False, **asdict(pipe), **kw)
                     before = None  # iterative: fine-tuning happens between steps

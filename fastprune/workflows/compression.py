@@ -254,6 +254,7 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
     epochs = epochs_per_step(pipe.finetune_epochs, config.steps, config.finetune_between)
     restored = run.restore(model)
     current, composite = restored if restored is not None else (model, None)
+    start_stats = None  # statistics of the input model (levels removed), when this call collected them
     t0 = time.perf_counter()
     bar = tqdm(total=config.steps, initial=len(run.steps), desc="compress", unit="step",
                disable=True if (not progress or os.environ.get("TQDM_DISABLE")) else None)
@@ -269,6 +270,7 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
                 run.levels_removed = n
                 record["levels_removed"] = n
                 stats = collect(current, loader, max_batches=pipe.stats_batches, patch_gram=gram, progress=False)
+            start_stats = stats
         now = count(current, example)
         now_value = now.macs if config.which == "macs" else now.params
         share = 1.0 - (1.0 - goals[i]) * base_value / now_value  # of the current model's cost
@@ -283,8 +285,7 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
             # nothing fine-tuned yet: the final counts are selected and reconstructed once, on the
             # statistics of the input model (its levels removed), not on those of the staged one
             start = current if i == 0 else _with_levels(model, run.levels_removed)
-            current, composite = _prune(start, loader, {**_channels(stats), **counts}, config, pipe,
-                                        stats if i == 0 else None)
+            current, composite = _prune(start, loader, {**_channels(stats), **counts}, config, pipe, start_stats)
             record["selected_on"] = "input model"
         elif counts:
             current, step_plan = _prune(current, loader, counts, config, pipe, stats)
