@@ -68,6 +68,24 @@ def test_compare_with_the_marginal_allocation(base, tmp_path, capsys):
     assert "counts by marginal" in (out / "index.html").read_text()
 
 
+def test_compare_takes_the_fine_tuning_recipe_and_refuses_a_bad_one(base, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--model", str(base / "base"), "--data", DATA, "--val-data", VAL, "--methods", "random",
+            "--target-macs", "0.5", "--seeds", "0", "--finetune-epochs", "1", "--stats-batches", "2",
+            "--batch-size", "4", "--out", str(out)]
+    for flag, bad, word in (("--temperature", "0", "temperature"), ("--temperature", "nan", "--temperature"),
+                            ("--keep-best", "iou", "keep_best must be one of building_iou")):
+        code, io = cli(capsys, *argv, flag, bad)
+        assert code == 2 and word in io.err and len(io.err.strip().splitlines()) == 1 and not out.exists()
+    code, io = cli(capsys, *argv, "--temperature", "0.5", "--keep-best", "building_iou")
+    assert code == 0, io.err
+    pipe = json.loads((out / "summary.json").read_text())["config"]["pipeline"]
+    assert pipe["temperature"] == 0.5 and pipe["keep_best"] == "building_iou"
+    code, io = cli(capsys, *argv[:-1], str(tmp_path / "cmp2"))
+    pipe = json.loads((tmp_path / "cmp2" / "summary.json").read_text())["config"]["pipeline"]
+    assert code == 0 and pipe["temperature"] == 1.0 and pipe["keep_best"] is None
+
+
 def test_compare_refuses_an_unreachable_budget_before_any_work(base, tmp_path, capsys):
     out = tmp_path / "cmp"
     code, io = cli(capsys, "compare", "--model", str(base / "base"), "--data", DATA, "--val-data", VAL,

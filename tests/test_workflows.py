@@ -1,4 +1,5 @@
 """compress and compare on a tiny U-Net: budgets reached, resumability, refusals, the report."""
+import copy
 import json
 
 import numpy as np
@@ -197,17 +198,44 @@ def test_compress_selects_the_final_counts_on_the_input_model(tiny):
     from fastprune.train import fit
     from fastprune.workflows.layerwise import prune_layerwise
     model, train, val = tiny
-    kw = dict(target_macs=0.6, steps=2, finetune_epochs=1, stats_batches=2, batch_size=4, seed=3, progress=False)
-    pruned, hist = compress(model, train, val, **kw)
+    teacher = copy.deepcopy(model)
+    kw = dict(target_macs=0.6, steps=2, finetune_epochs=2, stats_batches=2, batch_size=4, seed=3, progress=False)
+    pruned, hist = compress(model, train, val, teacher=teacher, **kw)
     assert hist["steps"][-1]["selected_on"] == "input model" and "selected_on" not in hist["steps"][0]
     loader = torch.utils.data.DataLoader(train, batch_size=4)
     counts = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d)}
     once = prune_layerwise(model, loader, counts, stats_batches=2)
-    fit(once, train, val, epochs=1, lr=2e-3, batch_size=4, seed=3, distill=0.0, keep_best="building_iou",
-        progress=False)
+    # the pipeline's fine-tuning: distillation at T = 1, the last epoch's weights
+    fit(once, train, val, epochs=2, lr=2e-3, batch_size=4, seed=3, teacher=teacher, distill=0.5, temperature=1.0,
+        keep_best=None, progress=False)
     assert count(once, EXAMPLE).macs == count(pruned, EXAMPLE).macs
     for (k, a), b in zip(pruned.state_dict().items(), once.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
     # fine-tuning between the steps: the later steps select on the fine-tuned staged network
-    _, hist2 = compress(model, train, val, **{**kw, "finetune_epochs": 2, "finetune_between": True})
+    _, hist2 = compress(model, train, val, **{**kw, "finetune_between": True})
     assert all("selected_on" not in s for s in hist2["steps"])
+
+
+@pytest.mark.parametrize("given", [{}, {"temperature": 0.5, "keep_best": "building_iou", "distill": 0.25}])
+def test_workflows_fine_tune_with_the_pipelines_recipe(tiny, monkeypatch, given):
+    """compare's one-shot and iterative arms and compress fine-tune with the pipeline's
+    distillation temperature and epoch choice: by default T = 1 and the last epoch (no keep_best),
+    else exactly what the caller gave."""
+    import fastprune.workflows.compare as cmp
+    import fastprune.workflows.compression as comp
+    model, train, val = tiny
+    seen = []
+
+    def spy(real):
+        def fit(*a, **k):
+            seen.append({key: k[key] for key in ("temperature", "keep_best", "distill")})
+            return real(*a, **k)
+        return fit
+    monkeypatch.setattr(cmp, "fit", spy(cmp.fit))
+    monkeypatch.setattr(comp, "fit", spy(comp.fit))
+    compare(model, train, val, methods=["subset", "subset:steps=2"], target_macs=[0.5], seeds=[0],
+            finetune_epochs=1, stats_batches=2, batch_size=4, **given)
+    compress(model, train, val, target_macs=0.5, steps=2, finetune_epochs=1, stats_batches=2, batch_size=4,
+             teacher=copy.deepcopy(model), progress=False, **given)
+    want = {"temperature": 1.0, "keep_best": None, "distill": 0.5, **given}
+    assert seen == [want] * 3

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..workflows.pipeline import Pipeline
+
 
 @dataclass
 class DemoConfig:
@@ -23,7 +25,7 @@ class DemoConfig:
 
     model: str = "unet:base_width=16,depth=3,upsample=bilinear"
     train: str = "synthetic:n=256,size=64,seed=0"
-    val: str = "synthetic:n=32,size=64,seed=1"     # picks the best epoch (keep_best)
+    val: str = "synthetic:n=32,size=64,seed=1"     # picks the training's best epoch (keep_best)
     test: str = "synthetic:n=64,size=64,seed=2"    # every reported metric
     epochs: int = 15
     lr: float = 3e-3
@@ -31,10 +33,11 @@ class DemoConfig:
     stats_batches: int = 8
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "pca_nci": {"variance": 0.99}, "lfa": {"factors": "variance", "variance": 0.99}})
-    finetune_epochs: int = 8
-    finetune_lr: float = 2e-3
-    distill: float = 0.5
-    keep_best: str | None = "building_iou"
+    finetune_epochs: int = Pipeline.finetune_epochs   # the fine-tuning of compare and compress
+    finetune_lr: float = Pipeline.lr
+    distill: float = Pipeline.distill
+    keep_best: str | None = "building_iou"             # the training's best validation epoch
+    finetune_keep_best: str | None = Pipeline.keep_best  # None: the fine-tuning's last epoch
     keep_classifier_input: bool = True
     latency_size: int = 256
     latency_repeats: int = 10
@@ -131,7 +134,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
         with clock.phase(f"{method}: fine-tune {cfg.finetune_epochs} epochs (teacher: the unpruned model)"):
             fit(pruned, train, val, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size,
                 seed=cfg.seed, teacher=teacher if cfg.distill > 0 else None, distill=cfg.distill,
-                keep_best=cfg.keep_best)
+                keep_best=cfg.finetune_keep_best)
         metrics[method] = metrics_from_evaluation(evaluate(pruned, test, batch_size=cfg.batch_size))
         log(f"         {method}: building IoU {100 * before_ft[method]['iou']:.2f}% after pruning, "
             f"{100 * metrics[method]['iou']:.2f}% after fine-tuning")

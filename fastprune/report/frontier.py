@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..workflows.compare import Arm, GridConfig, aggregate, run_grid
+from ..train.losses import DISTILL_TEMPERATURE
 from ..workflows.pipeline import Pipeline
 from . import figures
 from .render import _CSS
@@ -132,20 +133,23 @@ def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapp
 def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data: Dataset | None = None, *,
             methods: Sequence[str] = ("subset", "random"), target_macs: Sequence[float] | None = None,
             target_params: Sequence[float] | None = None, seeds: Sequence[int] = (0, 1, 2),
-            finetune_epochs: int = 8, reconstruct: str | None = "refit", distill: float = 0.5, lr: float = 2e-3,
+            finetune_epochs: int = 8, reconstruct: str | None = "refit", distill: float = 0.5,
+            temperature: float = DISTILL_TEMPERATURE, lr: float = 2e-3, keep_best: str | None = None,
             batch_size: int = 8, stats_batches: int = 8, exclude: Sequence[str] = (), min_channels: int = 1,
             allocation: str = "redundancy", out: str | os.PathLike | None = None,
             log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Run methods x budgets x seeds on a trained `model` (each: prune to the budget's allocation,
     select by the method, reconstruct, fine-tune `finetune_epochs` with the unpruned model as
-    teacher) and, with `out`, write the report there. Methods: criterion names, "NAME:steps=N"
+    teacher, distillation weight `distill` at `temperature`; the last epoch's weights, or the best
+    validation epoch's by the metric `keep_best`) and, with `out`, write the report there. Methods: criterion names, "NAME:steps=N"
     for iterative compression. Returns {"baseline", "config", "rows", "summary"}."""
     if (target_macs is None) == (target_params is None):
         raise ValueError("fastprune: compare needs target_macs= or target_params= (a list of fractions removed)")
     targets = [float(t) for t in (target_macs if target_macs is not None else target_params)]
     pipe = Pipeline(finetune_epochs=int(finetune_epochs), reconstruct=reconstruct, distill=float(distill),
-                    lr=float(lr), batch_size=int(batch_size), stats_batches=int(stats_batches),
-                    exclude=list(exclude), min_channels=int(min_channels), allocation=allocation)
+                    temperature=float(temperature), lr=float(lr), keep_best=keep_best, batch_size=int(batch_size),
+                    stats_batches=int(stats_batches), exclude=list(exclude), min_channels=int(min_channels),
+                    allocation=allocation)
     config = GridConfig(arms=[Arm.parse(m) for m in methods], targets=targets, seeds=[int(s) for s in seeds],
                         which="macs" if target_macs is not None else "params", pipeline=pipe)
     if out is not None:

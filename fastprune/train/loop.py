@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import has_checkpoint, load_best, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .evaluate import evaluate
-from .losses import distillation_loss, segmentation_loss
+from .losses import DISTILL_TEMPERATURE, distillation_loss, segmentation_loss
 from .schedule import warmup_cosine
 
 _OPTIMIZERS = ("adamw", "sgd")
@@ -60,7 +60,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         class_weights: torch.Tensor | None = None, ignore_index: int | None = None,
         grad_clip: float | None = 1.0, amp: bool = True, device: Any = None, num_workers: int = 0,
         shuffle: bool = True, seed: int = 0, teacher: nn.Module | None = None, distill: float = 0.5,
-        temperature: float = 2.0, checkpoint: str | os.PathLike | None = None, resume: bool = True,
+        temperature: float = DISTILL_TEMPERATURE, checkpoint: str | os.PathLike | None = None, resume: bool = True,
         max_steps: int | None = None, time_limit: float | None = None, keep_best: str | None = None,
         num_classes: int | None = None, progress: bool = True,
         callback: Callable[[dict], None] | None = None, resume_key: dict[str, Any] | None = None) -> dict:

@@ -36,6 +36,10 @@ def confusion_update(confusion: torch.Tensor, pred: torch.Tensor, target: torch.
     return confusion
 
 
+#: the scalar metrics of `metrics_from_confusion` that one epoch can be chosen by (`keep_best`)
+SEGMENTATION_METRICS = ("building_iou", "miou", "pixel_accuracy")
+
+
 def metrics_from_confusion(confusion: torch.Tensor, ignore_index: int | None = None) -> dict:
     """Pixel accuracy, per-class IoU (NaN where a class is absent from target and prediction),
     mIoU (mean of the defined IoUs, ``ignore_index`` left out), building IoU (class 1: the

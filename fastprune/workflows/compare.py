@@ -102,7 +102,7 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
                     if pipe.finetune_epochs > 0:
                         fit(pruned, train_data, val_data, epochs=pipe.finetune_epochs, lr=pipe.lr,
                             batch_size=pipe.batch_size, seed=seed, teacher=teacher, distill=pipe.distill,
-                            keep_best=pipe.keep_best, progress=False)
+                            temperature=pipe.temperature, keep_best=pipe.keep_best, progress=False)
                 else:
                     # aimed at the cost the one-shot arms land on, not at the nominal target: the
                     # arms of one budget are compared at the same cost

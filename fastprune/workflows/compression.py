@@ -37,6 +37,7 @@ from ..stats.collect import collect
 from ..stats.statistics import Statistics
 from ..surgery import load_pruned, save_pruned
 from ..train import evaluate, fit
+from ..train.losses import DISTILL_TEMPERATURE
 from .allocate import budget_counts, producer_counts
 from .layerwise import needs_patch_gram, prune_layerwise
 from .pipeline import Pipeline
@@ -211,10 +212,11 @@ def _prune(model: nn.Module, loader: DataLoader, counts: dict[str, int], config:
 def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, *, method: str = "subset",
              target_macs: float | None = None, target_params: float | None = None, steps: int = 3,
              finetune_epochs: int = 8, teacher: nn.Module | None = None, reconstruct: bool | str | None = True,
-             distill: float = 0.5, lr: float = 2e-3, batch_size: int = 8, stats_batches: int = 8,
+             distill: float = 0.5, temperature: float = DISTILL_TEMPERATURE, lr: float = 2e-3,
+             batch_size: int = 8, stats_batches: int = 8,
              exclude: Sequence[str] = (), min_channels: int = 1, allocation: str = "redundancy",
              levels: bool = False, level_threshold: float = 0.75,
-             keep_best: str | None = "building_iou", finetune_between: bool = False, seed: int = 0,
+             keep_best: str | None = None, finetune_between: bool = False, seed: int = 0,
              out: str | os.PathLike | None = None,
              example_inputs: Any = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Compress `model` toward `target_macs` / `target_params` (fraction removed) in `steps` steps.
@@ -230,12 +232,13 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
     final counts are selected and reconstructed on the input model instead (history: the step's
     "selected_on");
     batch-norm recalibration; `finetune_epochs` of fine-tuning with `teacher` (distillation
-    weight `distill`), all after the last step, or spread over the steps with `finetune_between`
+    weight `distill` at `temperature`; the last epoch's weights, or with `keep_best` the best
+    validation epoch's), all after the last step, or spread over the steps with `finetune_between`
     (on the demo U-Net at 90% spreading them lost ~3 points, benchmarks/README.md). Returns (model, history); history["steps"] holds
     each step's cost and validation metrics before and after fine-tuning.
     """
     pipe = Pipeline(finetune_epochs=int(finetune_epochs), reconstruct=reconstruct, distill=float(distill),
-                    lr=float(lr), batch_size=int(batch_size), stats_batches=int(stats_batches),
+                    temperature=float(temperature), lr=float(lr), batch_size=int(batch_size), stats_batches=int(stats_batches),
                     exclude=list(exclude), min_channels=int(min_channels), keep_best=keep_best,
                     allocation=allocation)
     config = CompressConfig(method=method, target_macs=target_macs, target_params=target_params, steps=int(steps),
@@ -298,7 +301,8 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
         if epochs[i] > 0:  # the first fine-tuning uses `seed`, as one-shot's does (compare pairs by seed)
             fit(current, train_data, val_data, epochs=epochs[i], lr=pipe.lr, batch_size=pipe.batch_size,
                 seed=config.seed + sum(e > 0 for e in epochs[:i]), teacher=teacher,
-                distill=pipe.distill if teacher is not None else 0.0, keep_best=keep_best, progress=False)
+                distill=pipe.distill if teacher is not None else 0.0, temperature=pipe.temperature,
+                keep_best=keep_best, progress=False)
         if val_data is not None:
             record["after_finetune"] = evaluate_metrics(current, val_data, pipe.batch_size)
         record["seconds"] = time.perf_counter() - t_step

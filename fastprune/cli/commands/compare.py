@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..pipeline import add_finetuning, add_model_and_data, reconstruction
+from ..pipeline import add_finetuning, add_model_and_data, pipeline_options
 
 HELP = "methods x budgets x seeds: the IoU-vs-MACs frontier of a trained model (HTML + summary.json)"
 
@@ -48,10 +48,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     targets = {"target_macs": args.target_macs} if args.target_macs else {"target_params": args.target_params}
     result = compare(loaded.model.eval(), train, val, test, methods=args.methods, seeds=args.seeds,
-                     finetune_epochs=args.finetune_epochs,
-                     reconstruct=reconstruction(args), distill=args.distill,
-                     lr=args.lr, batch_size=args.batch_size, stats_batches=args.stats_batches,
-                     allocation=args.allocation,
+                     **pipeline_options(args),
                      exclude=[] if args.prune_classifier_input else classifier_input(loaded.model),
                      log=print, **targets)
     meta = {"command": " ".join(["fastprune compare", *_argv(args)]), "seconds": round(time.perf_counter() - t0, 1)}

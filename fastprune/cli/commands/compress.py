@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 
-from ..pipeline import add_finetuning, add_model_and_data, reconstruction
+from ..pipeline import add_finetuning, add_model_and_data, pipeline_options
 
 HELP = "iterative compression to a MACs/params budget (resumable); writes model and report"
 
@@ -57,11 +57,7 @@ def run(args: argparse.Namespace) -> int:
     teacher = copy.deepcopy(model).eval()
     target = {"target_macs": args.target_macs} if args.target_macs is not None else {"target_params": args.target_params}
     pruned, history = compress(model, train, val, method=args.method, steps=args.steps,
-                               finetune_epochs=args.finetune_epochs, teacher=teacher,
-                               reconstruct=reconstruction(args),
-                               distill=args.distill, lr=args.lr, batch_size=args.batch_size,
-                               stats_batches=args.stats_batches, levels=args.levels,
-                               allocation=args.allocation,
+                               teacher=teacher, levels=args.levels, **pipeline_options(args),
                                exclude=[] if args.prune_classifier_input else classifier_input(model),
                                seed=args.seed, out=out / "run", **target)
     spec = loaded.spec

@@ -19,6 +19,7 @@ HELP = "train / fine-tune a model (optionally distilled from a teacher); writes 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ...train.losses import DISTILL_TEMPERATURE
     from ..artifacts import add_trust_code
 
     p.add_argument("--model", required=True, metavar="SPEC", help="model SPEC or model folder (e.g. from prune)")
@@ -35,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-weights", metavar="CKPT", help="checkpoint of the --teacher")
     p.add_argument("--distill", type=finite_float, default=0.5,
                    help="with --teacher: weight d of the distillation term, in [0, 1] (default 0.5)")
-    p.add_argument("--temperature", type=finite_float, default=2.0,
-                   help="with --teacher: softmax temperature (default 2)")
+    p.add_argument("--temperature", type=finite_float, default=DISTILL_TEMPERATURE,
+                   help=f"with --teacher: softmax temperature (default {DISTILL_TEMPERATURE})")
     p.add_argument("--keep-best", metavar="METRIC",
                    help="keep the weights of the epoch with the best --val-data METRIC (building_iou, miou, "
                         "pixel_accuracy; accuracy for a classifier)")
