@@ -14,7 +14,8 @@ def add_model_and_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="SPEC", help="trained model: folder or SPEC (with --weights)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint of the model")
     p.add_argument("--data", required=True, metavar="SPEC", help="training data (statistics and fine-tuning)")
-    p.add_argument("--val-data", required=True, metavar="SPEC", help="validation data (metrics per fine-tuning epoch; --keep-best picks an epoch by it)")
+    p.add_argument("--val-data", required=True, metavar="SPEC",
+                   help="validation data (metrics per fine-tuning epoch; --keep-best picks an epoch by it)")
     p.add_argument("--test-data", metavar="SPEC", help="data the reported IoU is measured on (default: --val-data)")
     add_trust_code(p)
 

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..workflows.compare import Arm, GridConfig, aggregate, run_grid
 from ..train.losses import DISTILL_TEMPERATURE
+from ..workflows.compare import Arm, GridConfig, aggregate, run_grid
 from ..workflows.pipeline import Pipeline
 from . import figures
 from .render import _CSS
@@ -141,8 +141,9 @@ def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data:
     """Run methods x budgets x seeds on a trained `model` (each: prune to the budget's allocation,
     select by the method, reconstruct, fine-tune `finetune_epochs` with the unpruned model as
     teacher, distillation weight `distill` at `temperature`; the last epoch's weights, or the best
-    validation epoch's by the metric `keep_best`) and, with `out`, write the report there. Methods: criterion names, "NAME:steps=N"
-    for iterative compression. Returns {"baseline", "config", "rows", "summary"}."""
+    validation epoch's by the metric `keep_best`) and, with `out`, write the report there.
+    Methods: criterion names, "NAME:steps=N" for iterative compression. Returns {"baseline",
+    "config", "rows", "summary"}."""
     if (target_macs is None) == (target_params is None):
         raise ValueError("fastprune: compare needs target_macs= or target_params= (a list of fractions removed)")
     targets = [float(t) for t in (target_macs if target_macs is not None else target_params)]

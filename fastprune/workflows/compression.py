@@ -238,7 +238,8 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
     each step's cost and validation metrics before and after fine-tuning.
     """
     pipe = Pipeline(finetune_epochs=int(finetune_epochs), reconstruct=reconstruct, distill=float(distill),
-                    temperature=float(temperature), lr=float(lr), batch_size=int(batch_size), stats_batches=int(stats_batches),
+                    temperature=float(temperature), lr=float(lr), batch_size=int(batch_size),
+                    stats_batches=int(stats_batches),
                     exclude=list(exclude), min_channels=int(min_channels), keep_best=keep_best,
                     allocation=allocation)
     config = CompressConfig(method=method, target_macs=target_macs, target_params=target_params, steps=int(steps),
