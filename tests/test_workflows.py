@@ -221,18 +221,15 @@ def test_workflows_fine_tune_with_the_pipelines_recipe(tiny, monkeypatch, given)
     """compare's one-shot and iterative arms and compress fine-tune with the pipeline's
     distillation temperature and epoch choice: by default T = 1 and the last epoch (no keep_best),
     else exactly what the caller gave."""
-    import fastprune.workflows.compare as cmp
-    import fastprune.workflows.compression as comp
+    import fastprune.workflows.pipeline as pipeline
     model, train, val = tiny
     seen = []
+    real = pipeline.fit
 
-    def spy(real):
-        def fit(*a, **k):
-            seen.append({key: k[key] for key in ("temperature", "keep_best", "distill")})
-            return real(*a, **k)
-        return fit
-    monkeypatch.setattr(cmp, "fit", spy(cmp.fit))
-    monkeypatch.setattr(comp, "fit", spy(comp.fit))
+    def spy(*a, **k):
+        seen.append({key: k[key] for key in ("temperature", "keep_best", "distill")})
+        return real(*a, **k)
+    monkeypatch.setattr(pipeline, "fit", spy)
     compare(model, train, val, methods=["subset", "subset:steps=2"], target_macs=[0.5], seeds=[0],
             finetune_epochs=1, stats_batches=2, batch_size=4, **given)
     compress(model, train, val, target_macs=0.5, steps=2, finetune_epochs=1, stats_batches=2, batch_size=4,

@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..train.losses import DISTILL_TEMPERATURE
 from ..workflows.compare import Arm, GridConfig, aggregate, run_grid
 from ..workflows.pipeline import Pipeline
 from . import figures
@@ -133,10 +132,11 @@ def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapp
 def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data: Dataset | None = None, *,
             methods: Sequence[str] = ("subset", "random"), target_macs: Sequence[float] | None = None,
             target_params: Sequence[float] | None = None, seeds: Sequence[int] = (0, 1, 2),
-            finetune_epochs: int = 8, reconstruct: str | None = "refit", distill: float = 0.5,
-            temperature: float = DISTILL_TEMPERATURE, lr: float = 2e-3, keep_best: str | None = None,
-            batch_size: int = 8, stats_batches: int = 8, exclude: Sequence[str] = (), min_channels: int = 1,
-            allocation: str = "redundancy", out: str | os.PathLike | None = None,
+            finetune_epochs: int = Pipeline.finetune_epochs, reconstruct: str | None = Pipeline.reconstruct,
+            distill: float = Pipeline.distill, temperature: float = Pipeline.temperature, lr: float = Pipeline.lr,
+            keep_best: str | None = Pipeline.keep_best, batch_size: int = Pipeline.batch_size,
+            stats_batches: int = Pipeline.stats_batches, exclude: Sequence[str] = (),
+            min_channels: int = Pipeline.min_channels, allocation: str = Pipeline.allocation, out: str | os.PathLike | None = None,
             log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Run methods x budgets x seeds on a trained `model` (each: prune to the budget's allocation,
     select by the method, reconstruct, fine-tune `finetune_epochs` with the unpruned model as

@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader, Dataset
 from ..criteria import names, seeded
 from ..graph.cost import count
 from ..stats.collect import collect
-from ..train import fit
 from .allocate import budget_counts, producer_counts
 from .compression import compress, evaluate_metrics
 from .layerwise import prune_layerwise
@@ -100,9 +99,8 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
                         pruned_once = {key: (once, evaluate_metrics(once, test, pipe.batch_size))}
                     pruned, before = copy.deepcopy(pruned_once[key][0]), pruned_once[key][1]
                     if pipe.finetune_epochs > 0:
-                        fit(pruned, train_data, val_data, epochs=pipe.finetune_epochs, lr=pipe.lr,
-                            batch_size=pipe.batch_size, seed=seed, teacher=teacher, distill=pipe.distill,
-                            temperature=pipe.temperature, keep_best=pipe.keep_best, progress=False)
+                        pipe.finetune(pruned, train_data, val_data, epochs=pipe.finetune_epochs, seed=seed,
+                                      teacher=teacher)
                 else:
                     # aimed at the cost the one-shot arms land on, not at the nominal target: the
                     # arms of one budget are compared at the same cost

@@ -36,8 +36,7 @@ from ..planning.plan import Plan
 from ..stats.collect import collect
 from ..stats.statistics import Statistics
 from ..surgery import load_pruned, save_pruned
-from ..train import evaluate, fit
-from ..train.losses import DISTILL_TEMPERATURE
+from ..train import evaluate
 from .allocate import budget_counts, producer_counts
 from .layerwise import needs_patch_gram, prune_layerwise
 from .pipeline import Pipeline
@@ -211,12 +210,13 @@ def _prune(model: nn.Module, loader: DataLoader, counts: dict[str, int], config:
 
 def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, *, method: str = "subset",
              target_macs: float | None = None, target_params: float | None = None, steps: int = 3,
-             finetune_epochs: int = 8, teacher: nn.Module | None = None, reconstruct: bool | str | None = True,
-             distill: float = 0.5, temperature: float = DISTILL_TEMPERATURE, lr: float = 2e-3,
-             batch_size: int = 8, stats_batches: int = 8,
-             exclude: Sequence[str] = (), min_channels: int = 1, allocation: str = "redundancy",
+             finetune_epochs: int = Pipeline.finetune_epochs, teacher: nn.Module | None = None,
+             reconstruct: bool | str | None = True, distill: float = Pipeline.distill,
+             temperature: float = Pipeline.temperature, lr: float = Pipeline.lr, batch_size: int = Pipeline.batch_size,
+             stats_batches: int = Pipeline.stats_batches, exclude: Sequence[str] = (),
+             min_channels: int = Pipeline.min_channels, allocation: str = Pipeline.allocation,
              levels: bool = False, level_threshold: float = 0.75,
-             keep_best: str | None = None, finetune_between: bool = False, seed: int = 0,
+             keep_best: str | None = Pipeline.keep_best, finetune_between: bool = False, seed: int = 0,
              out: str | os.PathLike | None = None,
              example_inputs: Any = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Compress `model` toward `target_macs` / `target_params` (fraction removed) in `steps` steps.
@@ -247,8 +247,6 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
                             finetune_between=bool(finetune_between),
                             pipeline=pipe)
     config.check()
-    if keep_best is not None and val_data is None:
-        keep_best = None
     run = _Run(out, config, model)
     loader = DataLoader(train_data, batch_size=pipe.batch_size, shuffle=False)
     example = example_inputs if example_inputs is not None else next(iter(loader))[0][:1]
@@ -300,10 +298,8 @@ def compress(model: nn.Module, train_data: Dataset, val_data: Dataset | None = N
         if val_data is not None:
             record["before_finetune"] = evaluate_metrics(current, val_data, pipe.batch_size)
         if epochs[i] > 0:  # the first fine-tuning uses `seed`, as one-shot's does (compare pairs by seed)
-            fit(current, train_data, val_data, epochs=epochs[i], lr=pipe.lr, batch_size=pipe.batch_size,
-                seed=config.seed + sum(e > 0 for e in epochs[:i]), teacher=teacher,
-                distill=pipe.distill if teacher is not None else 0.0, temperature=pipe.temperature,
-                keep_best=keep_best, progress=False)
+            pipe.finetune(current, train_data, val_data, epochs=epochs[i],
+                          seed=config.seed + sum(e > 0 for e in epochs[:i]), teacher=teacher)
         if val_data is not None:
             record["after_finetune"] = evaluate_metrics(current, val_data, pipe.batch_size)
         record["seconds"] = time.perf_counter() - t_step

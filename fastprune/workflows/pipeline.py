@@ -8,7 +8,12 @@ points of test IoU on average and tripled the spread over seeds."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..train import fit
 from ..train.losses import DISTILL_TEMPERATURE
 from ..train.metrics import SEGMENTATION_METRICS
 from .allocate import check_allocation
@@ -48,3 +53,12 @@ class Pipeline:
             raise ValueError(f"fastprune: keep_best must be one of {', '.join(SEGMENTATION_METRICS)} or None "
                              f"(the last epoch), got {self.keep_best!r}")
         self.exclude = list(self.exclude)
+
+    def finetune(self, model: nn.Module, train_data: Dataset, val_data: Dataset | None, *, epochs: int, seed: int,
+                 teacher: nn.Module | None) -> dict[str, Any]:
+        """`fit` `model` in place for `epochs` with this recipe (distillation from `teacher` when
+        given; `keep_best` only with `val_data`); returns fit's history."""
+        return fit(model, train_data, val_data, epochs=epochs, lr=self.lr, batch_size=self.batch_size, seed=seed,
+                   teacher=teacher, distill=self.distill if teacher is not None else 0.0,
+                   temperature=self.temperature, keep_best=self.keep_best if val_data is not None else None,
+                   progress=False)
