@@ -94,6 +94,18 @@ def test_compare_refuses_an_unreachable_budget_before_any_work(base, tmp_path, c
     assert len(io.err.strip().splitlines()) == 1 and not out.exists()
 
 
+def test_compare_refuses_a_repeated_seed_method_or_budget(base, tmp_path, capsys):
+    """A repeated seed would enter the mean twice and shrink the sd: refused before any work."""
+    out = tmp_path / "cmp"
+    argv = ["compare", "--model", str(base / "base"), "--data", DATA, "--val-data", VAL, "--finetune-epochs", "0",
+            "--out", str(out)]
+    for extra, word in ((["--seeds", "3", "1", "3", "--target-macs", "0.5"], "seed 3 given more than once"),
+                        (["--methods", "random", "subset", "random", "--target-macs", "0.5"], "method random given"),
+                        (["--target-macs", "0.5", "0.5"], "budget 0.5 given")):
+        code, io = cli(capsys, *argv, *extra)
+        assert code == 2 and word in io.err and len(io.err.strip().splitlines()) == 1 and not out.exists(), io.err
+
+
 def test_subset_without_the_patch_gram_is_refused(base, tmp_path, capsys):
     code, io = cli(capsys, "plan", str(base / "plain.fps"), "--method", "subset", "--ratio", "0.5",
                    "--out", str(tmp_path / "p.json"))

@@ -74,6 +74,11 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
     """Run every arm x budget x seed; returns {"config", "baseline", "rows"} (JSON-able)."""
     if not config.arms or not config.targets or not config.seeds:
         raise ValueError("fastprune: compare needs at least one method, one budget and one seed")
+    for what, values in (("method", [a.label for a in config.arms]), ("budget", config.targets),
+                         ("seed", config.seeds)):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:  # a repeated seed would count one run twice in the mean and shrink the sd
+            raise ValueError(f"fastprune: compare: {what} {', '.join(map(str, twice))} given more than once")
     test = test_data if test_data is not None else val_data
     pipe = config.pipeline
     loader = DataLoader(train_data, batch_size=pipe.batch_size, shuffle=False)
