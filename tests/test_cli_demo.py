@@ -31,6 +31,7 @@ def test_tiny_demo_writes_report(tmp_path):
         assert summ[m]["params"] < summ["baseline"]["params"]
         assert (tmp_path / m / "fastprune-model.json").is_file() and (tmp_path / "plans" / f"{m}.json").is_file()
     assert (tmp_path / "stats.fps").is_file() and (tmp_path / "baseline" / "weights.safetensors").is_file()
+    assert json.loads((tmp_path / "fastprune-demo.json").read_text())["format"] == "fastprune.demo"
     for png in ("models.png", "channels.png", "retained_variance.png", "cost.png", "spectra.png", "samples.png"):
         assert (rep / png).stat().st_size > 1000, png
     table = "\n".join(lines)

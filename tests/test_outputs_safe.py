@@ -108,3 +108,34 @@ def test_atomic_write_leaves_no_temporary_file_and_keeps_the_old_content(tmp_pat
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
     atomic_write(target, b"new")
     assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["f.bin"]
+
+
+@pytest.mark.parametrize("foreign", ["folder", "file"])
+def test_demo_out_that_fastprune_did_not_write_is_refused_before_the_work(tmp_path, capsys, monkeypatch, foreign):
+    """`fastprune demo --out DIR` wrote baseline/, stats.fps, plans/ ... into any folder, a user's too."""
+    import fastprune.cli.specs as specs
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the demo started before its output was checked")
+    monkeypatch.setattr(specs, "parse_model_spec", must_not_run)  # the demo's first step
+    target = tmp_path / "mine"
+    if foreign == "folder":
+        target.mkdir()
+        (target / "stats.fps").write_text("a user's file")
+    else:
+        target.write_text("a user's file")
+    before = snapshot(tmp_path)
+    code, out = cli("demo", "--out", target, capsys=capsys)
+    one_line_error(code, out, str(target), "fastprune did not write" if foreign == "folder" else "not a folder")
+    assert snapshot(tmp_path) == before
+
+
+def test_demo_out_may_be_new_empty_or_an_earlier_demos(tmp_path):
+    from fastprune.cli.outputs import DEMO_MARKER, check_output
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / DEMO_MARKER).write_text("{}")
+    (tmp_path / "earlier" / "stats.fps").write_text("the earlier demo's")
+    for name in ("new", "empty", "earlier"):
+        assert check_output(None, tmp_path / name, "demo") == tmp_path / name

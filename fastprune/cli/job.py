@@ -16,7 +16,9 @@ from typing import Any, Callable
 
 import torch
 
+from .._files import atomic_write
 from ..workflows.pipeline import Pipeline
+from .outputs import DEMO_MARKER, check_output
 
 
 @dataclass
@@ -89,8 +91,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
     from .specs import build, open_data, parse_model_spec
 
     cfg = config or DemoConfig()
-    out = Path(out)
+    out = check_output(None, out, "demo")  # before any work: new, empty or an earlier demo's folder
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / DEMO_MARKER, json.dumps({"format": "fastprune.demo", "fastprune": __version__}))
     clock = _Clock(log)
     torch.manual_seed(cfg.seed)
     threads = cfg.threads or torch.get_num_threads()

@@ -17,6 +17,7 @@ from .specs import MODEL_MARKER, is_model_dir
 _DATA_ARGS = ("data", "val_data", "train_data", "test_data")
 _PATH_ARGS = ("model", "weights", "plan", "stats", "pruned")
 METRICS_FORMAT = "fastprune.metrics"
+DEMO_MARKER = "fastprune-demo.json"  # written first into a demo's output folder
 
 
 def input_paths(args: argparse.Namespace) -> list[Path]:
@@ -65,10 +66,13 @@ def _is_statistics(path: Path) -> bool:
         return False
 
 
+_FOLDER_MARKERS = {"model": MODEL_MARKER, "report": "summary.json", "demo": DEMO_MARKER}
+
+
 def check_output(args: argparse.Namespace, out: str | Path | None, kind: str, flag: str = "--out") -> Path | None:
     """Refuse `out` before any work: it must not be or contain an input, and an existing one must
     be what fastprune writes there. kind: "statistics", "plan", "metrics" (files), "model",
-    "report" (folders)."""
+    "report", "demo" (folders). `args` may be None (nothing is an input)."""
     if out is None:
         return None
     if not str(out):
@@ -77,13 +81,14 @@ def check_output(args: argparse.Namespace, out: str | Path | None, kind: str, fl
     refuse_inputs(args, out, flag)
     if not out.exists():
         return out
-    if kind in ("model", "report"):
+    if kind in _FOLDER_MARKERS:
         if not out.is_dir():
             raise UsageError(f"{flag} {out} exists and is not a folder")
-        ours = is_model_dir(out) if kind == "model" else (out / "summary.json").is_file()
+        marker = _FOLDER_MARKERS[kind]
+        ours = is_model_dir(out) if kind == "model" else (out / marker).is_file()
         if not ours and any(out.iterdir()):
             raise UsageError(f"{flag} {out} is a folder fastprune did not write (it holds other files and "
-                             f"no {MODEL_MARKER if kind == 'model' else 'summary.json'}): choose a new or empty folder")
+                             f"no {marker}): choose a new or empty folder")
         return out
     ours = {"statistics": _is_statistics, "plan": lambda p: _is_tagged_json(p, "fastprune.plan"),
             "metrics": lambda p: _is_tagged_json(p, METRICS_FORMAT)}[kind](out) if out.is_file() else False

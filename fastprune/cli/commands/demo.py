@@ -9,7 +9,7 @@ HELP = "run the whole job on synthetic aerial data and write the report"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="fastprune-demo", metavar="DIR", help="output folder (default ./fastprune-demo)")
+    p.add_argument("--out", default="fastprune-demo", metavar="DIR", help="output folder (default ./fastprune-demo): new, empty, or an earlier demo's")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 
