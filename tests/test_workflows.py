@@ -125,6 +125,23 @@ def test_compare_writes_the_frontier_and_refuses_foreign_folders(tiny, tmp_path)
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_frontier_figure_shows_every_seed_beside_its_mean():
+    from fastprune.report.frontier import frontier_figure
+
+    rows = [{"method": m, "target": 0.9, "seed": s, "macs_removed": 0.897, "iou_before": b, "iou": a}
+            for m, b0, a0 in (("subset", 0.70, 0.79), ("random", 0.45, 0.74)) for s in range(5)
+            for b, a in [(b0 + 0.01 * s, a0 + 0.002 * s)]]
+    entries = [{"method": m, "target": 0.9, "macs_removed": 0.897, "iou": a, "iou_sd": 0.01, "iou_before": b,
+                "iou_before_sd": 0.02} for m, b, a in (("subset", 0.72, 0.794), ("random", 0.47, 0.744))]
+    ax = frontier_figure(entries, 0.8069, rows).axes[0]
+    dots = [c.get_offsets() for c in ax.collections if c.get_offsets().shape[0] == 5]
+    assert len(dots) == 4  # per method: after and before fine-tuning
+    want = sorted(round(100 * r[k], 6) for r in rows for k in ("iou", "iou_before"))
+    assert sorted(round(float(y), 6) for d in dots for y in d[:, 1]) == want
+    xs = sorted({round(float(x), 6) for d in dots for x in d[:, 0]})
+    assert len(xs) == 2 and all(89.7 < x < 89.7 + 0.1 * (ax.get_xlim()[1] - ax.get_xlim()[0]) for x in xs)
+
+
 def test_compress_removes_redundant_unet_levels_and_resumes_the_shallower_model(tmp_path):
     torch.manual_seed(0)
     model = UNet(base_width=4, depth=2, upsample="bilinear").eval()

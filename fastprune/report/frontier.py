@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import Dataset
 
+from .._files import atomic_write
 from ..workflows.compare import Arm, GridConfig, aggregate, run_grid
 from ..workflows.pipeline import Pipeline
 from . import figures
@@ -22,14 +23,19 @@ from .render import _CSS
 FORMAT = "fastprune.compare"
 
 
-def frontier_figure(entries: Sequence[Mapping[str, Any]], baseline_iou: float) -> Figure:
+def frontier_figure(entries: Sequence[Mapping[str, Any]], baseline_iou: float,
+                    rows: Sequence[Mapping[str, Any]] = ()) -> Figure:
     """Building IoU (%) against MACs removed (%), one colour per method; filled markers after
-    fine-tuning, hollow before it; error bars: sd over seeds."""
+    fine-tuning, hollow before it; error bars: sd over seeds; small dots: the seeds' own runs
+    (`rows`), spread a little to the side of their mean so that they do not hide each other."""
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot(1, 1, 1)
     methods = list(dict.fromkeys(e["method"] for e in entries))
     colors = figures.method_colors(methods)
-    for m in methods:
+    xs = [100 * e["macs_removed"] for e in entries] or [0.0]
+    pad = max(0.08 * (max(xs) - min(xs)), 2.0)
+    step = 0.012 * (max(xs) - min(xs) + 2 * pad)  # x offset of the seed dots: ~1 % of the axis
+    for i, m in enumerate(methods):
         es = sorted((e for e in entries if e["method"] == m), key=lambda e: e["macs_removed"])
         x = [100 * e["macs_removed"] for e in es]
         for key, style, label in (("iou", "o-", m), ("iou_before", "o--", f"{m} before FT")):
@@ -39,7 +45,13 @@ def frontier_figure(entries: Sequence[Mapping[str, Any]], baseline_iou: float) -
             ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * (p[2] or 0) for p in pts],
                         fmt=style, color=colors[m], capsize=3, label=label,
                         mfc=colors[m] if key == "iou" else "white")
+            seeds = [r for r in rows if r["method"] == m and r.get(key) is not None]
+            if seeds:
+                ax.scatter([100 * r["macs_removed"] + (i + 1) * step for r in seeds], [100 * r[key] for r in seeds],
+                           s=9, alpha=0.45, color=colors[m] if key == "iou" else "white",
+                           edgecolors=colors[m], linewidths=0.6, zorder=1)
     ax.axhline(100 * baseline_iou, color=figures.BASELINE_COLOR, ls=":", label="unpruned")
+    ax.set_xlim(min(xs) - pad, max(xs) + pad)
     ax.set_xlabel("MACs removed (%)")
     ax.set_ylabel("building IoU (%)")
     ax.grid(alpha=0.3)
@@ -96,12 +108,10 @@ def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapp
     out.mkdir(parents=True, exist_ok=True)
     entries = result["summary"]
     base = result["baseline"]["building_iou"]
-    figures.save_png(frontier_figure(entries, base), out / "frontier.png")
+    figures.save_png(frontier_figure(entries, base, result["rows"]), out / "frontier.png")
     doc = {"format": FORMAT, "version": 1, "baseline": result["baseline"], "config": result["config"],
            "summary": entries, "rows": result["rows"], "meta": dict(meta or {})}
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    os.replace(tmp, out / "summary.json")
+    atomic_write(out / "summary.json", json.dumps(doc, indent=1, default=str))
     png = base64.b64encode((out / "frontier.png").read_bytes()).decode("ascii")
     cfg = result["config"]
     pipe = cfg.get("pipeline", {})
@@ -111,22 +121,21 @@ def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapp
              f"allocation (counts by {html.escape(str(pipe.get('allocation', 'redundancy')))} for each budget), "
              "selects its channels, is reconstructed "
              f"({html.escape(str(pipe.get('reconstruct')))}) and fine-tuned for {pipe.get('finetune_epochs')} epochs "
-             f"(distillation {pipe.get('distill')}); mean ± sd over seeds {cfg.get('seeds')}. "
+             f"(distillation {pipe.get('distill')} at temperature {pipe.get('temperature')}, "
+             f"{'the epoch with the best validation ' + str(pipe['keep_best']) if pipe.get('keep_best') else 'the last epoch'} "
+             f"kept); mean ± sd over seeds {cfg.get('seeds')}. "
              "Machine-readable: <code>summary.json</code>.</p>",
              "<h2>Results</h2>" + _table(entries, base),
              "<h2>IoU against MACs</h2><p class='note'>Filled: after fine-tuning; hollow, dashed: right after "
-             "pruning and reconstruction.</p>"
+             "pruning and reconstruction; error bars: sd over seeds; small dots, to the right of their mean: "
+             "the single seeds.</p>"
              f"<img alt='frontier' src='data:image/png;base64,{png}'>"]
     if meta:
         parts.append("<h2>How this was measured</h2><table>" + "".join(
             f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items())
             + "</table>")
     parts.append("</body></html>")
-    path = out / "index.html"
-    tmp = out / "index.html.tmp"
-    tmp.write_text("".join(parts), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(out / "index.html", "".join(parts))
 
 
 def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data: Dataset | None = None, *,

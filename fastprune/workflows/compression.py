@@ -16,7 +16,6 @@ call with different arguments is refused (nothing is overwritten).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .._documents import weights_digest
+from .._files import atomic_write
 from ..graph.cost import count
 from ..models.unet import UNet, level_layers, remove_levels
 from ..planning.depth import levels_to_remove
@@ -92,26 +93,12 @@ def epochs_per_step(total: int, steps: int, between: bool = False) -> list[int]:
     return [base + (1 if i >= steps - extra else 0) for i in range(steps)]
 
 
-def _fingerprint(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
-
-
 class _Run:
     """The run folder: compress.json (arguments, finished steps) and step-<i>/ (model, stats)."""
 
     def __init__(self, out: str | os.PathLike | None, config: CompressConfig, model: nn.Module) -> None:
         self.out = Path(out) if out is not None else None
-        self.args = {**asdict(config), "model": _fingerprint(model)}
+        self.args = {**asdict(config), "model": weights_digest(model)}
         self.steps: list[dict[str, Any]] = []
         self.levels_removed = 0
         if self.out is None:
@@ -147,8 +134,9 @@ class _Run:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _write_json(self.out / STATE_FILE, {"format": FORMAT, "version": VERSION, "arguments": self.args,
-                                            "levels_removed": self.levels_removed, "steps": self.steps})
+        atomic_write(self.out / STATE_FILE, json.dumps({"format": FORMAT, "version": VERSION, "arguments": self.args,
+                                                        "levels_removed": self.levels_removed, "steps": self.steps},
+                                                       indent=1))
 
     def restore(self, original: nn.Module) -> tuple[nn.Module, Plan] | None:
         if self.out is None or not self.steps:
