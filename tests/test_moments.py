@@ -279,9 +279,9 @@ def test_covariance_for_every_channel_count_up_to_two_block_widths(isa, layout):
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("c", [28, 33, 44, 47, 63, 65, 129, 250, 256])
 def test_covariance_for_wider_channel_counts_over_partial_tiles(isa, layout, c):
-    # channel counts past the 27 above (further strip and block remainders, a row stride that is
-    # a multiple of 1 KiB at C = 256) over 26 x 50 images: a full 1024-sample tile and one of 276
-    # samples (partial chunks and pack segments), the next tile packed during the current Gram
+    # channel counts past the 27 above (further strip and block remainders; from C = 129 on, two
+    # or three column panels of the Gram) over 26 x 50 images: a full 1024-sample tile and one of
+    # 276 samples (a zero-padded last vector), the next tile packed during the current Gram
     x = feature_maps(n=2, c=c, h=26, w=50, seed=c)
     if layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)

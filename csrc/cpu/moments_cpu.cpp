@@ -42,9 +42,9 @@ void merge(Acc& a, Acc& b) {
   std::vector<double> d(static_cast<std::size_t>(C));
   for (std::int64_t c = 0; c < C; ++c) d[c] = b.mean[c] - a.mean[c];
   if (a.cov) {
-    for (std::int64_t j = 0; j < C; ++j)
-      for (std::int64_t i = 0; i <= j; ++i)
-        a.m2[j * C + i] = chan_comoment(a.m2[j * C + i], b.m2[j * C + i], d[i], d[j], w);
+    for (std::int64_t i = 0; i < C; ++i)
+      for (std::int64_t j = i; j < C; ++j)
+        a.m2[i * C + j] = chan_comoment(a.m2[i * C + j], b.m2[i * C + j], d[i], d[j], w);
   } else {
     for (std::int64_t c = 0; c < C; ++c) a.m2[c] = chan_comoment(a.m2[c], b.m2[c], d[c], d[c], w);
   }
@@ -122,8 +122,8 @@ void run(const Batch& b, double* out) {
   std::copy(a.msd_sum.begin(), a.msd_sum.end(), out + L.msd_sum());
   double* m2 = out + L.m2();
   if (b.cov) {
-    for (std::int64_t j = 0; j < C; ++j)
-      for (std::int64_t i = 0; i <= j; ++i) m2[i * C + j] = m2[j * C + i] = a.m2[j * C + i];
+    for (std::int64_t i = 0; i < C; ++i)
+      for (std::int64_t j = i; j < C; ++j) m2[i * C + j] = m2[j * C + i] = a.m2[i * C + j];
   } else {
     std::copy(a.m2.begin(), a.m2.end(), m2);
   }

@@ -3,15 +3,14 @@
 //
 // A thread walks its sample range tile by tile (K samples of one image). Packing a tile converts
 // it to fp32, shifts it by a per-channel value near the mean and, with covariance, writes a
-// sample-major panel (row k = sample k's shifted channel values; planar input is read W channel
-// rows at a time and transposed W x W in registers, channels_last input is copied); the same
-// loads fold the per-channel statistics. The upper triangle of the panel's fp32 Gram is then
-// formed GEMM-style: for each chunk of kChunk samples (in L1), outer-product blocks of one or two
-// vectors of channels (rows) by up to NR2 broadcast channels (columns), in strips of 2 W rows
-// that start on the diagonal, add their chunk's sums into the tile's Gram (stored by columns).
-// The pack adds up the shifted sums; the Gram's diagonal gives the shifted sums of squares.
-// Planar (NCHW) input is pipelined: the Gram's blocks prefetch the next tile into L2 and pack it
-// as they go. The tile is merged into the thread's fp64 totals with Chan's update (moments_tile.h).
+// channel-major panel (row c = the tile's shifted samples of channel c; channels_last input is
+// transposed W x W in registers); the same loads fold the per-channel statistics. The upper
+// triangle of the panel's fp32 Gram is then formed by inner products over samples of channel
+// rows (RI x RJ blocks of lane-partial sums, reduced once per tile by lane_sums) in strips of RI rows that start
+// on the diagonal, so that only the upper triangle is computed. The pack adds up the shifted sums;
+// the Gram's diagonal gives the shifted sums of squares. Planar (NCHW) input
+// is pipelined: the Gram's blocks prefetch the next tile into L2 and pack it as they go. The tile
+// is merged into the thread's fp64 totals with Chan's update (moments_tile.h).
 #include <algorithm>
 #include <array>
 #include <cstdlib>
@@ -45,17 +44,16 @@ constexpr int W = 8;
 #else
 constexpr int W = 4;
 #endif
-// outer-product blocks of the sample-major Gram: one vector of W rows by up to W columns on the
-// diagonal, two vectors (2 W rows) by up to NR2 columns off it; accumulators, row vectors and a
-// broadcast fit the register file (32 vector registers with AVX-512, 16 with AVX2 and SSE)
+// inner-product blocks of the channel-major Gram: RI x RJ vector accumulators and
+// min(RI, RJ) + 1 loaded vectors (32 registers with AVX-512, 16 with AVX2 and SSE)
 #if defined(__AVX512F__)
-constexpr int NR2 = 12;
+constexpr int RI = 5, RJ = 5;
+#elif defined(__AVX2__)
+constexpr int RI = 3, RJ = 4;
 #else
-constexpr int NR2 = 6;
+constexpr int RI = 3, RJ = 3;
 #endif
-// samples per chunk of the Gram: a chunk of the panel stays in L1 (C = 64: 16 KiB) while every
-// block of the triangle passes over it; its fp32 sums (kChunk terms) are added into the tile's
-constexpr std::int64_t kChunk = 64;
+static_assert(RI <= RJ, "inner_tile holds the RI vectors and streams the RJ ones");
 
 typedef float vf __attribute__((vector_size(W * 4)));
 typedef std::int32_t vi __attribute__((vector_size(W * 4)));
@@ -141,12 +139,12 @@ std::unique_ptr<T[], AlignedFree> aligned_zeros(std::size_t n) {
   return std::unique_ptr<T[], AlignedFree>(p);
 }
 
-// Per-thread scratch of one tile: the shifted sample-major panel, its fp32 Gram (column j holds G[i][j], i <= j, at gram[j * ld + i]) and the
+// Per-thread scratch of one tile: the shifted channel-major panel, its fp32 Gram and the
 // per-channel sums.
 // A pipelined run (planar input with cov) keeps two tiles, one being reduced while the next is
 // packed, that share one Gram (`gram` points to the first tile's).
 struct Tile {
-  std::int64_t C, ld, K, lp = 0;  // lp: row stride of the panel
+  std::int64_t C, ld, K, kp = 0;  // kp: row stride of a channel-major panel
   std::unique_ptr<float[], AlignedFree> panel, gram_store, shift, s1, s2, abs, mn, mx;
   std::unique_ptr<std::int32_t[], AlignedFree> zeros, nonfin;
   float* gram = nullptr;
@@ -159,12 +157,14 @@ struct Tile {
       // interleaved tile stays in L2 (<= 256 KiB: the pack walks it once per vector of channels)
       K = planar_input ? 2048 : std::min<std::int64_t>(2048, std::max<std::int64_t>(16, (65536 / ld) / 16 * 16));
     } else {
-      // the fp64 merge is amortised over >= 128 samples; fp32 sums hold <= kChunk terms
-      K = 1024;  // a power of two in [128, 1024]
+      // channel-major panels (a channels_last tile is transposed by its pack), <= 2 MiB each for
+      // C <= 512 and K = 1024 below: the RI rows of an inner-product block stay in L1 while the
+      // others stream from L2 (gram_inner's column panels); the per-tile lane reduction and fp64
+      // merge are amortised over >= 128 samples; lane sums hold K / W <= 64 terms each
+      K = 1024;  // a power of two in [128, 1024] (gram_inner's strides)
       while (K > 128 && K * C > 524288) K /= 2;
-      // rows of >= 512 B a multiple of 1 KiB apart would share a few L1 sets down a chunk
-      lp = ld >= 128 && ld % 256 == 0 ? ld + 16 : ld;
-      panel = aligned_zeros<float>(static_cast<std::size_t>(K * lp));
+      kp = K + 16;  // a row stride off the 4 KiB multiples: the rows of a block share no L1 set
+      panel = aligned_zeros<float>(static_cast<std::size_t>(ld * kp));
       if (shared_gram == nullptr) gram_store = aligned_zeros<float>(static_cast<std::size_t>(ld * ld));
     }
     gram = shared_gram != nullptr ? shared_gram : gram_store.get();
@@ -172,6 +172,8 @@ struct Tile {
     zeros = aligned_zeros<std::int32_t>(ld);
     nonfin = aligned_zeros<std::int32_t>(ld);
   }
+  // kn rounded up to whole vectors (the zero-padded length of a channel-major panel row)
+  std::int64_t kv(std::int64_t kn) const { return (kn + W - 1) / W * W; }
 };
 
 // Per-lane running statistics of vectors of samples, with the shifted sums and, with SQUARES, the
@@ -227,7 +229,8 @@ inline auto fold(V v, Op op) {
 #endif
 }
 
-// The log2 W shuffle stages of transpose: stage s pairs vectors a and b and takes, in every block of 2 H[s] lanes, a's first H[s] lanes then b's (lo[s]) or a's last
+// The log2 W shuffle stages shared by transpose and lane_sums: stage s pairs vectors a and b
+// and takes, in every block of 2 H[s] lanes, a's first H[s] lanes then b's (lo[s]) or a's last
 // H[s] lanes then b's (hi[s]).
 struct Stages {
 #if defined(__AVX512F__)
@@ -269,6 +272,26 @@ inline void transpose(vf (&v)[W]) {
   }
 }
 
+// out[q] = the sum of v[q]'s lanes, q < W, in a fixed order: a tree of the same stages (each
+// adds the two halves of a pair's blocks), 2 shuffles and an add per pair instead of a
+// horizontal sum (log2 W shuffles and adds) per vector. After stage s, the blocks of H[s] lanes
+// hold v's in bit-reversed order.
+inline void lane_sums(vf (&v)[W], float* out) {
+#pragma GCC unroll 4
+  for (int s = 0, n = W / 2; s < Stages::N; ++s, n /= 2) {
+#pragma GCC unroll 8
+    for (int i = 0; i < n; ++i)
+      v[i] = __builtin_shuffle(v[2 * i], v[2 * i + 1], Stages::lo[s]) +
+             __builtin_shuffle(v[2 * i], v[2 * i + 1], Stages::hi[s]);
+  }
+#pragma GCC unroll 16
+  for (int l = 0; l < W; ++l) {
+    int q = 0;
+    for (int bit = 0; bit < Stages::N; ++bit) q |= ((l >> bit) & 1) << (Stages::N - 1 - bit);
+    out[q] = v[0][l];
+  }
+}
+
 // Non-finite values among n samples (stride s) whose |x| sum is abs_sum: a NaN or Inf makes that
 // sum non-finite, so the hot loops only sum |x| and the (rare) count is taken here, again.
 template <DType D>
@@ -284,27 +307,31 @@ std::int32_t count_nonfinite(float abs_sum, const typename Elem<D>::T* x, std::i
 // with none or with a prefetch into L1 one run ahead, 14 GB/s, a plain sum's rate, with this).
 constexpr std::int64_t kStreamAhead = 12288;
 
-// Statistics of one channel over k planar (contiguous) samples (statistics only); the samples
-// kStreamAhead bytes further on are prefetched in step (the walk is one stream).
-template <DType D>
+// Statistics of one channel over k planar (contiguous) samples; panel row c when cov. Without
+// cov the samples kStreamAhead bytes further on are prefetched in step (the walk is one stream).
+template <DType D, bool COV>
 void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int64_t c, Tile& t) {
   const float sh = t.shift[c];
   const vf vsh = splat(sh);
   LaneStats st, st2;  // two vectors a step: two sets of dependency chains
+  float* row = COV ? t.panel.get() + c * t.kp : nullptr;
   using T = typename Elem<D>::T;
   std::int64_t k = 0;
   for (; k + 2 * W <= kn; k += 2 * W) {
-    for (std::size_t o = 0; o < 2 * W * sizeof(T); o += 64)
-      __builtin_prefetch(reinterpret_cast<const char*>(x + k) + kStreamAhead + o, 0, 1);
+    if constexpr (!COV)  // with cov: during the Gram
+      for (std::size_t o = 0; o < 2 * W * sizeof(T); o += 64)
+        __builtin_prefetch(reinterpret_cast<const char*>(x + k) + kStreamAhead + o, 0, 1);
     const vf v = Elem<D>::vec(x + k), u = Elem<D>::vec(x + k + W);
     const vf d = v - vsh, e = u - vsh;
-    st.add<true>(v, d);
-    st2.add<true>(u, e);
+    st.add<!COV>(v, d);  // with cov the Gram's diagonal gives the sums of squares
+    st2.add<!COV>(u, e);
+    if constexpr (COV) { vstore(row + k, d); vstore(row + k + W, e); }
   }
   for (; k + W <= kn; k += W) {
     const vf v = Elem<D>::vec(x + k);
     const vf d = v - vsh;
-    st.add<true>(v, d);
+    st.add<!COV>(v, d);
+    if constexpr (COV) vstore(row + k, d);
   }
   st.merge(st2);
   const auto vmin = [](auto a, auto b) { return a < b ? a : b; };
@@ -312,7 +339,7 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
   const auto plus = [](auto a, auto b) { return a + b; };
   ScalarStats f;
   f.s1 = fold(st.s1, plus);
-  f.s2 = fold(st.s2, plus);
+  if constexpr (!COV) f.s2 = fold(st.s2, plus);
   f.ab = fold(st.ab, plus);
   f.mn = fold(st.mn, vmin);
   f.mx = fold(st.mx, vmax);
@@ -321,74 +348,15 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
   for (; k < kn; ++k) {
     const float v = Elem<D>::one(x + k);
     f.add(v, v - sh);
+    if constexpr (COV) row[k] = v - sh;
+  }
+  if constexpr (COV) {
+    for (k = kn; k < t.kv(kn); ++k) row[k] = 0.0f;  // pad to whole vectors
   }
   t.s1[c] = f.s1;
-  t.s2[c] = f.s2;
+  if constexpr (!COV) t.s2[c] = f.s2;
   t.abs[c] = f.ab; t.mn[c] = f.mn; t.mx[c] = f.mx;
   t.zeros[c] = f.z; t.nonfin[c] = f.nf;
-}
-
-// Samples [k0, k1) of the W planar channel rows c0 .. c0 + W - 1 (row c at x + c * sC; rows
-// past C read as zeros), shifted and transposed W x W in registers into the sample-major panel;
-// their statistics (lanes: channels, in blocks of 32 samples) are folded into the tile's
-// per-channel sums, which the segment at k0 = 0 sets. The segment that ends the tile's kn
-// samples counts the non-finite values.
-template <DType D>
-void pack_planar_segment(const typename Elem<D>::T* x, std::int64_t sC, std::int64_t c0, std::int64_t k0,
-                         std::int64_t k1, std::int64_t kn, Tile& t) {
-  const std::int64_t nc = std::min<std::int64_t>(W, t.C - c0);
-  const vf vsh = vload(t.shift.get() + c0);
-  float* col = t.panel.get() + c0;
-  LaneStats st;
-  for (std::int64_t kb = k0; kb < k1; kb += 32) {
-    LaneStats blk;
-    const std::int64_t ke = std::min<std::int64_t>(k1, kb + 32);
-    std::int64_t k = kb;
-    for (; k + W <= ke; k += W) {
-      vf v[W];
-#pragma GCC unroll 16
-      for (int l = 0; l < W; ++l) v[l] = l < nc ? Elem<D>::vec(x + (c0 + l) * sC + k) : vf{};
-      transpose(v);
-#pragma GCC unroll 16
-      for (int q = 0; q < W; ++q) {
-        const vf d = v[q] - vsh;
-        blk.add<false>(v[q], d);  // the Gram's diagonal gives the sums of squares
-        vstore(col + (k + q) * t.lp, d);
-      }
-    }
-    for (; k < ke; ++k) {
-      vf v{};
-      for (int l = 0; l < nc; ++l) v[l] = Elem<D>::one(x + (c0 + l) * sC + k);
-      const vf d = v - vsh;
-      blk.add<false>(v, d);
-      vstore(col + k * t.lp, d);
-    }
-    st.merge(blk);
-  }
-  if (k0 > 0) {
-    LaneStats prev;
-    prev.s1 = vload(t.s1.get() + c0); prev.ab = vload(t.abs.get() + c0);
-    prev.mn = vload(t.mn.get() + c0); prev.mx = vload(t.mx.get() + c0);
-    std::memcpy(&prev.z, t.zeros.get() + c0, sizeof prev.z);
-    st.merge(prev);
-  }
-  vstore(t.s1.get() + c0, st.s1); vstore(t.abs.get() + c0, st.ab);
-  vstore(t.mn.get() + c0, st.mn); vstore(t.mx.get() + c0, st.mx);
-  std::memcpy(t.zeros.get() + c0, &st.z, sizeof st.z);
-  if (k1 == kn)
-    for (std::int64_t l = 0; l < nc; ++l) t.nonfin[c0 + l] = count_nonfinite<D>(st.ab[l], x + (c0 + l) * sC, kn, 1);
-}
-
-// Pack units of a planar tile: W channels by kSegment samples (measured: 1024 samples, whole
-// rows, beat 256 with the prefetch below; shorter segments cut the blocks' in-loop prefetch runs).
-constexpr std::int64_t kSegment = 1024;
-
-// Unit u of a planar tile of kn samples at x: channels W (u / segments) .., segment u % segments.
-template <DType D>
-void pack_planar_unit(const typename Elem<D>::T* x, std::int64_t sC, std::int64_t kn, std::int64_t u, Tile& t) {
-  const std::int64_t segments = (kn + kSegment - 1) / kSegment;
-  const std::int64_t c0 = u / segments * W, k0 = u % segments * kSegment;
-  pack_planar_segment<D>(x, sC, c0, k0, std::min(kn, k0 + kSegment), kn, t);
 }
 
 // Statistics of k interleaved samples (channels contiguous, sample stride sp); panel rows when cov.
@@ -403,17 +371,33 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
     for (std::int64_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(next + k * stride_bytes + o, 0, 2);
   for (std::int64_t c0 = 0; c0 < cv; c0 += W) {
     const vf vsh = vload(t.shift.get() + c0);
-    float* col = COV ? t.panel.get() + c0 : nullptr;  // sample-major panel, channels c0..
+    float* rows = COV ? t.panel.get() + c0 * t.kp : nullptr;  // channel-major panel rows c0..
     LaneStats st;
     // sums in blocks of 32 samples, then added: keeps the fp32 rounding of long tiles small
     for (std::int64_t kb = 0; kb < kn; kb += 32) {
       LaneStats blk;
       const std::int64_t ke = std::min<std::int64_t>(kn, kb + 32);
-      for (std::int64_t k = kb; k < ke; ++k) {
+      std::int64_t k = kb;
+      if constexpr (COV) {
+        for (; k + W <= ke; k += W) {  // W samples x W channels, transposed into W panel rows
+          vf d[W];
+#pragma GCC unroll 16
+          for (int q = 0; q < W; ++q) {
+            const vf v = Elem<D>::vec(x + (k + q) * sp + c0);
+            d[q] = v - vsh;
+            blk.add<!COV>(v, d[q]);  // with cov the Gram's diagonal gives the sums of squares
+          }
+          transpose(d);
+#pragma GCC unroll 16
+          for (int l = 0; l < W; ++l) vstore(rows + l * t.kp + k, d[l]);
+        }
+      }
+      for (; k < ke; ++k) {
         const vf v = Elem<D>::vec(x + k * sp + c0);
         const vf d = v - vsh;
-        blk.add<!COV>(v, d);  // with cov the Gram's diagonal gives the sums of squares
-        if constexpr (COV) vstore(col + k * t.lp, d);
+        blk.add<!COV>(v, d);
+        if constexpr (COV)
+          for (int l = 0; l < W; ++l) rows[l * t.kp + k] = d[l];
       }
       st.merge(blk);
     }
@@ -428,56 +412,72 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
     for (std::int64_t k = 0; k < kn; ++k) {
       const float v = Elem<D>::one(x + k * sp + c);
       f.add(v, v - sh);
-      if constexpr (COV) t.panel[k * t.lp + c] = v - sh;
+      if constexpr (COV) t.panel[c * t.kp + k] = v - sh;
     }
     t.s1[c] = f.s1; t.s2[c] = f.s2; t.abs[c] = f.ab; t.mn[c] = f.mn; t.mx[c] = f.mx;
     t.zeros[c] = f.z; t.nonfin[c] = f.nf;
   }
+  if constexpr (COV) {
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t k = kn; k < t.kv(kn); ++k) t.panel[c * t.kp + k] = 0.0f;  // pad to whole vectors
+  }
 }
 
-// gt[(j0 + n) * ld + i0 + v W + l] = (first ? 0 : gt[...]) + sum_k p[k][i0 + v W + l] p[k][j0 + n],
-// n < N, v < V, l < W: an outer-product block over kk samples of a sample-major panel (row
-// stride lp), V row vectors by N broadcast columns, i.e. columns j0 .. j0 + N - 1 of the Gram.
-// [pr, pend): bytes to prefetch into L2 along the way, a line every mask + 1 samples.
-template <int V, int N>
-void outer_block(const float* p, std::int64_t lp, std::int64_t kk, std::int64_t i0, std::int64_t j0, float* gt,
-                 std::int64_t ld, bool first, const char* pr, const char* pend, std::int64_t mask) {
-  vf acc[N][V] = {};
-  const float* a = p + i0;
-  const float* b = p + j0;
-  for (std::int64_t k = 0; k < kk; ++k, a += lp, b += lp) {
-    if (pr < pend && (k & mask) == 0) {
+// g[i0 + i][j0 + j] = sum_k p[i0 + i][k] * p[j0 + j][k], i < NI <= RI, j < NJ <= RJ: rows of a
+// channel-major panel (row stride KP, a compile-time constant so that the row addresses are
+// immediate offsets), over kv samples (a multiple of W). Lane partial sums, reduced at the end by lane_sums.
+// DIAG: a block that starts on the diagonal (i0 == j0), of which only j >= i is needed.
+// [pr, pend): bytes to prefetch into L2 along the way, a line a loop step.
+template <std::int64_t KP, int NI, int NJ, bool DIAG>
+void inner_tile(const float* p, std::int64_t kv, std::int64_t i0, std::int64_t j0, float* g,
+                std::int64_t ld, const char* pr, const char* pend) {
+  vf acc[NI][NJ] = {};
+  const float* ri = p + i0 * KP;
+  const float* rj = p + j0 * KP;
+  const std::int64_t kp = KP;
+  for (std::int64_t k = 0; k < kv; k += W) {
+    if (pr < pend) {
       __builtin_prefetch(pr, 0, 2);
       pr += 64;
     }
-    vf x[V];
-#pragma GCC unroll 2
-    for (int v = 0; v < V; ++v) x[v] = vload(a + v * W);
-#pragma GCC unroll 16
-    for (int n = 0; n < N; ++n) {
-      const vf s = splat(b[n]);
-#pragma GCC unroll 2
-      for (int v = 0; v < V; ++v) acc[n][v] = fmadd(x[v], s, acc[n][v]);
+    vf a[NI];  // hold the i vectors, stream the j vectors (NI <= RI <= RJ)
+#pragma GCC unroll 8
+    for (int i = 0; i < NI; ++i) a[i] = vload(ri + i * kp + k);
+#pragma GCC unroll 8
+    for (int j = 0; j < NJ; ++j) {
+      const vf b = DIAG && j < NI ? a[j] : vload(rj + j * kp + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < NI; ++i)
+        if (!DIAG || j >= i) acc[i][j] = fmadd(a[i], b, acc[i][j]);
     }
   }
+  constexpr int N = NI * NJ;  // lane sums W accumulators at a time (a DIAG block's j < i are 0)
+  float sums[(N + W - 1) / W * W];
+#pragma GCC unroll 4
+  for (int b = 0; b < N; b += W) {
+    vf v[W];
 #pragma GCC unroll 16
-  for (int n = 0; n < N; ++n)
-#pragma GCC unroll 2
-    for (int v = 0; v < V; ++v) {
-      float* q = gt + (j0 + n) * ld + i0 + v * W;
-      vstore(q, first ? acc[n][v] : vload(q) + acc[n][v]);
-    }
+    for (int q = 0; q < W; ++q) v[q] = b + q < N ? acc[(b + q) / NJ][(b + q) % NJ] : vf{};
+    lane_sums(v, sums + b);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < NI; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NJ; ++j)
+      if (!DIAG || j >= i) g[(i0 + i) * ld + j0 + j] = sums[i * NJ + j];
 }
 
-// outer_block for every block shape: [V - 1][N - 1] (one-vector blocks up to W columns).
-using BlockFn = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, float*, std::int64_t,
-                         bool, const char*, const char*, std::int64_t);
-template <int V, std::size_t... S>
-constexpr std::array<BlockFn, sizeof...(S)> block_widths(std::index_sequence<S...>) {
-  return {&outer_block<V, static_cast<int>(S) + 1>...};
+// inner_tile for every block shape: [DIAG][ni - 1][nj - 1].
+using BlockFn = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t, float*, std::int64_t,
+                         const char*, const char*);
+template <std::int64_t KP, bool DIAG, std::size_t... S>
+constexpr std::array<BlockFn, RI * RJ> block_shapes(std::index_sequence<S...>) {
+  return {&inner_tile<KP, static_cast<int>(S / RJ) + 1, static_cast<int>(S % RJ) + 1, DIAG>...};
 }
-constexpr std::array<BlockFn, W> kBlocks1 = block_widths<1>(std::make_index_sequence<W>{});
-constexpr std::array<BlockFn, NR2> kBlocks2 = block_widths<2>(std::make_index_sequence<NR2>{});
+template <std::int64_t KP>
+constexpr std::array<std::array<BlockFn, RI * RJ>, 2> kBlocks = {
+    block_shapes<KP, false>(std::make_index_sequence<RI * RJ>{}),
+    block_shapes<KP, true>(std::make_index_sequence<RI * RJ>{})};
 
 // Mean of n samples `stride` apart: the shift of an image's first tile. A shift only has to be
 // near the tile's mean (the merge centres exactly), so contiguous samples are summed in fp32
@@ -495,91 +495,76 @@ float channel_mean(const typename Elem<D>::T* x, std::int64_t n, std::int64_t st
   return static_cast<float>(sum / static_cast<double>(n));
 }
 
-// The next planar tile (kn samples of row c at base + c * stride), packed into `t` unit by unit
-// (pack_planar_unit) while the current tile's Gram computes: a unit's lines (row segment by row
-// segment) are prefetched into L2 along the blocks' samples and the unit is packed LAG blocks
-// after its last line. Its loads then come from L2 and the pack's arithmetic fills the Gram's gaps.
+// The next planar tile (kn samples of row c at base + c * stride), packed into `t` row by row
+// while the current tile's Gram computes: a row is prefetched into L2 a line per loop step of
+// one block and packed LAG blocks later. Its loads then come from L2 (rows a power-of-two
+// channel stride apart share L2 sets, so rows prefetched a whole tile ahead would be evicted
+// again) and the pack's arithmetic fills the Gram's gaps.
 template <DType D>
 struct NextTile {
   static constexpr std::int64_t LAG = 2;
-  static constexpr std::int64_t kLineSamples = 64 / sizeof(typename Elem<D>::T);
   const typename Elem<D>::T* base = nullptr;
   std::int64_t stride = 0, kn = 0;
-  bool own_shift = false;  // an image's first tile: each row is shifted by its first segment's mean
+  bool own_shift = false;  // an image's first tile: each row is shifted by its own mean
   Tile* t = nullptr;
 
-  std::int64_t segments() const { return (kn + kSegment - 1) / kSegment; }
-  std::int64_t units() const { return (t->C + W - 1) / W * segments(); }
-  static constexpr std::int64_t row_lines() { return kSegment / kLineSamples; }  // of a unit's row
-  static constexpr std::int64_t unit_lines() { return W * row_lines(); }
-  // line l of the tile in unit order (row segment by row segment); null past the channels or samples
-  const char* line(std::int64_t l) const {
-    const std::int64_t u = l / unit_lines(), r = l % unit_lines() / row_lines();
-    const std::int64_t c = u / segments() * W + r;
-    const std::int64_t k = u % segments() * kSegment + l % row_lines() * kLineSamples;
-    return c < t->C && k < kn ? reinterpret_cast<const char*>(base + c * stride + k) : nullptr;
-  }
-  void pack(std::int64_t u) const {
-    if (own_shift && u % segments() == 0)
-      for (std::int64_t c = u / segments() * W; c < std::min(t->C, (u / segments() + 1) * W); ++c)
-        t->shift[c] = channel_mean<D>(base + c * stride, std::min(kn, kSegment), 1);
-    pack_planar_unit<D>(base, stride, kn, u, *t);
+  const char* row(std::int64_t c) const { return reinterpret_cast<const char*>(base + c * stride); }
+  std::int64_t bytes() const { return kn * static_cast<std::int64_t>(sizeof(typename Elem<D>::T)); }
+  void pack(std::int64_t c) const {
+    if (own_shift) t->shift[c] = channel_mean<D>(base + c * stride, kn, 1);
+    pack_planar_channel<D, true>(base + c * stride, kn, c, *t);
   }
 };
 
-// Calls f(k0, v, i0, j0, n) for the Gram's blocks in order: chunk by chunk, strips of 2 W rows
-// from the diagonal on, each a one-vector block on its first W columns and two-vector blocks of
-// <= NR2 columns (as even as possible) on the rest; the entries below the diagonal that the
-// strips' first 2 W columns compute are not read.
-template <class F>
-void for_blocks(std::int64_t C, std::int64_t kn, F&& f) {
-  for (std::int64_t k0 = 0; k0 < kn; k0 += kChunk)
-    for (std::int64_t i0 = 0; i0 < C; i0 += 2 * W) {
-      f(k0, 1, i0, i0, std::min<std::int64_t>(W, C - i0));
-      const std::int64_t cols = C - i0 - W;
-      const std::int64_t nb = (cols + NR2 - 1) / NR2;
-      for (std::int64_t b = 0, j0 = i0 + W; b < nb; ++b) {
-        const std::int64_t n = (cols * (b + 1)) / nb - (cols * b) / nb;
-        f(k0, 2, i0, j0, n);
-        j0 += n;
-      }
+// Upper triangle of a channel-major panel's Gram (its diagonal: the shifted sums of squares), and
+// the pack of the next tile (if any) alongside.
+template <std::int64_t KP, DType D>
+void gram_inner_kp(Tile& t, std::int64_t kn, const NextTile<D>* next) {
+  const std::int64_t kv = t.kv(kn), C = t.C;
+  // blocks in column panels of JC columns (<= 512 KiB of rows: the streamed rows stay in L2
+  // however many channels); in each, strips of RI rows that reach it, from the diagonal on
+  constexpr std::int64_t JC = (131072 / KP) / RJ * RJ;
+  const auto for_blocks = [&](auto&& f) {
+    for (std::int64_t jc = 0; jc < C; jc += JC) {
+      const std::int64_t jend = std::min(C, jc + JC);
+      for (std::int64_t i0 = 0; i0 < jend; i0 += RI)
+        for (std::int64_t j0 = std::max(jc, i0); j0 < jend; j0 += RJ)
+          f(i0, std::min<std::int64_t>(RI, C - i0), j0, std::min<std::int64_t>(RJ, jend - j0));
     }
+  };
+  std::int64_t blocks = 0;
+  for_blocks([&](std::int64_t, std::int64_t, std::int64_t, std::int64_t) { ++blocks; });
+  // block b prefetches the next tile's rows [rows b / blocks, rows (b + 1) / blocks): the first
+  // a line per loop step (the lines its steps do not reach after it), the others at once
+  const std::int64_t rows = next != nullptr ? next->t->C : 0;
+  const std::int64_t bytes = next != nullptr ? next->bytes() : 0, reach = std::min(bytes, kv / W * 64);
+  const auto first_row = [&](std::int64_t blk) { return rows * blk / blocks; };
+  std::int64_t b = 0, packed = 0;
+  for_blocks([&](std::int64_t i0, std::int64_t ni, std::int64_t j0, std::int64_t nj) {
+      const std::int64_t r0 = first_row(b), r1 = first_row(b + 1);
+      for (std::int64_t r = r0 + 1; r < r1; ++r)
+        for (std::int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next->row(r) + o, 0, 2);
+      const char* pr = r1 > r0 ? next->row(r0) : nullptr;
+      const char* pend = r1 > r0 ? pr + reach : nullptr;
+      kBlocks<KP>[j0 == i0][(ni - 1) * RJ + nj - 1](t.panel.get(), kv, i0, j0, t.gram, t.ld, pr, pend);
+      for (std::int64_t o = reach; r1 > r0 && o < bytes; o += 64) __builtin_prefetch(pr + o, 0, 2);
+      if (b + 1 >= NextTile<D>::LAG)
+        for (const std::int64_t upto = first_row(b + 2 - NextTile<D>::LAG); packed < upto; ++packed) next->pack(packed);
+      ++b;
+    });
+  for (; packed < rows; ++packed) next->pack(packed);
+  for (std::int64_t c = 0; c < C; ++c) t.s2[c] = t.gram[c * t.ld + c];
 }
 
-// Upper triangle of a sample-major panel's Gram (its diagonal: the shifted sums of squares), and
-// the pack of the next tile (if any) alongside.
 template <DType D>
-void gram_outer(Tile& t, std::int64_t kn, const NextTile<D>* next) {
-  const std::int64_t C = t.C;
-  std::int64_t blocks = 0;
-  for_blocks(C, kn, [&](std::int64_t, int, std::int64_t, std::int64_t, std::int64_t) { ++blocks; });
-  // the next tile's lines (in unit order) dealt out evenly over the blocks: block b prefetches
-  // lines [lines b / blocks, lines (b + 1) / blocks) into L2, spread over its samples (the part in
-  // the first line's row segment; the rest, if any, after it)
-  const std::int64_t units = next != nullptr ? next->units() : 0;
-  const std::int64_t lines = units * NextTile<D>::unit_lines(), rl = NextTile<D>::row_lines();
-  const auto first_line = [&](std::int64_t blk) { return lines * blk / blocks; };
-  std::int64_t b = 0, packed = 0;
-  for_blocks(C, kn, [&](std::int64_t k0, int v, std::int64_t i0, std::int64_t j0, std::int64_t n) {
-    const std::int64_t kk = std::min(kChunk, kn - k0);
-    const std::int64_t l0 = first_line(b), l1 = first_line(b + 1);
-    const char* pr = l1 > l0 ? next->line(l0) : nullptr;
-    const std::int64_t in_row = pr != nullptr ? std::min(l1, (l0 / rl + 1) * rl) - l0 : 0;
-    int shift = 0;  // a line every 2^shift samples
-    while (in_row > 0 && (kk >> (shift + 1)) >= in_row) ++shift;
-    const std::int64_t reached = std::min(in_row, (kk + (1 << shift) - 1) >> shift);
-    const char* pend = pr != nullptr ? pr + reached * 64 : nullptr;
-    const auto& fns = v == 1 ? kBlocks1.data() : kBlocks2.data();
-    fns[n - 1](t.panel.get() + k0 * t.lp, t.lp, kk, i0, j0, t.gram, t.ld, k0 == 0, pr, pend, (1 << shift) - 1);
-    for (std::int64_t l = l0 + reached; l < l1; ++l)
-      if (const char* q = next->line(l)) __builtin_prefetch(q, 0, 2);
-    if (b + 1 >= NextTile<D>::LAG)
-      for (const std::int64_t upto = first_line(b + 2 - NextTile<D>::LAG) / NextTile<D>::unit_lines(); packed < upto; ++packed)
-        next->pack(packed);
-    ++b;
-  });
-  for (; packed < units; ++packed) next->pack(packed);
-  for (std::int64_t c = 0; c < C; ++c) t.s2[c] = t.gram[c * t.ld + c];
+void gram_inner(Tile& t, std::int64_t kn, const NextTile<D>* next) {
+  switch (t.kp) {
+    case 1024 + 16: return gram_inner_kp<1024 + 16, D>(t, kn, next);
+    case 512 + 16: return gram_inner_kp<512 + 16, D>(t, kn, next);
+    case 256 + 16: return gram_inner_kp<256 + 16, D>(t, kn, next);
+    case 128 + 16: return gram_inner_kp<128 + 16, D>(t, kn, next);
+  }
+  throw std::logic_error("fastprune: unexpected panel stride");
 }
 
 // Running per-image (n, mean, m2) for msd.
@@ -630,12 +615,14 @@ void merge_tile(const TileT& t, std::int64_t kn, Acc& acc, ImageAcc* img, std::v
       d[c] = moments::tile_mean(t.shift[c], t.s1[c], k) - acc.mean[c];
       o[c] = t.s1[c] / k;
     }
-    for (std::int64_t j = 0; j < C; ++j) {  // column j: entries (i, j), i <= j
-      double* __restrict mcol = acc.m2.data() + j * C;
-      const auto* __restrict gcol = t.gram + j * t.ld;
-      const double oj = o[j], dj = d[j] * w;
-      for (std::int64_t i = 0; i < j; ++i) mcol[i] += moments::tile_comoment(gcol[i], t.s1[i], oj) + d[i] * dj;
-      mcol[j] += moments::tile_m2(t.s2[j], t.s1[j], k) + d[j] * dj;
+    for (std::int64_t i = 0; i < C; ++i) {
+      double* __restrict mrow = acc.m2.data() + i * C;
+      const auto* __restrict grow = t.gram + i * t.ld;
+      const double si = t.s1[i];
+      const double di = d[i] * w;
+      mrow[i] += moments::tile_m2(t.s2[i], si, k) + d[i] * di;
+      for (std::int64_t j = i + 1; j < C; ++j)
+        mrow[j] += moments::tile_comoment(grow[j], si, o[j]) + di * d[j];
     }
   }
   for (std::int64_t c = 0; c < C; ++c) merge_channel(t, c, k, acc.n, acc, img, img != nullptr ? img->n : 0.0);
@@ -694,8 +681,7 @@ void pack_tile(const Batch& b, const typename Elem<D>::T* data, const TileRef& r
   for (std::int64_t c = 0; c < b.C; ++c)
     t.shift[c] = r.first ? channel_mean<D>(x + c * b.sC, r.kn, b.sP) : static_cast<float>(img.mean[c]);
   if (b.planar && b.cov) {
-    const std::int64_t units = (b.C + W - 1) / W * ((r.kn + kSegment - 1) / kSegment);
-    for (std::int64_t u = 0; u < units; ++u) pack_planar_unit<D>(x, b.sC, r.kn, u, t);
+    for (std::int64_t c = 0; c < b.C; ++c) pack_planar_channel<D, true>(x + c * b.sC, r.kn, c, t);
   } else {
     if (b.cov) pack_interleaved<D, true>(x, b.sP, r.kn, t);
     else pack_interleaved<D, false>(x, b.sP, r.kn, t);
@@ -726,7 +712,7 @@ void run_planar_statistics(const Batch& b, const typename Elem<D>::T* data, std:
       for (cur = seg;; cur = next_tile(b, cur, m1, t.K)) {
         const auto* x = run + cur.p;
         t.shift[c] = cur.first ? channel_mean<D>(x, cur.kn, 1) : static_cast<float>(img.mean[c]);
-        pack_planar_channel<D>(x, cur.kn, c, t);
+        pack_planar_channel<D, false>(x, cur.kn, c, t);
         merge_channel(t, c, static_cast<double>(cur.kn), n, acc, &img, ni);
         n += static_cast<double>(cur.kn);
         ni += static_cast<double>(cur.kn);
@@ -741,7 +727,7 @@ void run_planar_statistics(const Batch& b, const typename Elem<D>::T* data, std:
 }
 
 // Samples [m0, m1) tile by tile: pack, Gram, merge. Planar input with cov is pipelined over two
-// tiles: the next tile is packed during the current one's Gram (gram_outer).
+// tiles: the next tile is packed during the current one's Gram (gram_inner).
 template <DType D>
 void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
   using T = typename Elem<D>::T;
@@ -771,10 +757,10 @@ void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
         if (!nxt.first)  // the running mean of the image's tiles before this one, or this one's shift
           for (std::int64_t c = 0; c < b.C; ++c) next.t->shift[c] = cur.first ? t.shift[c] : static_cast<float>(img.mean[c]);
       }
-      gram_outer<D>(t, cur.kn, nxt.valid ? &next : nullptr);
+      gram_inner<D>(t, cur.kn, nxt.valid ? &next : nullptr);
       ci ^= 1;
     } else if (b.cov) {
-      gram_outer<D>(t, cur.kn, nullptr);
+      gram_inner<D>(t, cur.kn, nullptr);
     }
     if (cur.first) img.reset();
     merge_tile(t, cur.kn, acc, &img, d, o);
@@ -855,7 +841,7 @@ void tile64(const double* x, std::int64_t sC, std::int64_t sP, std::int64_t kn, 
   if (t.cov)
     for (std::int64_t i = 0; i < t.C; ++i)
       for (std::int64_t j = i + 1; j < t.C; ++j)
-        t.gram[j * t.ld + i] = dot64(t.panel.get() + i * Tile64::K, t.panel.get() + j * Tile64::K, kv);
+        t.gram[i * t.ld + j] = dot64(t.panel.get() + i * Tile64::K, t.panel.get() + j * Tile64::K, kv);
 }
 
 void run_range_f64(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {

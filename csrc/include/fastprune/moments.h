@@ -32,7 +32,6 @@ struct Acc {
   std::int64_t C = 0;
   bool cov = true;
   double n = 0, images = 0;
-  // m2: C values, or with cov the co-moments (i, j), i <= j, at m2[j * C + i] (by columns)
   std::vector<double> mean, m2, abs_sum, zeros, min, max, nonfinite, msd_sum;
   // Images cut by a thread boundary: their partial per-channel (n, mean, m2), in sample order.
   struct Segment {
