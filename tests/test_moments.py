@@ -276,6 +276,20 @@ def test_covariance_for_every_channel_count_up_to_two_block_widths(isa, layout):
         assert torch.equal(m.cov, m.cov.T)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("c", [28, 33, 44, 47, 63, 65, 129, 250, 256])
+def test_covariance_for_wider_channel_counts_over_partial_tiles(isa, layout, c):
+    # channel counts past the 27 above (further strip and block remainders; from C = 129 on, two
+    # or three column panels of the Gram) over 26 x 50 images: a full 1024-sample tile and one of
+    # 276 samples (a zero-padded last vector), the next tile packed during the current Gram
+    x = feature_maps(n=2, c=c, h=26, w=50, seed=c)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    m = channel_moments(x)
+    assert_matches(m, x)
+    assert torch.equal(m.cov, m.cov.T)
+
+
 def test_bitwise_reproducible_for_same_input(isa):
     x = feature_maps(n=5, c=33, h=64, w=64)
     xs = [x, x.to(memory_format=torch.channels_last), x[:, :, 0, 0].contiguous()]
