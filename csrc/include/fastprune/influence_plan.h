@@ -1,0 +1,364 @@
+// The device algorithm of the influence kernels, written once for the CUDA kernels
+// (csrc/cuda/influence_cuda.cu) and their CPU emulation (csrc/cpu/influence_emulate.cpp), which
+// runs every partition, staging, lane, tree and merge decision below on the host so that the CPU
+// tests check the device's logic.
+//
+// Shifted auto-moments (influence_shift). The shift plan (influence_geometry.py) cuts the first-tap
+// positions into cells, each with its jobs (deltas). Every cell is cut into tiles of at most
+// tr x tc positions (cell rows x cell columns; tc a power of two); a unit is one tile of one
+// image for one group of cg channels: a block. It stages the input the tile reads (its rows plus
+// max_dy below, its columns plus pad_x either side; zero outside the image) once into shared
+// memory as fp32, then each thread (lane l = tid / cg of channel tid % cg) walks positions
+// l, l + 256/cg, ... of the tile and, kJobs jobs at a time, adds v(p) * v(p + delta) for all of
+// them to fp32 registers: one load of v(p) serves every delta of the cell. A fixed tree (xor
+// butterfly inside the warp, halving tree over the warps) sums the lanes of a channel in fp32: a
+// unit's partial covers at most tr x tc products. Partials go to the workspace in fp64; the
+// second pass sums, per (job, channel), the units of every image in a fixed order in fp64.
+// Planar input (x contiguous): cg = 1, threads over columns. Channels innermost (channels_last):
+// cg = up to 32 channels, threads over channels. Tiles shrink (then cg) until the staged tile
+// fits kStageFloats.
+//
+// Patch Gram over explicit positions (gram_gather). The (D, D) Gram is cut into 64 x 64 blocks,
+// upper-triangle block pairs only; positions into chunks of kGChunk, chunks into groups (split-K)
+// so that pairs x groups fills the device. A block (pair, group) stages each chunk's two 64-row
+// patch panels (zero in the padding) in shared memory; each thread owns 4 x 4 entries, fp32 FMAs
+// over kGFlush chunks, then fp64 registers. The second pass sums the groups per entry in order.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "fastprune/convert.h"
+#include "fastprune/dev_util.h"
+#include "fastprune/influence_tile.h"
+#include "fastprune/view.h"
+
+namespace fastprune::influence::dev {
+
+using dev_util::block_pair;
+using dev_util::ceil_div;
+using dev_util::FastDiv;
+using dev_util::load;
+using dev_util::max64;
+using dev_util::min64;
+
+constexpr int kThreads = 256;  // every kernel's block
+constexpr int kWarp = 32;
+constexpr int kWarps = kThreads / kWarp;
+constexpr int kJobs = 8;       // jobs (deltas) held in registers at once
+constexpr int kPlanarRows = 16, kPlanarCols = 128;  // default tile, planar input
+constexpr int kInterRows = 8, kInterCols = 16;      // default tile, channels innermost
+constexpr int kMaxGroup = 32;  // channels per block, channels innermost
+constexpr std::int64_t kStageFloats = 12 * 1024;   // staged tile: 48 KiB of shared memory at most
+constexpr int kCellFields = 10;  // y0 sy x0 sx nrows ncols j0 j1 unit0 tiles_x
+constexpr int kJobFields = 4;    // dy dx row0 units
+
+// Tile-size overrides (0: the launch's defaults) and the probe: merge64 = false sums the unit
+// partials in fp32 (emulation only; the kernels always merge in fp64), to show that the tests
+// see the difference.
+struct Targets {
+  int tile_rows = 0, tile_cols = 0;
+  bool merge64 = true;
+};
+
+struct Plan {
+  std::int64_t C = 0, H = 0, W = 0, sC = 0, sH = 0, sW = 0;  // shape and strides after N
+  int planar = 1;     // 1: threads over columns; 0: channels innermost, threads over channels
+  int cg = 1;         // channels per block
+  int tr = 0, tc = 0, tc_log2 = 0;  // tile: cell rows x cell columns (tc = 1 << tc_log2)
+  std::int64_t max_dy = 0, pad_x = 0;
+  std::int64_t ncell = 0, njobs = 0;
+  std::int64_t upi = 0;      // units (tiles of all cells) per image and channel group
+  std::int64_t rpi = 0;      // workspace rows (C doubles each) per image
+  std::int64_t cgroups = 0;  // channel groups
+  std::int64_t stage = 0;    // shared floats per block (the largest staged tile)
+  std::int64_t table_len = 0;
+  bool merge64 = true;
+};
+
+// Staged rows / columns of a tile of nr x nc positions with cell steps sy, sx.
+FP_HD std::int64_t staged_rows(const Plan& p, std::int64_t nr, std::int64_t sy) { return (nr - 1) * sy + 1 + p.max_dy; }
+FP_HD std::int64_t staged_cols(const Plan& p, std::int64_t nc, std::int64_t sx) { return (nc - 1) * sx + 1 + 2 * p.pad_x; }
+
+// The plan of input x (N, C, H, W; only shape and strides after N matter) for the host shift
+// plan hp (host pointers); fills `table` (table_len int64) when given: per cell kCellFields, then
+// per job kJobFields.
+inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg, std::int64_t* table) {
+  Plan p;
+  p.C = x.shape[1]; p.H = x.shape[2]; p.W = x.shape[3];
+  p.sC = x.stride[1]; p.sH = x.stride[2]; p.sW = x.stride[3];
+  p.planar = !(x.stride[1] == 1 && p.C > 1);
+  p.max_dy = hp.max_dy; p.pad_x = hp.pad_x;
+  p.ncell = hp.ncell; p.njobs = hp.njobs;
+  p.merge64 = tg.merge64;
+  int cg = 1;
+  if (!p.planar)
+    while (cg < kMaxGroup && cg < p.C) cg *= 2;
+  std::int64_t tr = tg.tile_rows > 0 ? tg.tile_rows : (p.planar ? kPlanarRows : kInterRows);
+  std::int64_t tc = tg.tile_cols > 0 ? tg.tile_cols : (p.planar ? kPlanarCols : kInterCols);
+  FP_CHECK((tc & (tc - 1)) == 0, "influence device plan: tile columns must be a power of two");
+  auto stage = [&](std::int64_t rows, std::int64_t cols, std::int64_t ch) {
+    std::int64_t most = 0;
+    for (std::int64_t ci = 0; ci < hp.ncell; ++ci) {
+      const std::int64_t* c = hp.cells + 6 * ci;
+      const std::int64_t nr = min64(rows, ceil_div(c[1] - c[0], c[2])), nc = min64(cols, ceil_div(c[4] - c[3], c[5]));
+      most = max64(most, ch * staged_rows(p, nr, c[2]) * staged_cols(p, nc, c[5]));
+    }
+    return most;
+  };
+  while (stage(tr, tc, cg) > kStageFloats) {
+    if (tr > 1) tr = (tr + 1) / 2;
+    else if (tc > 1) tc /= 2;
+    else if (cg > 1) cg /= 2;
+    else FP_CHECK(false, "the consumer's window is too large for the CUDA influence kernel");
+  }
+  p.cg = cg;
+  p.tr = static_cast<int>(tr);
+  p.tc = static_cast<int>(tc);
+  while ((std::int64_t{1} << p.tc_log2) < tc) ++p.tc_log2;
+  p.stage = stage(tr, tc, cg);
+  p.cgroups = ceil_div(p.C, cg);
+  std::int64_t unit = 0, row = 0;
+  for (std::int64_t ci = 0; ci < hp.ncell; ++ci) {
+    const std::int64_t* c = hp.cells + 6 * ci;
+    const std::int64_t nrows = ceil_div(c[1] - c[0], c[2]), ncols = ceil_div(c[4] - c[3], c[5]);
+    const std::int64_t tiles_x = ceil_div(ncols, tc), tiles = ceil_div(nrows, tr) * tiles_x;
+    const std::int64_t j0 = hp.cell_ptr[ci], j1 = hp.cell_ptr[ci + 1];
+    if (table) {
+      std::int64_t* t = table + kCellFields * ci;
+      t[0] = c[0]; t[1] = c[2]; t[2] = c[3]; t[3] = c[5]; t[4] = nrows; t[5] = ncols;
+      t[6] = j0; t[7] = j1; t[8] = unit; t[9] = tiles_x;
+      for (std::int64_t j = j0; j < j1; ++j) {
+        std::int64_t* tj = table + kCellFields * hp.ncell + kJobFields * j;
+        const std::int64_t* d = hp.deltas + 2 * hp.job_delta[j];
+        tj[0] = d[0]; tj[1] = d[1]; tj[2] = row + (j - j0) * tiles; tj[3] = tiles;
+      }
+    }
+    unit += tiles;
+    row += (j1 - j0) * tiles;
+  }
+  p.upi = unit;
+  p.rpi = row;
+  p.table_len = kCellFields * hp.ncell + kJobFields * hp.njobs;
+  return p;
+}
+
+// Workspace doubles for N images.
+FP_HD std::int64_t workspace_doubles(const Plan& p, std::int64_t N) { return N * p.rpi * p.C; }
+
+struct Cell {
+  std::int64_t y0, sy, x0, sx, nrows, ncols, j0, j1, unit0, tiles_x;
+};
+FP_HD Cell cell_at(const std::int64_t* table, std::int64_t ci) {
+  const std::int64_t* t = table + kCellFields * ci;
+  return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]};
+}
+
+// A unit's tile: its cell, index within the cell (per image), first position and extent.
+struct Tile {
+  Cell cell;
+  std::int64_t l;   // tile index within the cell, per image
+  std::int64_t y, x;  // input row and column of the tile's first position
+  int nr, nc;       // positions: cell rows x cell columns
+  int sr, sc;       // staged rows x columns
+};
+// Unit u of an image (0 <= u < upi): the last cell whose unit0 <= u (binary search, once a block).
+FP_HD Tile tile_of(const Plan& p, const std::int64_t* table, std::int64_t u) {
+  std::int64_t lo = 0, hi = p.ncell - 1;
+  while (lo < hi) {
+    const std::int64_t mid = (lo + hi + 1) / 2;
+    if (table[kCellFields * mid + 8] <= u) lo = mid; else hi = mid - 1;
+  }
+  Tile t;
+  t.cell = cell_at(table, lo);
+  t.l = u - t.cell.unit0;
+  const std::int64_t ty = t.l / t.cell.tiles_x, tx = t.l - ty * t.cell.tiles_x;
+  const std::int64_t r0 = ty * p.tr, c0 = tx * p.tc;
+  t.y = t.cell.y0 + r0 * t.cell.sy;
+  t.x = t.cell.x0 + c0 * t.cell.sx;
+  t.nr = static_cast<int>(min64(p.tr, t.cell.nrows - r0));
+  t.nc = static_cast<int>(min64(p.tc, t.cell.ncols - c0));
+  t.sr = static_cast<int>(staged_rows(p, t.nr, t.cell.sy));
+  t.sc = static_cast<int>(staged_cols(p, t.nc, t.cell.sx));
+  return t;
+}
+
+// Element offset of image n, channel c (c < C) in x.
+FP_HD std::int64_t plane(const Plan& p, std::int64_t sN, std::int64_t n, std::int64_t c) { return n * sN + c * p.sC; }
+
+// Staged value (row, col) of the tile for the channel at `base` (plane()): the input at
+// (t.y + row, t.x - pad_x + col), zero outside the image or past the channels (`on` false).
+template <DType D>
+FP_HD float stage_value(const Plan& p, std::uintptr_t data, std::int64_t base, bool on, const Tile& t, int row, int col) {
+  const std::int64_t y = t.y + row, xx = t.x - p.pad_x + col;
+  if (!on || y >= p.H || xx < 0 || xx >= p.W) return 0.0f;
+  return load<D>(data, base + y * p.sH + xx * p.sW);
+}
+
+// The staged item walk of one thread: items it = lane, lane + lanes, ... of sr * sc (row-major),
+// fn(row, col) each. Consecutive lanes take consecutive columns (coalesced along x when planar).
+template <class F>
+FP_HD void stage_items(const Tile& t, int lane, int lanes, F&& fn) {
+  const FastDiv by_col(static_cast<std::uint32_t>(t.sc));
+  const int total = t.sr * t.sc;
+#if defined(__CUDA_ARCH__)
+#pragma unroll 4
+#endif
+  for (int it = lane; it < total; it += lanes) {
+    const int row = static_cast<int>(by_col.div(static_cast<std::uint32_t>(it)));
+    fn(row, it - row * t.sc);
+  }
+}
+
+// Shared-memory offsets of up to kJobs jobs starting at jb (the rest 0): dy * sc + dx.
+FP_HD int job_offsets(const std::int64_t* table, const Plan& p, const Tile& t, std::int64_t jb, int* off) {
+  const int gn = static_cast<int>(min64(kJobs, t.cell.j1 - jb));
+  const std::int64_t* jobs = table + kCellFields * p.ncell;
+  for (int g = 0; g < kJobs; ++g) {
+    const std::int64_t* tj = jobs + kJobFields * (jb + (g < gn ? g : 0));
+    off[g] = g < gn ? static_cast<int>(tj[0] * t.sc + tj[1]) : 0;
+  }
+  return gn;
+}
+
+// One lane's fp32 sums of v(p) * v(p + delta_g), g < gn, over its positions of the tile: positions
+// q = lane, lane + lanes, ... of nr x tc (row r = q >> tc_log2, column q & (tc - 1); columns past
+// nc skipped). `s` is the channel's staged tile (sr x sc floats).
+FP_HD void lane_sums(const Plan& p, const Tile& t, int lane, int lanes, const float* s, const int* off, int gn,
+                     float* acc) {
+  const int n = t.nr << p.tc_log2, mask = (1 << p.tc_log2) - 1;
+  const int sy = static_cast<int>(t.cell.sy), sx = static_cast<int>(t.cell.sx), px = static_cast<int>(p.pad_x);
+  for (int q = lane; q < n; q += lanes) {
+    const int c = q & mask;
+    if (c >= t.nc) continue;
+    const float* a = s + (q >> p.tc_log2) * sy * t.sc + c * sx + px;
+    const float v = *a;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int g = 0; g < kJobs; ++g)
+      if (g < gn) acc[g] = fmaf(v, a[off[g]], acc[g]);
+  }
+}
+
+// The lane tree, host form (the kernel runs the same additions with shuffles and shared memory):
+// v holds one value per thread of the block; lanes of channel ch are threads ch + cg * l. Inside
+// each warp an xor butterfly over offsets 16, 8, .., cg (thread i takes v[i] + v[i ^ o]); then the
+// warps' lane-ch values in a halving tree (warp w < o takes w + o, o = 4, 2, 1).
+inline float host_lane_tree(const Plan& p, float* v, int ch) {
+  float tmp[kThreads];
+  for (int o = kWarp / 2; o >= p.cg; o /= 2) {
+    for (int i = 0; i < kThreads; ++i) tmp[i] = v[i] + v[i ^ o];
+    for (int i = 0; i < kThreads; ++i) v[i] = tmp[i];
+  }
+  float red[kWarps];
+  for (int w = 0; w < kWarps; ++w) red[w] = v[w * kWarp + ch];
+  for (int o = kWarps / 2; o > 0; o /= 2)
+    for (int w = 0; w < o; ++w) red[w] += red[w + o];
+  return red[0];
+}
+
+// Workspace row of job j's partial of unit (image n, tile l).
+FP_HD std::int64_t ws_row(const Plan& p, const std::int64_t* table, std::int64_t n, std::int64_t j, std::int64_t l) {
+  return n * p.rpi + table[kCellFields * p.ncell + kJobFields * j + 2] + l;
+}
+
+// Second pass: job j's total for channel c over N images, units in order (image, then tile).
+FP_HD double job_total(const Plan& p, const std::int64_t* table, const double* ws, std::int64_t N, std::int64_t j,
+                       std::int64_t c) {
+  const std::int64_t* tj = table + kCellFields * p.ncell + kJobFields * j;
+  const std::int64_t units = tj[3];
+  double s = 0.0;
+  float s32 = 0.0f;  // the probe (merge64 = false)
+  for (std::int64_t n = 0; n < N; ++n) {
+    const double* w = ws + (n * p.rpi + tj[2]) * p.C + c;
+    for (std::int64_t l = 0; l < units; ++l) {
+      if (p.merge64) s += w[l * p.C];
+      else s32 += static_cast<float>(w[l * p.C]);
+    }
+  }
+  return p.merge64 ? s : static_cast<double>(s32);
+}
+
+// ---------------------------------------------------------------- patch Gram (gather)
+constexpr int kGBlock = 64;    // Gram block edge (patch rows)
+constexpr int kGChunk = 32;    // positions per staged chunk
+constexpr int kGFlush = 8;     // chunks per fp32 accumulation (256 positions, as on the CPU)
+constexpr int kGTile = 4;      // entries per thread and axis (16 x 16 threads x 4 x 4)
+constexpr std::int64_t kGramBlocks = 528;              // target blocks (4 per SM on 132 SMs)
+constexpr std::int64_t kGramCapBytes = std::int64_t(64) << 20;  // partials at most
+
+struct GatherPlan {
+  std::int64_t D = 0, nblk = 0, pairs = 0;
+  std::int64_t npos = 0, chunks = 0, cpg = 0, groups = 0;  // positions, chunks, chunks per group
+  std::int64_t P = 0;        // output positions per image (implicit positions: all of them)
+  bool implicit = false;     // positions k = image * P + output index, in order (no array)
+  std::int64_t size = 0;     // workspace doubles
+};
+
+inline GatherPlan gather_plan(std::int64_t D, std::int64_t npos, std::int64_t P, bool implicit,
+                              std::int64_t target_blocks = kGramBlocks) {
+  GatherPlan g;
+  g.D = D; g.npos = npos; g.P = P; g.implicit = implicit;
+  g.nblk = ceil_div(D, kGBlock);
+  g.pairs = g.nblk * (g.nblk + 1) / 2;
+  g.chunks = ceil_div(npos, kGChunk);
+  if (g.chunks > 0) {
+    const std::int64_t cap = max64(1, kGramCapBytes / (8 * kGBlock * kGBlock * g.pairs));
+    const std::int64_t want = min64(min64(g.chunks, max64(1, ceil_div(target_blocks, g.pairs))), cap);
+    g.cpg = ceil_div(g.chunks, want);
+    g.groups = ceil_div(g.chunks, g.cpg);
+  }
+  g.size = g.groups * g.pairs * kGBlock * kGBlock;
+  return g;
+}
+
+// Position k: image n and the input coordinate (y, x) of its patch's tap (0, 0).
+FP_HD void position(const GatherPlan& gp, const PatchGeom& g, const std::int64_t* pos, std::int64_t k, std::int64_t& n,
+                    std::int64_t& y, std::int64_t& x) {
+  std::int64_t q;
+  if (gp.implicit) {
+    n = k / gp.P;
+    q = k - n * gp.P;
+  } else {
+    n = pos[2 * k];
+    q = pos[2 * k + 1];
+  }
+  const std::int64_t qy = q / g.wo, qx = q - qy * g.wo;
+  y = tap_coord(qy, g.sh, 0, g.dh, g.pt);
+  x = tap_coord(qx, g.sw, 0, g.dw, g.pl);
+}
+
+// Patch row r (torch unfold's order: channel, then tap row, then tap column): its channel and
+// tap offsets.
+FP_HD void patch_row(const PatchGeom& g, std::int64_t r, std::int64_t& c, std::int64_t& dy, std::int64_t& dx) {
+  const std::int64_t taps = g.kh * g.kw;
+  c = r / taps;
+  const std::int64_t t = r - c * taps, i = t / g.kw;
+  dy = i * g.dh;
+  dx = (t - i * g.kw) * g.dw;
+}
+
+// The value of patch row (channel offset coff, tap offsets dy, dx) at position (n base nb, y, x).
+template <DType D>
+FP_HD float patch_at(const View& x, std::int64_t nb, std::int64_t coff, std::int64_t y, std::int64_t xx, bool on) {
+  if (!on || y < 0 || y >= x.shape[2] || xx < 0 || xx >= x.shape[3]) return 0.0f;
+  return load<D>(x.data, nb + coff + y * x.stride[2] + xx * x.stride[3]);
+}
+
+// Chunks [first, last) of group g.
+FP_HD void group_chunks(const GatherPlan& gp, std::int64_t g, std::int64_t& first, std::int64_t& last) {
+  first = g * gp.cpg;
+  last = min64(gp.chunks, first + gp.cpg);
+}
+// After chunk number `i` of a group (0-based), do the fp32 accumulators go into fp64?
+FP_HD bool flush_after(std::int64_t i, std::int64_t count) { return (i + 1) % kGFlush == 0 || i + 1 == count; }
+
+// Second pass: entry (r, cc) of block pair `pair` over the groups, in order.
+FP_HD double gram_total(const GatherPlan& gp, const double* ws, std::int64_t pair, int r, int cc) {
+  double s = 0.0;
+  for (std::int64_t g = 0; g < gp.groups; ++g) s += ws[((g * gp.pairs + pair) * kGBlock + r) * kGBlock + cc];
+  return s;
+}
+
+}  // namespace fastprune::influence::dev
