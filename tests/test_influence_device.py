@@ -1,0 +1,211 @@
+"""The CUDA influence algorithms, run on the CPU by their emulation, against float64.
+
+`_C.influence_emulate_device` executes the device back-end's plan, tiles, staged values, lane
+sums, lane trees and fp64 merges of the shifted auto-moments, and `_C.gram_gather_emulate_device`
+the block pairs, position groups, chunks and fp64 flushes of the patch Gram, from the same
+`__host__ __device__` code the kernels use (fastprune/influence_plan.h). The data have large means
+and outliers of 50-150 sigma on the first position of every tile of the device plan (where a unit's
+fp32 sum starts).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastprune._ext import _C
+from fastprune._views import view
+from fastprune.stats.influence import InfluenceMoments, _JobSums, _plan_args, sample_positions
+from fastprune.stats.influence_geometry import ConvGeometry, shift_plan
+from fastprune.stats.influence_reference import auto_moments_reference, patch_gram_reference
+
+TOL = 1e-5
+CELL, JOB = 10, 4  # table fields per cell and per job (influence_plan.h)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest entrywise relative error."""
+    return float(((a - b).abs() / b.abs().clamp_min(1e-300)).max())
+
+
+def rel_max(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (a Gram's entries can be ~0; its scale is its largest entry)."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def targets(tile_rows: int = 0, tile_cols: int = 0, merge64: bool = True):
+    t = _C.InfluenceTargets()
+    t.tile_rows, t.tile_cols, t.merge64 = tile_rows, tile_cols, merge64
+    return t
+
+
+def device_plan(x: torch.Tensor, g: ConvGeometry, **tg):
+    args, keep = _plan_args(shift_plan(g, x.shape[2], x.shape[3]))
+    plan, table = _C.influence_device_plan(view(x), args, targets(**tg))
+    return plan, table
+
+
+def tile_starts(plan, table) -> list[tuple[int, int]]:
+    """(row, column) of the first position of every tile, from the table's documented layout
+    (per cell: y0 sy x0 sx nrows ncols j0 j1 unit0 tiles_x)."""
+    starts = []
+    for ci in range(plan.cells):
+        y0, sy, x0, sx, nrows, ncols = table[CELL * ci:CELL * ci + 6]
+        for ty in range(-(-nrows // plan.tile_rows)):
+            for tx in range(-(-ncols // plan.tile_cols)):
+                starts.append((y0 + ty * plan.tile_rows * sy, x0 + tx * plan.tile_cols * sx))
+    return starts
+
+
+def outlier_data(shape, dtype, layout, g: ConvGeometry, mean_scale: float, seed: int = 0, **tg) -> torch.Tensor:
+    """Channels with means mean_scale * U(-1, 1), unit std, and +-(50..150) sigma outliers on the
+    first position of every tile of the device plan, in every image."""
+    gen = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+    mean = (torch.rand(c, generator=gen, dtype=torch.float64) * 2 - 1) * mean_scale
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64) + mean[None, :, None, None]
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    plan, table = device_plan(x.to(dtype), g, **tg)
+    for y, xx in tile_starts(plan, table):
+        sign = torch.randint(0, 2, (n, c), generator=gen, dtype=torch.float64) * 2 - 1
+        x[:, :, y, xx] = mean + sign * (50 + 100 * torch.rand(n, c, generator=gen, dtype=torch.float64))
+    return x.to(dtype)
+
+
+def emulated_moments(x: torch.Tensor, g: ConvGeometry, **tg) -> torch.Tensor:
+    """(C, taps, taps) auto-moments from the emulated device job sums (folded as
+    InfluenceMoments folds the kernel's)."""
+    acc = InfluenceMoments(x.shape[1], (g.kh, g.kw), (g.sh, g.sw), (g.pt, g.pl), (g.dh, g.dw))
+    assert acc.geometry == g
+    sums = _JobSums(shift_plan(g, x.shape[2], x.shape[3]), x.shape[1], torch.device("cpu"))
+    _C.influence_emulate_device(view(x), sums._host_args, sums.out, targets(**tg))
+    acc._fold(sums)
+    return acc.moments
+
+
+# (shape, dtype, layout, geometry (k, s, p, d), mean scale, tile overrides)
+CASES = {
+    "nchw-fp32-many-tiles": ((2, 6, 40, 52), torch.float32, "nchw", (3, 1, 1, 1), 1e4, dict(tile_rows=4, tile_cols=8)),
+    "nchw-fp32-default-tiles": ((2, 8, 70, 300), torch.float32, "nchw", (3, 1, 1, 1), 1e3, {}),
+    "last-bf16-c130": ((2, 130, 12, 14), torch.bfloat16, "channels_last", (3, 1, 1, 1), 1e2, {}),
+    "nchw-fp16-stride2-dil2": ((3, 5, 23, 21), torch.float16, "nchw", (5, 2, 2, 2), 1e2, dict(tile_rows=3, tile_cols=4)),
+    "last-fp64-7x7-same": ((2, 9, 19, 17), torch.float64, "channels_last", (7, 1, 3, 1), 1e4, {}),
+    "nchw-fp32-c130-1x1": ((2, 130, 9, 10), torch.float32, "nchw", (1, 1, 0, 1), 1e4, {}),
+    "last-fp32-wide-window": ((1, 40, 64, 64), torch.float32, "channels_last", (3, 1, 0, 20), 1e3, {}),
+    "nchw-bf16-stride2": ((2, 3, 33, 30), torch.bfloat16, "nchw", (3, 2, 1, 1), 1e2, dict(tile_rows=2, tile_cols=2)),
+}
+
+
+def case(name):
+    shape, dtype, layout, (k, s, p, d), scale, tg = CASES[name]
+    g = ConvGeometry.parse(k, s, p, d)
+    return outlier_data(shape, dtype, layout, g, scale, **tg), g, tg
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_emulated_auto_moments_match_float64_with_outliers(name):
+    x, g, tg = case(name)
+    got = emulated_moments(x, g, **tg)
+    assert rel(got, auto_moments_reference(x, g)) <= TOL
+
+
+def test_cases_reach_every_partition_path():
+    plans = {}
+    for name in CASES:
+        x, g, tg = case(name)
+        plans[name] = device_plan(x, g, **tg)[0]
+    many = plans["nchw-fp32-many-tiles"]
+    assert many.planar == 1 and many.channels_per_block == 1 and many.units_per_image > 9 * 4
+    wide = plans["nchw-fp32-default-tiles"]
+    assert (wide.tile_rows, wide.tile_cols) == (16, 128) and wide.units_per_image > 9  # cells of several tiles
+    last = plans["last-bf16-c130"]
+    assert last.planar == 0 and last.channels_per_block == 32 and last.channel_groups == 5  # a partial group
+    assert plans["last-fp64-7x7-same"].channels_per_block == 16  # C = 9: the next power of two
+    assert plans["nchw-fp32-c130-1x1"].jobs == 1 and plans["nchw-fp32-c130-1x1"].channel_groups == 130
+    shrunk = plans["last-fp32-wide-window"]  # the staged tile only fits with fewer channels
+    assert shrunk.channels_per_block < 32 and (shrunk.tile_rows, shrunk.tile_cols) == (1, 1)
+    assert shrunk.stage_floats <= 12 * 1024
+    assert all(p.stage_floats <= 12 * 1024 for p in plans.values())
+
+
+def test_fp64_merge_of_the_units_is_needed():
+    """The probe. With one position per unit every unit partial is one fp32 product, so the
+    emulated device sum is an fp64 sum of rounded fp32 products: within 1e-8 of float64. With the
+    partials summed in fp32 (merge64 = False) the same check fails (~6e-6 on this data: under the
+    1e-5 bar, as raw moments have no cancellation, but 10^4 times the fp64 merge's error): the
+    tests see the merge order and precision the kernels use."""
+    g = ConvGeometry.parse(3, 1, 1, 1)
+    tg = dict(tile_rows=1, tile_cols=1)
+    x = outlier_data((4, 4, 96, 96), torch.float32, "nchw", g, 1e4, **tg)
+    ref = auto_moments_reference(x, g)
+    assert rel(emulated_moments(x, g, **tg), ref) <= 1e-8
+    assert rel(emulated_moments(x, g, merge64=False, **tg), ref) > 1e-6
+
+
+def meta_view(shape, dtype, strides=None):
+    """A View of a CUDA array that is never read (plans depend on shape and strides only)."""
+    if strides is None:
+        strides = torch.empty(shape, device="meta").stride()
+    return _C.View(0, dtype, list(shape), list(strides), _C.Device.cuda, 0, 0)
+
+
+def test_launch_plans_of_the_issue_shapes():
+    g = ConvGeometry.parse(3, 1, 1, 1)
+    args, keep = _plan_args(shift_plan(g, 512, 512))
+    big = meta_view((8, 70, 512, 512), _C.DType.bf16)
+    plan, table = _C.influence_device_plan(big, args)
+    assert plan.planar == 1 and (plan.tile_rows, plan.tile_cols) == (16, 128) and plan.channel_groups == 70
+    assert plan.units_per_image >= 32 * 4 and len(table) == plan.table_len
+    assert _C.influence_workspace_size(big, plan) <= 32 << 20  # partials: a few % of the input
+    last = meta_view((8, 64, 512, 512), _C.DType.f32, (64 * 512 * 512, 1, 512 * 64, 64))
+    lp, _ = _C.influence_device_plan(last, args)
+    assert lp.planar == 0 and lp.channels_per_block == 32 and lp.channel_groups == 2
+    args7, keep7 = _plan_args(shift_plan(g, 7, 7))
+    small, _ = _C.influence_device_plan(meta_view((4096, 64, 7, 7), _C.DType.f32), args7)
+    assert small.units_per_image == small.cells  # one tile per cell
+    with pytest.raises(ValueError, match="does not match the device plan"):
+        _C.influence_workspace_size(meta_view((8, 70, 512, 256), _C.DType.bf16), plan)
+
+
+# ---------------------------------------------------------------- patch Gram (gather)
+def emulated_gram(x: torch.Tensor, g: ConvGeometry, pos: torch.Tensor | None, target_blocks: int) -> torch.Tensor:
+    ho, wo = g.out_size(x.shape[2], x.shape[3])
+    d = x.shape[1] * g.taps
+    out = torch.zeros(d, d, dtype=torch.float64)
+    geom = _C.PatchGeom(g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, ho, wo)
+    npos = x.shape[0] * ho * wo if pos is None else int(pos.shape[0])
+    _C.gram_gather_emulate_device(view(x), geom, 0 if pos is None else pos.data_ptr(), npos, view(out), target_blocks)
+    upper = torch.triu(out)
+    return upper + torch.triu(out, 1).T
+
+
+GATHER = {  # (shape, dtype, layout, geometry, sample, block target)
+    "nchw-fp32-all-positions-groups": ((2, 13, 20, 18), torch.float32, "nchw", (3, 1, 1, 1), None, 2000),
+    "last-bf16-sampled": ((3, 8, 17, 15), torch.bfloat16, "channels_last", (3, 2, 1, 2), 0.4, 528),
+    "nchw-fp16-5x5-one-group": ((2, 3, 12, 13), torch.float16, "nchw", (5, 1, 2, 1), None, 1),
+    "last-fp64-1x1-c130": ((2, 130, 6, 5), torch.float64, "channels_last", (1, 1, 0, 1), 7, 64),
+}
+
+
+@pytest.mark.parametrize("name", list(GATHER))
+def test_emulated_patch_gram_matches_float64(name):
+    shape, dtype, layout, (k, s, p, d), sample, target = GATHER[name]
+    g = ConvGeometry.parse(k, s, p, d)
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(shape, generator=gen) + 30 * torch.rand(shape[1], 1, 1, generator=gen)).to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    ho, wo = g.out_size(shape[2], shape[3])
+    pos = None if sample is None else sample_positions(0, shape[0], ho * wo, sample, 3)
+    ref = patch_gram_reference(x, g, pos)
+    got = emulated_gram(x, g, pos, target)
+    assert rel_max(got, ref) <= TOL
+    assert torch.equal(got, got.T)
+
+
+def test_gather_plans_split_positions_and_blocks():
+    big = _C.gram_gather_workspace_size(meta_view((8, 64, 512, 512), _C.DType.bf16),
+                                        _C.PatchGeom(3, 3, 1, 1, 1, 1, 1, 1, 512, 512), 8 * 512 * 512, True)
+    pairs = 9 * 10 // 2  # D = 576: nine 64-blocks
+    groups = big // (8 * pairs * 64 * 64)
+    assert groups * pairs >= 528 and big <= 64 << 20  # the device is filled; partials capped
