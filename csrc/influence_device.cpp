@@ -51,7 +51,7 @@ void check_workspace(std::uintptr_t ws, std::int64_t have, std::int64_t need) {
 }
 
 dev::GatherPlan gather_plan_of(const View& x, const PatchGeom& g, std::int64_t npos, bool all) {
-  return dev::gather_plan(x.shape[1] * g.kh * g.kw, npos, g.ho * g.wo, all);
+  return dev::gather_plan(x.shape[1] * g.kh * g.kw, npos, g.ho * g.wo, g.wo, all);
 }
 
 }  // namespace

@@ -156,7 +156,7 @@ void gram_gather_emulate_device(const View& x, const PatchGeom& g, std::uintptr_
   for (std::int64_t k = 0; k < (all ? 0 : npos); ++k)
     FP_CHECK(pos[2 * k] >= 0 && pos[2 * k] < x.shape[0] && pos[2 * k + 1] >= 0 && pos[2 * k + 1] < g.ho * g.wo,
              "sampled position out of range");
-  const GatherPlan gp = gather_plan(D, npos, g.ho * g.wo, all, target_blocks);
+  const GatherPlan gp = gather_plan(D, npos, g.ho * g.wo, g.wo, all, target_blocks);
   double* o = reinterpret_cast<double*>(out.data);
   switch (x.dtype) {
     case DType::f32: gather<DType::f32>(x, g, gp, pos, o); break;

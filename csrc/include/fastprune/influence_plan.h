@@ -292,14 +292,22 @@ struct GatherPlan {
   std::int64_t D = 0, nblk = 0, pairs = 0;
   std::int64_t npos = 0, chunks = 0, cpg = 0, groups = 0;  // positions, chunks, chunks per group
   std::int64_t P = 0;        // output positions per image (implicit positions: all of them)
+  std::int64_t wo = 1;       // output columns
   bool implicit = false;     // positions k = image * P + output index, in order (no array)
+  FastDiv by_p, by_wo;       // k / P and q / wo without a division instruction
   std::int64_t size = 0;     // workspace doubles
 };
 
-inline GatherPlan gather_plan(std::int64_t D, std::int64_t npos, std::int64_t P, bool implicit,
+constexpr std::int64_t kMaxPositions = 0x7fffffff;  // positions per call (32-bit position decode)
+
+inline GatherPlan gather_plan(std::int64_t D, std::int64_t npos, std::int64_t P, std::int64_t wo, bool implicit,
                               std::int64_t target_blocks = kGramBlocks) {
+  FP_CHECK(npos <= kMaxPositions && P <= kMaxPositions,
+           "patch Gram: more than 2^31 - 1 positions in one batch; split the batch");
   GatherPlan g;
-  g.D = D; g.npos = npos; g.P = P; g.implicit = implicit;
+  g.D = D; g.npos = npos; g.P = P; g.wo = wo; g.implicit = implicit;
+  g.by_p = FastDiv(static_cast<std::uint32_t>(P));
+  g.by_wo = FastDiv(static_cast<std::uint32_t>(wo));
   g.nblk = ceil_div(D, kGBlock);
   g.pairs = g.nblk * (g.nblk + 1) / 2;
   g.chunks = ceil_div(npos, kGChunk);
@@ -316,15 +324,17 @@ inline GatherPlan gather_plan(std::int64_t D, std::int64_t npos, std::int64_t P,
 // Position k: image n and the input coordinate (y, x) of its patch's tap (0, 0).
 FP_HD void position(const GatherPlan& gp, const PatchGeom& g, const std::int64_t* pos, std::int64_t k, std::int64_t& n,
                     std::int64_t& y, std::int64_t& x) {
-  std::int64_t q;
+  std::uint32_t q;
   if (gp.implicit) {
-    n = k / gp.P;
-    q = k - n * gp.P;
+    const std::uint32_t k32 = static_cast<std::uint32_t>(k), n32 = gp.by_p.div(k32);
+    n = n32;
+    q = k32 - n32 * static_cast<std::uint32_t>(gp.P);
   } else {
     n = pos[2 * k];
-    q = pos[2 * k + 1];
+    q = static_cast<std::uint32_t>(pos[2 * k + 1]);
   }
-  const std::int64_t qy = q / g.wo, qx = q - qy * g.wo;
+  const std::uint32_t qy = gp.by_wo.div(q);
+  const std::int64_t qx = q - qy * static_cast<std::uint32_t>(gp.wo);
   y = tap_coord(qy, g.sh, 0, g.dh, g.pt);
   x = tap_coord(qx, g.sw, 0, g.dw, g.pl);
 }
