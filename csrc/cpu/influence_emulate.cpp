@@ -37,21 +37,21 @@ void shift(const View& x, const Plan& p, const std::int64_t* table, double* out)
           for (int lane = 0; lane < lanes; ++lane)
             stage_items(t, lane, lanes, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, x.data, base, on, t, row, col); });
         }
-        for (std::int64_t jb = t.cell.j0; jb < t.cell.j1; jb += kJobs) {
-          int off[kJobs];
-          const int gn = job_offsets(table, p, t, jb, off);
+        for (std::int64_t eb = t.cell.e0; eb < t.cell.e1; eb += kJobs) {
+          const Chunk k = job_chunk(table, p, t, eb);
           std::fill(acc.begin(), acc.end(), 0.0f);
           for (int tid = 0; tid < kThreads; ++tid) {
             const int ch = tid % p.cg;
-            lane_sums(p, t, tid / p.cg, lanes, stage.data() + ch * t.sr * t.sc, off, gn, acc.data() + tid * kJobs);
+            lane_sums(p, t, tid / p.cg, lanes, stage.data() + ch * t.sr * t.sc, k, acc.data() + tid * kJobs);
           }
-          for (int g = 0; g < gn; ++g) {
+          for (int g = 0; g < k.n; ++g) {
             for (int tid = 0; tid < kThreads; ++tid) v[tid] = acc[static_cast<std::size_t>(tid * kJobs + g)];
+            const std::int64_t job = entry(table, p, eb + g)[2];
             for (int ch = 0; ch < p.cg; ++ch) {
               const std::int64_t c = grp * p.cg + ch;
               if (c >= p.C) continue;
               std::copy(v, v + kThreads, tree);
-              ws[static_cast<std::size_t>(ws_row(p, table, n, jb + g, t.l) * p.C + c)] = static_cast<double>(host_lane_tree(p, tree, ch));
+              ws[static_cast<std::size_t>(ws_row(p, table, n, job, t.l) * p.C + c)] = static_cast<double>(host_lane_tree(p, tree, ch));
             }
           }
         }

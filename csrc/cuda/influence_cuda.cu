@@ -8,8 +8,10 @@
 // Kernels (blocks of kThreads = 256), templated on the input dtype:
 //  shift_kernel   grid (units per image, channel groups, images). Stages one tile of a cell (plus
 //                 its max_dy / pad_x halo) for cg channels in shared memory, then kJobs deltas at a
-//                 time: one shared load of v(p) and one per delta, fp32 FMAs, a shuffle butterfly
-//                 and a halving tree over the warps; the unit's partial goes to the workspace.
+//                 time over groups of kV positions: kV shared loads of v(p) serve all deltas, a
+//                 delta's kV partners are loaded (or, sliding along dx, one of them), fp32 FMAs,
+//                 a shuffle butterfly and a halving tree over the warps; the unit's partial goes
+//                 to the workspace.
 //  shift_finish   one thread per (job, channel): the units in order, fp64, added into out.
 //  gather_kernel  grid (upper-triangle 64 x 64 block pairs, position groups). Chunks of 32
 //                 positions: both patch panels gathered into shared memory, 4 x 4 fp32 entries per
@@ -33,7 +35,7 @@ using cuda_util::DeviceGuard;
 
 // ---------------------------------------------------------------- shifted auto-moments
 template <DType D>
-__global__ void __launch_bounds__(kThreads) shift_kernel(Plan p, std::uintptr_t data, std::int64_t sN,
+__global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr_t data, std::int64_t sN,
                                                          const std::int64_t* table, double* ws) {
   extern __shared__ float stage[];  // cg x sr x sc
   __shared__ float red[kJobs][kWarps][kWarp];
@@ -47,13 +49,12 @@ __global__ void __launch_bounds__(kThreads) shift_kernel(Plan p, std::uintptr_t 
   float* s = stage + ch * t.sr * t.sc;
   stage_items(t, lane, lanes, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, data, base, on, t, row, col); });
   __syncthreads();
-  for (std::int64_t jb = t.cell.j0; jb < t.cell.j1; jb += kJobs) {
-    int off[kJobs];
-    const int gn = job_offsets(table, p, t, jb, off);
+  for (std::int64_t eb = t.cell.e0; eb < t.cell.e1; eb += kJobs) {
+    const Chunk k = job_chunk(table, p, t, eb);
     float acc[kJobs];
 #pragma unroll
     for (int g = 0; g < kJobs; ++g) acc[g] = 0.0f;
-    lane_sums(p, t, lane, lanes, s, off, gn, acc);
+    lane_sums(p, t, lane, lanes, s, k, acc);
     for (int o = kWarp / 2; o >= p.cg; o /= 2) {
 #pragma unroll
       for (int g = 0; g < kJobs; ++g) acc[g] += __shfl_xor_sync(0xffffffffu, acc[g], o);
@@ -72,7 +73,8 @@ __global__ void __launch_bounds__(kThreads) shift_kernel(Plan p, std::uintptr_t 
       __syncthreads();
     }
     if (tid < p.cg && on)
-      for (int g = 0; g < gn; ++g) ws[ws_row(p, table, n, jb + g, t.l) * p.C + c] = static_cast<double>(red[g][0][tid]);
+      for (int g = 0; g < k.n; ++g)
+        ws[ws_row(p, table, n, entry(table, p, eb + g)[2], t.l) * p.C + c] = static_cast<double>(red[g][0][tid]);
     __syncthreads();  // red is refilled by the next job chunk
   }
 }

@@ -8,9 +8,11 @@
 // tr x tc positions (cell rows x cell columns; tc a power of two); a unit is one tile of one
 // image for one group of cg channels: a block. It stages the input the tile reads (its rows plus
 // max_dy below, its columns plus pad_x either side; zero outside the image) once into shared
-// memory as fp32, then each thread (lane l = tid / cg of channel tid % cg) walks positions
-// l, l + 256/cg, ... of the tile and, kJobs jobs at a time, adds v(p) * v(p + delta) for all of
-// them to fp32 registers: one load of v(p) serves every delta of the cell. A fixed tree (xor
+// memory as fp32, then each thread (lane l = tid / cg of channel tid % cg) walks groups of kV
+// consecutive positions of a tile row (groups l, l + 256/cg, ...) and, kJobs jobs at a time, adds
+// v(p) * v(p + delta) for all of them to fp32 registers: one load of v(p) serves every delta of
+// the cell, and jobs are sorted by (dy, dx) so that the next delta's partners mostly are the
+// previous one's shifted by a position (one new load instead of kV). A fixed tree (xor
 // butterfly inside the warp, halving tree over the warps) sums the lanes of a channel in fp32: a
 // unit's partial covers at most tr x tc products. Partials go to the workspace in fp64; the
 // second pass sums, per (job, channel), the units of every image in a fixed order in fp64.
@@ -24,6 +26,7 @@
 // patch panels (zero in the padding) in shared memory; each thread owns 4 x 4 entries, fp32 FMAs
 // over kGFlush chunks, then fp64 registers. The second pass sums the groups per entry in order.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -45,13 +48,17 @@ using dev_util::min64;
 constexpr int kThreads = 256;  // every kernel's block
 constexpr int kWarp = 32;
 constexpr int kWarps = kThreads / kWarp;
-constexpr int kJobs = 8;       // jobs (deltas) held in registers at once
+constexpr int kJobs = 16;      // jobs (deltas) held in registers at once (a 3x3 consumer's 13)
+constexpr int kV = 4;          // consecutive positions of a row per lane step
 constexpr int kPlanarRows = 16, kPlanarCols = 128;  // default tile, planar input
 constexpr int kInterRows = 8, kInterCols = 16;      // default tile, channels innermost
 constexpr int kMaxGroup = 32;  // channels per block, channels innermost
-constexpr std::int64_t kStageFloats = 12 * 1024;   // staged tile: 48 KiB of shared memory at most
-constexpr int kCellFields = 10;  // y0 sy x0 sx nrows ncols j0 j1 unit0 tiles_x
-constexpr int kJobFields = 4;    // dy dx row0 units
+constexpr std::int64_t kStageFloats = 8 * 1024;  // staged tile: 32 KiB (+ 16 KiB tree) of shared memory
+// The table: per cell kCellFields (its entries are [e0, e1)), then per entry kEntryFields (the
+// cell's jobs sorted by (dy, dx)), then per job kJobFields (its workspace rows).
+constexpr int kCellFields = 10;  // y0 sy x0 sx nrows ncols e0 e1 unit0 tiles_x
+constexpr int kEntryFields = 3;  // dy dx job
+constexpr int kJobFields = 2;    // row0 units
 
 // Tile-size overrides (0: the launch's defaults) and the probe: merge64 = false sums the unit
 // partials in fp32 (emulation only; the kernels always merge in fp64), to show that the tests
@@ -65,7 +72,8 @@ struct Plan {
   std::int64_t C = 0, H = 0, W = 0, sC = 0, sH = 0, sW = 0;  // shape and strides after N
   int planar = 1;     // 1: threads over columns; 0: channels innermost, threads over channels
   int cg = 1;         // channels per block
-  int tr = 0, tc = 0, tc_log2 = 0;  // tile: cell rows x cell columns (tc = 1 << tc_log2)
+  int tr = 0, tc = 0;   // tile: cell rows x cell columns (tc a power of two)
+  int gc_log2 = 0;      // log2 of the kV-position groups per tile row (max(1, tc / kV))
   std::int64_t max_dy = 0, pad_x = 0;
   std::int64_t ncell = 0, njobs = 0;
   std::int64_t upi = 0;      // units (tiles of all cells) per image and channel group
@@ -78,7 +86,10 @@ struct Plan {
 
 // Staged rows / columns of a tile of nr x nc positions with cell steps sy, sx.
 FP_HD std::int64_t staged_rows(const Plan& p, std::int64_t nr, std::int64_t sy) { return (nr - 1) * sy + 1 + p.max_dy; }
-FP_HD std::int64_t staged_cols(const Plan& p, std::int64_t nc, std::int64_t sx) { return (nc - 1) * sx + 1 + 2 * p.pad_x; }
+// (columns: nc rounded up to whole kV groups, so that every lane reads inside the staged tile)
+FP_HD std::int64_t staged_cols(const Plan& p, std::int64_t nc, std::int64_t sx) {
+  return (ceil_div(nc, kV) * kV - 1) * sx + 1 + 2 * p.pad_x;
+}
 
 // The plan of input x (N, C, H, W; only shape and strides after N matter) for the host shift
 // plan hp (host pointers); fills `table` (table_len int64) when given: per cell kCellFields, then
@@ -115,7 +126,7 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
   p.cg = cg;
   p.tr = static_cast<int>(tr);
   p.tc = static_cast<int>(tc);
-  while ((std::int64_t{1} << p.tc_log2) < tc) ++p.tc_log2;
+  while ((std::int64_t{kV} << p.gc_log2) < tc) ++p.gc_log2;
   p.stage = stage(tr, tc, cg);
   p.cgroups = ceil_div(p.C, cg);
   std::int64_t unit = 0, row = 0;
@@ -128,10 +139,18 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
       std::int64_t* t = table + kCellFields * ci;
       t[0] = c[0]; t[1] = c[2]; t[2] = c[3]; t[3] = c[5]; t[4] = nrows; t[5] = ncols;
       t[6] = j0; t[7] = j1; t[8] = unit; t[9] = tiles_x;
-      for (std::int64_t j = j0; j < j1; ++j) {
-        std::int64_t* tj = table + kCellFields * hp.ncell + kJobFields * j;
-        const std::int64_t* d = hp.deltas + 2 * hp.job_delta[j];
-        tj[0] = d[0]; tj[1] = d[1]; tj[2] = row + (j - j0) * tiles; tj[3] = tiles;
+      std::vector<std::int64_t> order;
+      for (std::int64_t j = j0; j < j1; ++j) order.push_back(j);
+      auto delta = [&](std::int64_t j) { return hp.deltas + 2 * hp.job_delta[j]; };
+      std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
+        return delta(a)[0] != delta(b)[0] ? delta(a)[0] < delta(b)[0] : delta(a)[1] < delta(b)[1];
+      });
+      for (std::int64_t e = j0; e < j1; ++e) {
+        const std::int64_t j = order[static_cast<std::size_t>(e - j0)];
+        std::int64_t* te = table + kCellFields * hp.ncell + kEntryFields * e;
+        te[0] = delta(j)[0]; te[1] = delta(j)[1]; te[2] = j;
+        std::int64_t* tj = table + kCellFields * hp.ncell + kEntryFields * hp.njobs + kJobFields * j;
+        tj[0] = row + (j - j0) * tiles; tj[1] = tiles;
       }
     }
     unit += tiles;
@@ -139,7 +158,7 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
   }
   p.upi = unit;
   p.rpi = row;
-  p.table_len = kCellFields * hp.ncell + kJobFields * hp.njobs;
+  p.table_len = kCellFields * hp.ncell + (kEntryFields + kJobFields) * hp.njobs;
   return p;
 }
 
@@ -147,7 +166,7 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
 FP_HD std::int64_t workspace_doubles(const Plan& p, std::int64_t N) { return N * p.rpi * p.C; }
 
 struct Cell {
-  std::int64_t y0, sy, x0, sx, nrows, ncols, j0, j1, unit0, tiles_x;
+  std::int64_t y0, sy, x0, sx, nrows, ncols, e0, e1, unit0, tiles_x;
 };
 FP_HD Cell cell_at(const std::int64_t* table, std::int64_t ci) {
   const std::int64_t* t = table + kCellFields * ci;
@@ -210,35 +229,85 @@ FP_HD void stage_items(const Tile& t, int lane, int lanes, F&& fn) {
   }
 }
 
-// Shared-memory offsets of up to kJobs jobs starting at jb (the rest 0): dy * sc + dx.
-FP_HD int job_offsets(const std::int64_t* table, const Plan& p, const Tile& t, std::int64_t jb, int* off) {
-  const int gn = static_cast<int>(min64(kJobs, t.cell.j1 - jb));
-  const std::int64_t* jobs = table + kCellFields * p.ncell;
-  for (int g = 0; g < kJobs; ++g) {
-    const std::int64_t* tj = jobs + kJobFields * (jb + (g < gn ? g : 0));
-    off[g] = g < gn ? static_cast<int>(tj[0] * t.sc + tj[1]) : 0;
-  }
-  return gn;
+// Entry e of the table: its delta and job.
+FP_HD const std::int64_t* entry(const std::int64_t* table, const Plan& p, std::int64_t e) {
+  return table + kCellFields * p.ncell + kEntryFields * e;
 }
 
-// One lane's fp32 sums of v(p) * v(p + delta_g), g < gn, over its positions of the tile: positions
-// q = lane, lane + lanes, ... of nr x tc (row r = q >> tc_log2, column q & (tc - 1); columns past
-// nc skipped). `s` is the channel's staged tile (sr x sc floats).
-FP_HD void lane_sums(const Plan& p, const Tile& t, int lane, int lanes, const float* s, const int* off, int gn,
-                     float* acc) {
-  const int n = t.nr << p.tc_log2, mask = (1 << p.tc_log2) - 1;
-  const int sy = static_cast<int>(t.cell.sy), sx = static_cast<int>(t.cell.sx), px = static_cast<int>(p.pad_x);
+// Up to kJobs entries starting at eb: shared-memory offsets dy * sc + dx (the rest 0), and the
+// slide mask: bit g set when entry g's partners are entry g - 1's moved on by one position (same
+// dy, dx larger by the cell's column step), so a lane keeps kV - 1 of them and loads one.
+struct Chunk {
+  int n = 0;
+  int off[kJobs];
+  unsigned slide = 0;
+};
+FP_HD Chunk job_chunk(const std::int64_t* table, const Plan& p, const Tile& t, std::int64_t eb) {
+  Chunk k;
+  k.n = static_cast<int>(min64(kJobs, t.cell.e1 - eb));
+  for (int g = 0; g < kJobs; ++g) {
+    const std::int64_t* te = entry(table, p, eb + (g < k.n ? g : 0));
+    k.off[g] = g < k.n ? static_cast<int>(te[0] * t.sc + te[1]) : 0;
+    if (g > 0 && g < k.n && k.off[g] == k.off[g - 1] + static_cast<int>(t.cell.sx) && te[0] == te[-kEntryFields])
+      k.slide |= 1u << g;
+  }
+  return k;
+}
+
+// One lane's fp32 sums of v(p) * v(p + delta_g), g < k.n, over its positions of the tile: groups
+// q = lane, lane + lanes, ... of kV positions (row q >> gc_log2, first column kV * (q & mask);
+// groups past the tile's columns skipped, positions past them masked). Per group and job the kV
+// products are added in order. `s` is the channel's staged tile (sr x sc floats). SX: the cell's
+// column step when known at compile time (1: stride-1 consumers, every load at an immediate
+// offset), 0 when read from the cell.
+template <int SX>
+FP_HD void lane_sums_step(const Plan& p, const Tile& t, int lane, int lanes, const float* s, const Chunk& k, float* acc) {
+  const int n = t.nr << p.gc_log2, mask = (1 << p.gc_log2) - 1;
+  const int sy = static_cast<int>(t.cell.sy), sx = SX > 0 ? SX : static_cast<int>(t.cell.sx), px = static_cast<int>(p.pad_x);
   for (int q = lane; q < n; q += lanes) {
-    const int c = q & mask;
-    if (c >= t.nc) continue;
-    const float* a = s + (q >> p.tc_log2) * sy * t.sc + c * sx + px;
-    const float v = *a;
+    const int c0 = (q & mask) * kV;
+    if (c0 >= t.nc) continue;
+    const float* a = s + (q >> p.gc_log2) * sy * t.sc + c0 * sx + px;
+    float av[kV], b[kV];
+    bool live[kV];
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
-    for (int g = 0; g < kJobs; ++g)
-      if (g < gn) acc[g] = fmaf(v, a[off[g]], acc[g]);
+    for (int v = 0; v < kV; ++v) {
+      live[v] = c0 + v < t.nc;
+      av[v] = a[v * sx];
+      b[v] = 0.0f;
+    }
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int g = 0; g < kJobs; ++g) {
+      if (g >= k.n) break;
+      const float* pb = a + k.off[g];
+      if (k.slide >> g & 1u) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+        for (int v = 0; v < kV - 1; ++v) b[v] = b[v + 1];
+        b[kV - 1] = pb[(kV - 1) * sx];
+      } else {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+        for (int v = 0; v < kV; ++v) b[v] = pb[v * sx];
+      }
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (int v = 0; v < kV; ++v)
+        if (live[v]) acc[g] = fmaf(av[v], b[v], acc[g]);
+    }
   }
+}
+
+FP_HD void lane_sums(const Plan& p, const Tile& t, int lane, int lanes, const float* s, const Chunk& k, float* acc) {
+  if (t.cell.sx == 1) lane_sums_step<1>(p, t, lane, lanes, s, k, acc);
+  else lane_sums_step<0>(p, t, lane, lanes, s, k, acc);
 }
 
 // The lane tree, host form (the kernel runs the same additions with shuffles and shared memory):
@@ -258,20 +327,24 @@ inline float host_lane_tree(const Plan& p, float* v, int ch) {
   return red[0];
 }
 
+// Job j's workspace fields (row0, units).
+FP_HD const std::int64_t* job_rows(const std::int64_t* table, const Plan& p, std::int64_t j) {
+  return table + kCellFields * p.ncell + kEntryFields * p.njobs + kJobFields * j;
+}
 // Workspace row of job j's partial of unit (image n, tile l).
 FP_HD std::int64_t ws_row(const Plan& p, const std::int64_t* table, std::int64_t n, std::int64_t j, std::int64_t l) {
-  return n * p.rpi + table[kCellFields * p.ncell + kJobFields * j + 2] + l;
+  return n * p.rpi + job_rows(table, p, j)[0] + l;
 }
 
 // Second pass: job j's total for channel c over N images, units in order (image, then tile).
 FP_HD double job_total(const Plan& p, const std::int64_t* table, const double* ws, std::int64_t N, std::int64_t j,
                        std::int64_t c) {
-  const std::int64_t* tj = table + kCellFields * p.ncell + kJobFields * j;
-  const std::int64_t units = tj[3];
+  const std::int64_t* tj = job_rows(table, p, j);
+  const std::int64_t units = tj[1];
   double s = 0.0;
   float s32 = 0.0f;  // the probe (merge64 = false)
   for (std::int64_t n = 0; n < N; ++n) {
-    const double* w = ws + (n * p.rpi + tj[2]) * p.C + c;
+    const double* w = ws + (n * p.rpi + tj[0]) * p.C + c;
     for (std::int64_t l = 0; l < units; ++l) {
       if (p.merge64) s += w[l * p.C];
       else s32 += static_cast<float>(w[l * p.C]);
