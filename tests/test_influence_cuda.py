@@ -47,7 +47,7 @@ def check_moments(x: torch.Tensor, g: ConvGeometry, tol: float = TOL) -> None:
 
 
 SHAPES = {
-    "tiled": (2, 70, 96, 80),          # cells of several 16 x 128 tiles
+    "tiled": (2, 70, 160, 300),        # cells of several 48 x 128 tiles
     "c130": (3, 130, 40, 52),          # C > 128: partial channel groups
     "many-small-maps": (4096, 64, 7, 7),
     "big": (8, 70, 512, 512),

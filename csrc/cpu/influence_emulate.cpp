@@ -23,7 +23,7 @@ void shift(const View& x, const Plan& p, const std::int64_t* table, double* out)
   std::vector<double> ws(static_cast<std::size_t>(workspace_doubles(p, N)));
   std::vector<float> stage(static_cast<std::size_t>(p.stage));
   std::vector<float> acc(static_cast<std::size_t>(kThreads * kJobs));
-  float v[kThreads], tree[kThreads];
+  float v[kThreads];
   const int lanes = kThreads / p.cg;
   for (std::int64_t n = 0; n < N; ++n)
     for (std::int64_t grp = 0; grp < p.cgroups; ++grp)
@@ -35,14 +35,14 @@ void shift(const View& x, const Plan& p, const std::int64_t* table, double* out)
           const std::int64_t base = on ? plane(p, x.stride[0], n, c) : 0;
           float* s = stage.data() + ch * t.sr * t.sc;
           for (int lane = 0; lane < lanes; ++lane)
-            stage_items(t, lane, lanes, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, x.data, base, on, t, row, col); });
+            stage_items(p, t, lane, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, x.data, base, on, t, row, col); });
         }
         for (std::int64_t eb = t.cell.e0; eb < t.cell.e1; eb += kJobs) {
           const Chunk k = job_chunk(table, p, t, eb);
           std::fill(acc.begin(), acc.end(), 0.0f);
           for (int tid = 0; tid < kThreads; ++tid) {
-            const int ch = tid % p.cg;
-            lane_sums(p, t, tid / p.cg, lanes, stage.data() + ch * t.sr * t.sc, k, acc.data() + tid * kJobs);
+            const int ch = tid & (p.cg - 1);
+            lane_sums(p, t, tid >> p.cg_log2, lanes, stage.data() + ch * t.sr * t.sc, k, acc.data() + tid * kJobs);
           }
           for (int g = 0; g < k.n; ++g) {
             for (int tid = 0; tid < kThreads; ++tid) v[tid] = acc[static_cast<std::size_t>(tid * kJobs + g)];
@@ -50,8 +50,7 @@ void shift(const View& x, const Plan& p, const std::int64_t* table, double* out)
             for (int ch = 0; ch < p.cg; ++ch) {
               const std::int64_t c = grp * p.cg + ch;
               if (c >= p.C) continue;
-              std::copy(v, v + kThreads, tree);
-              ws[static_cast<std::size_t>(ws_row(p, table, n, job, t.l) * p.C + c)] = static_cast<double>(host_lane_tree(p, tree, ch));
+              ws[static_cast<std::size_t>(ws_row(p, table, n, job, t.l) * p.C + c)] = static_cast<double>(host_lane_tree(p, v, ch));
             }
           }
         }

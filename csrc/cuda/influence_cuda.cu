@@ -9,9 +9,9 @@
 //  shift_kernel   grid (units per image, channel groups, images). Stages one tile of a cell (plus
 //                 its max_dy / pad_x halo) for cg channels in shared memory, then kJobs deltas at a
 //                 time over groups of kV positions: kV shared loads of v(p) serve all deltas, a
-//                 delta's kV partners are loaded (or, sliding along dx, one of them), fp32 FMAs,
-//                 a shuffle butterfly and a halving tree over the warps; the unit's partial goes
-//                 to the workspace.
+//                 delta's kV partners are loaded (or, sliding along dx, one of them), fp32 FMAs;
+//                 per job a warp sums the 8 warps' values in shared memory and an xor butterfly
+//                 the lanes; the unit's partial goes to the workspace.
 //  shift_finish   one thread per (job, channel): the units in order, fp64, added into out.
 //  gather_kernel  grid (upper-triangle 64 x 64 block pairs, position groups). Chunks of 32
 //                 positions: both patch panels gathered into shared memory, 4 x 4 fp32 entries per
@@ -38,16 +38,16 @@ template <DType D>
 __global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr_t data, std::int64_t sN,
                                                          const std::int64_t* table, double* ws) {
   extern __shared__ float stage[];  // cg x sr x sc
-  __shared__ float red[kJobs][kWarps][kWarp];
+  __shared__ float red[kJobs][kThreads];
   const std::int64_t n = blockIdx.z;
   const Tile t = tile_of(p, table, blockIdx.x);
-  const int tid = threadIdx.x, ch = tid % p.cg, lane = tid / p.cg, lanes = kThreads / p.cg;
+  const int tid = threadIdx.x, ch = tid & (p.cg - 1), lane = tid >> p.cg_log2, lanes = kThreads >> p.cg_log2;
   const int w = tid / kWarp, wl = tid % kWarp;
-  const std::int64_t c = static_cast<std::int64_t>(blockIdx.y) * p.cg + ch;
+  const std::int64_t grp = blockIdx.y, c = grp * p.cg + ch;
   const bool on = c < p.C;
   const std::int64_t base = on ? plane(p, sN, n, c) : 0;
   float* s = stage + ch * t.sr * t.sc;
-  stage_items(t, lane, lanes, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, data, base, on, t, row, col); });
+  stage_items(p, t, lane, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, data, base, on, t, row, col); });
   __syncthreads();
   for (std::int64_t eb = t.cell.e0; eb < t.cell.e1; eb += kJobs) {
     const Chunk k = job_chunk(table, p, t, eb);
@@ -55,26 +55,22 @@ __global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr
 #pragma unroll
     for (int g = 0; g < kJobs; ++g) acc[g] = 0.0f;
     lane_sums(p, t, lane, lanes, s, k, acc);
-    for (int o = kWarp / 2; o >= p.cg; o /= 2) {
 #pragma unroll
-      for (int g = 0; g < kJobs; ++g) acc[g] += __shfl_xor_sync(0xffffffffu, acc[g], o);
-    }
-    if (wl < p.cg) {
-#pragma unroll
-      for (int g = 0; g < kJobs; ++g) red[g][w][wl] = acc[g];
-    }
+    for (int g = 0; g < kJobs; ++g) red[g][tid] = acc[g];
     __syncthreads();
+    // warp w reduces jobs w and w + kWarps: host_lane_tree's additions
+    for (int g = w; g < k.n; g += kWarps) {
+      float v = red[g][wl];
 #pragma unroll
-    for (int o = kWarps / 2; o > 0; o /= 2) {
-      if (w < o && wl < p.cg) {
+      for (int u = 1; u < kWarps; ++u) v += red[g][u * kWarp + wl];
 #pragma unroll
-        for (int g = 0; g < kJobs; ++g) red[g][w][wl] += red[g][w + o][wl];
+      for (int o = kWarp / 2; o > 0; o /= 2) {  // every lane shuffles; offsets below cg add nothing
+        const float u = __shfl_xor_sync(0xffffffffu, v, o);
+        if (o >= p.cg) v += u;
       }
-      __syncthreads();
+      const std::int64_t cw = grp * p.cg + wl;
+      if (wl < p.cg && cw < p.C) ws[ws_row(p, table, n, entry(table, p, eb + g)[2], t.l) * p.C + cw] = static_cast<double>(v);
     }
-    if (tid < p.cg && on)
-      for (int g = 0; g < k.n; ++g)
-        ws[ws_row(p, table, n, entry(table, p, eb + g)[2], t.l) * p.C + c] = static_cast<double>(red[g][0][tid]);
     __syncthreads();  // red is refilled by the next job chunk
   }
 }

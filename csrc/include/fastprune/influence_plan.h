@@ -45,19 +45,19 @@ using dev_util::load;
 using dev_util::max64;
 using dev_util::min64;
 
-constexpr int kThreads = 256;  // every kernel's block
+constexpr int kThreads = 256;  // every kernel's block (stage_items assumes 256 = 1 << 8)
 constexpr int kWarp = 32;
 constexpr int kWarps = kThreads / kWarp;
 constexpr int kJobs = 16;      // jobs (deltas) held in registers at once (a 3x3 consumer's 13)
 constexpr int kV = 4;          // consecutive positions of a row per lane step
-constexpr int kPlanarRows = 16, kPlanarCols = 128;  // default tile, planar input
+constexpr int kPlanarRows = 48, kPlanarCols = 128;  // default tile, planar input
 constexpr int kInterRows = 8, kInterCols = 16;      // default tile, channels innermost
 constexpr int kMaxGroup = 32;  // channels per block, channels innermost
 constexpr std::int64_t kStageFloats = 8 * 1024;  // staged tile: 32 KiB (+ 16 KiB tree) of shared memory
 // The table: per cell kCellFields (its entries are [e0, e1)), then per entry kEntryFields (the
 // cell's jobs sorted by (dy, dx)), then per job kJobFields (its workspace rows).
 constexpr int kCellFields = 10;  // y0 sy x0 sx nrows ncols e0 e1 unit0 tiles_x
-constexpr int kEntryFields = 3;  // dy dx job
+constexpr int kEntryFields = 4;  // dy dx job slide (slide: same dy as the previous entry, dx larger by sx)
 constexpr int kJobFields = 2;    // row0 units
 
 // Tile-size overrides (0: the launch's defaults) and the probe: merge64 = false sums the unit
@@ -71,7 +71,8 @@ struct Targets {
 struct Plan {
   std::int64_t C = 0, H = 0, W = 0, sC = 0, sH = 0, sW = 0;  // shape and strides after N
   int planar = 1;     // 1: threads over columns; 0: channels innermost, threads over channels
-  int cg = 1;         // channels per block
+  int cg = 1;         // channels per block (a power of two, at most 32)
+  int cg_log2 = 0;
   int tr = 0, tc = 0;   // tile: cell rows x cell columns (tc a power of two)
   int gc_log2 = 0;      // log2 of the kV-position groups per tile row (max(1, tc / kV))
   std::int64_t max_dy = 0, pad_x = 0;
@@ -124,6 +125,7 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
     else FP_CHECK(false, "the consumer's window is too large for the CUDA influence kernel");
   }
   p.cg = cg;
+  while ((1 << p.cg_log2) < cg) ++p.cg_log2;
   p.tr = static_cast<int>(tr);
   p.tc = static_cast<int>(tc);
   while ((std::int64_t{kV} << p.gc_log2) < tc) ++p.gc_log2;
@@ -149,6 +151,7 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
         const std::int64_t j = order[static_cast<std::size_t>(e - j0)];
         std::int64_t* te = table + kCellFields * hp.ncell + kEntryFields * e;
         te[0] = delta(j)[0]; te[1] = delta(j)[1]; te[2] = j;
+        te[3] = e > j0 && te[0] == te[-kEntryFields] && te[1] == te[1 - kEntryFields] + c[5];
         std::int64_t* tj = table + kCellFields * hp.ncell + kEntryFields * hp.njobs + kJobFields * j;
         tj[0] = row + (j - j0) * tiles; tj[1] = tiles;
       }
@@ -214,19 +217,15 @@ FP_HD float stage_value(const Plan& p, std::uintptr_t data, std::int64_t base, b
   return load<D>(data, base + y * p.sH + xx * p.sW);
 }
 
-// The staged item walk of one thread: items it = lane, lane + lanes, ... of sr * sc (row-major),
-// fn(row, col) each. Consecutive lanes take consecutive columns (coalesced along x when planar).
+// The staged items of one thread: lanes = 256 / cg threads share a channel's tile; lc = min(lanes,
+// 32) of them walk a row's columns (consecutive lanes, consecutive columns: coalesced along x when
+// planar) and lanes / lc rows go at once. fn(row, col) per item; no division.
 template <class F>
-FP_HD void stage_items(const Tile& t, int lane, int lanes, F&& fn) {
-  const FastDiv by_col(static_cast<std::uint32_t>(t.sc));
-  const int total = t.sr * t.sc;
-#if defined(__CUDA_ARCH__)
-#pragma unroll 4
-#endif
-  for (int it = lane; it < total; it += lanes) {
-    const int row = static_cast<int>(by_col.div(static_cast<std::uint32_t>(it)));
-    fn(row, it - row * t.sc);
-  }
+FP_HD void stage_items(const Plan& p, const Tile& t, int lane, F&& fn) {
+  const int lanes_log2 = 8 - p.cg_log2, lc_log2 = lanes_log2 < 5 ? lanes_log2 : 5;
+  const int rstep = 1 << (lanes_log2 - lc_log2), lc = 1 << lc_log2;
+  for (int row = lane >> lc_log2; row < t.sr; row += rstep)
+    for (int col = lane & (lc - 1); col < t.sc; col += lc) fn(row, col);
 }
 
 // Entry e of the table: its delta and job.
@@ -248,8 +247,7 @@ FP_HD Chunk job_chunk(const std::int64_t* table, const Plan& p, const Tile& t, s
   for (int g = 0; g < kJobs; ++g) {
     const std::int64_t* te = entry(table, p, eb + (g < k.n ? g : 0));
     k.off[g] = g < k.n ? static_cast<int>(te[0] * t.sc + te[1]) : 0;
-    if (g > 0 && g < k.n && k.off[g] == k.off[g - 1] + static_cast<int>(t.cell.sx) && te[0] == te[-kEntryFields])
-      k.slide |= 1u << g;
+    if (g > 0 && g < k.n && te[3]) k.slide |= 1u << g;
   }
   return k;
 }
@@ -310,21 +308,22 @@ FP_HD void lane_sums(const Plan& p, const Tile& t, int lane, int lanes, const fl
   else lane_sums_step<0>(p, t, lane, lanes, s, k, acc);
 }
 
-// The lane tree, host form (the kernel runs the same additions with shuffles and shared memory):
-// v holds one value per thread of the block; lanes of channel ch are threads ch + cg * l. Inside
-// each warp an xor butterfly over offsets 16, 8, .., cg (thread i takes v[i] + v[i ^ o]); then the
-// warps' lane-ch values in a halving tree (warp w < o takes w + o, o = 4, 2, 1).
-inline float host_lane_tree(const Plan& p, float* v, int ch) {
-  float tmp[kThreads];
-  for (int o = kWarp / 2; o >= p.cg; o /= 2) {
-    for (int i = 0; i < kThreads; ++i) tmp[i] = v[i] + v[i ^ o];
-    for (int i = 0; i < kThreads; ++i) v[i] = tmp[i];
+// The lane tree, host form (the kernel runs the same additions through shared memory and
+// shuffles): v holds one value per thread of the block; channel ch's values are at threads
+// ch + cg * l. Lane i of a warp (i % cg = the channel) sums v[i], v[32 + i], .., v[224 + i] in
+// order; then an xor butterfly over lanes, offsets 16, 8, .., cg (lane i takes s[i] + s[i ^ o]);
+// lane ch holds the channel's sum.
+inline float host_lane_tree(const Plan& p, const float* v, int ch) {
+  float sum[kWarp], tmp[kWarp];
+  for (int i = 0; i < kWarp; ++i) {
+    sum[i] = v[i];
+    for (int w = 1; w < kWarps; ++w) sum[i] += v[w * kWarp + i];
   }
-  float red[kWarps];
-  for (int w = 0; w < kWarps; ++w) red[w] = v[w * kWarp + ch];
-  for (int o = kWarps / 2; o > 0; o /= 2)
-    for (int w = 0; w < o; ++w) red[w] += red[w + o];
-  return red[0];
+  for (int o = kWarp / 2; o >= p.cg; o /= 2) {
+    for (int i = 0; i < kWarp; ++i) tmp[i] = sum[i] + sum[i ^ o];
+    for (int i = 0; i < kWarp; ++i) sum[i] = tmp[i];
+  }
+  return sum[ch];
 }
 
 // Job j's workspace fields (row0, units).
