@@ -145,8 +145,8 @@ def test_cases_reach_every_partition_path():
     assert plans["nchw-fp32-c130-1x1"].jobs == 1 and plans["nchw-fp32-c130-1x1"].channel_groups == 130
     shrunk = plans["last-fp32-wide-window"]  # the staged tile only fits with fewer channels
     assert shrunk.channels_per_block < 32 and (shrunk.tile_rows, shrunk.tile_cols) == (1, 1)
-    assert shrunk.stage_floats <= 8 * 1024
-    assert all(p.stage_floats <= 8 * 1024 for p in plans.values())
+    assert shrunk.stage_floats <= 8000
+    assert all(p.stage_floats <= 8000 for p in plans.values())  # kStageFloats
 
 
 def test_fp64_merge_of_the_units_is_needed():

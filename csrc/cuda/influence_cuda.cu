@@ -34,11 +34,17 @@ using cuda_util::check;
 using cuda_util::DeviceGuard;
 
 // ---------------------------------------------------------------- shifted auto-moments
+// static shared memory of shift_kernel + the largest staged tile: within the 48 KiB a block may
+// use without opting in
+static_assert((kJobs * kThreads + kJobs + 1) * 4 + kStageFloats * 4 <= 48 * 1024, "shift_kernel shared memory");
+
 template <DType D>
 __global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr_t data, std::int64_t sN,
                                                          const std::int64_t* table, double* ws) {
   extern __shared__ float stage[];  // cg x sr x sc
   __shared__ float red[kJobs][kThreads];
+  __shared__ int chunk_off[kJobs];
+  __shared__ unsigned chunk_slide;
   const std::int64_t n = blockIdx.z;
   const Tile t = tile_of(p, table, blockIdx.x);
   const int tid = threadIdx.x, ch = tid & (p.cg - 1), lane = tid >> p.cg_log2, lanes = kThreads >> p.cg_log2;
@@ -50,7 +56,20 @@ __global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr
   stage_items(p, t, lane, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, data, base, on, t, row, col); });
   __syncthreads();
   for (std::int64_t eb = t.cell.e0; eb < t.cell.e1; eb += kJobs) {
-    const Chunk k = job_chunk(table, p, t, eb);
+    Chunk k;  // job_chunk, one thread per entry
+    k.n = chunk_size(t, eb);
+    if (tid < kJobs) {
+      int off = 0;
+      bool slide = false;
+      if (tid < k.n) chunk_entry(table, p, t, eb, tid, off, slide);
+      chunk_off[tid] = off;
+      const unsigned bits = __ballot_sync(0xffffu, slide);
+      if (tid == 0) chunk_slide = bits;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < kJobs; ++g) k.off[g] = chunk_off[g];
+    k.slide = chunk_slide;
     float acc[kJobs];
 #pragma unroll
     for (int g = 0; g < kJobs; ++g) acc[g] = 0.0f;

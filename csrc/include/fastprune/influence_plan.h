@@ -53,7 +53,7 @@ constexpr int kV = 4;          // consecutive positions of a row per lane step
 constexpr int kPlanarRows = 48, kPlanarCols = 128;  // default tile, planar input
 constexpr int kInterRows = 8, kInterCols = 16;      // default tile, channels innermost
 constexpr int kMaxGroup = 32;  // channels per block, channels innermost
-constexpr std::int64_t kStageFloats = 8 * 1024;  // staged tile: 32 KiB (+ 16 KiB tree) of shared memory
+constexpr std::int64_t kStageFloats = 8000;  // staged tile: 31.25 KiB (with the kernel's 16.1 KiB, <= 48 KiB)
 // The table: per cell kCellFields (its entries are [e0, e1)), then per entry kEntryFields (the
 // cell's jobs sorted by (dy, dx)), then per job kJobFields (its workspace rows).
 constexpr int kCellFields = 10;  // y0 sy x0 sx nrows ncols e0 e1 unit0 tiles_x
@@ -194,7 +194,9 @@ FP_HD Tile tile_of(const Plan& p, const std::int64_t* table, std::int64_t u) {
   Tile t;
   t.cell = cell_at(table, lo);
   t.l = u - t.cell.unit0;
-  const std::int64_t ty = t.l / t.cell.tiles_x, tx = t.l - ty * t.cell.tiles_x;
+  // units per image < 2^31 (the grid's x dimension): a 32-bit division
+  const std::int64_t ty = static_cast<std::uint32_t>(t.l) / static_cast<std::uint32_t>(t.cell.tiles_x);
+  const std::int64_t tx = t.l - ty * t.cell.tiles_x;
   const std::int64_t r0 = ty * p.tr, c0 = tx * p.tc;
   t.y = t.cell.y0 + r0 * t.cell.sy;
   t.x = t.cell.x0 + c0 * t.cell.sx;
@@ -241,13 +243,23 @@ struct Chunk {
   int off[kJobs];
   unsigned slide = 0;
 };
-FP_HD Chunk job_chunk(const std::int64_t* table, const Plan& p, const Tile& t, std::int64_t eb) {
+// Entry g of the chunk starting at eb (g < chunk_size): its offset and slide flag.
+FP_HD int chunk_size(const Tile& t, std::int64_t eb) { return static_cast<int>(min64(kJobs, t.cell.e1 - eb)); }
+FP_HD void chunk_entry(const std::int64_t* table, const Plan& p, const Tile& t, std::int64_t eb, int g, int& off,
+                       bool& slide) {
+  const std::int64_t* te = entry(table, p, eb + g);
+  off = static_cast<int>(te[0] * t.sc + te[1]);
+  slide = g > 0 && te[3] != 0;
+}
+// The whole chunk, host form (the kernel builds it with one thread per entry in shared memory).
+inline Chunk job_chunk(const std::int64_t* table, const Plan& p, const Tile& t, std::int64_t eb) {
   Chunk k;
-  k.n = static_cast<int>(min64(kJobs, t.cell.e1 - eb));
+  k.n = chunk_size(t, eb);
   for (int g = 0; g < kJobs; ++g) {
-    const std::int64_t* te = entry(table, p, eb + (g < k.n ? g : 0));
-    k.off[g] = g < k.n ? static_cast<int>(te[0] * t.sc + te[1]) : 0;
-    if (g > 0 && g < k.n && te[3]) k.slide |= 1u << g;
+    bool slide = false;
+    k.off[g] = 0;
+    if (g < k.n) chunk_entry(table, p, t, eb, g, k.off[g], slide);
+    if (slide) k.slide |= 1u << g;
   }
   return k;
 }
