@@ -18,7 +18,7 @@ std::pair<dev::Plan, std::vector<std::int64_t>> influence_device_plan(const View
                                                                       const dev::Targets& targets) {
   check_input(x);
   check_plan(x, host_plan);
-  FP_CHECK(targets.tile_rows >= 0 && targets.tile_cols >= 0, "tile sizes must be >= 0");
+  FP_CHECK(targets.tile_rows >= 0 && targets.tile_cols >= 0 && targets.run >= 0, "tile sizes must be >= 0");
   const dev::Plan p = dev::make_plan(x, host_plan, targets, nullptr);
   std::vector<std::int64_t> table(static_cast<std::size_t>(p.table_len));
   dev::make_plan(x, host_plan, targets, table.data());

@@ -35,9 +35,9 @@ def rel_max(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-def targets(tile_rows: int = 0, tile_cols: int = 0, merge64: bool = True):
+def targets(tile_rows: int = 0, tile_cols: int = 0, run: int = 0, merge64: bool = True):
     t = _C.InfluenceTargets()
-    t.tile_rows, t.tile_cols, t.merge64 = tile_rows, tile_cols, merge64
+    t.tile_rows, t.tile_cols, t.tiles_per_unit, t.merge64 = tile_rows, tile_cols, run, merge64
     return t
 
 
@@ -108,6 +108,7 @@ def emulated_moments(x: torch.Tensor, g: ConvGeometry, **tg) -> torch.Tensor:
 # (shape, dtype, layout, geometry (k, s, p, d), mean scale, tile overrides)
 CASES = {
     "nchw-fp32-many-tiles": ((2, 6, 40, 52), torch.float32, "nchw", (3, 1, 1, 1), 1e4, dict(tile_rows=4, tile_cols=8)),
+    "nchw-fp32-runs": ((2, 6, 40, 52), torch.float32, "nchw", (3, 1, 1, 1), 1e4, dict(tile_rows=4, tile_cols=8, run=3)),
     "nchw-fp32-default-tiles": ((2, 8, 70, 300), torch.float32, "nchw", (3, 1, 1, 1), 1e3, {}),
     "last-bf16-c130": ((2, 130, 12, 14), torch.bfloat16, "channels_last", (3, 1, 1, 1), 1e2, {}),
     "nchw-fp16-stride2-dil2": ((3, 5, 23, 21), torch.float16, "nchw", (5, 2, 2, 2), 1e2, dict(tile_rows=3, tile_cols=4)),
@@ -137,10 +138,14 @@ def test_cases_reach_every_partition_path():
         plans[name] = device_plan(shape, dtype, layout, ConvGeometry.parse(k, s, p, d), **tg)[0]
     many = plans["nchw-fp32-many-tiles"]
     assert many.planar == 1 and many.channels_per_block == 1 and many.units_per_image > 9 * 4
+    assert many.tiles_per_unit == 1
+    runs = plans["nchw-fp32-runs"]  # units of three tiles (the last of a cell shorter)
+    assert runs.tiles_per_unit == 3 and runs.units_per_image < many.units_per_image
     wide = plans["nchw-fp32-default-tiles"]
     assert (wide.tile_rows, wide.tile_cols) == (48, 128) and wide.units_per_image > 9  # cells of several tiles
     last = plans["last-bf16-c130"]
     assert last.planar == 0 and last.channels_per_block == 32 and last.channel_groups == 5  # a partial group
+    assert last.tiles_per_unit == 8
     assert plans["last-fp64-7x7-same"].channels_per_block == 16  # C = 9: the next power of two
     assert plans["nchw-fp32-c130-1x1"].jobs == 1 and plans["nchw-fp32-c130-1x1"].channel_groups == 130
     shrunk = plans["last-fp32-wide-window"]  # the staged tile only fits with fewer channels
@@ -173,7 +178,8 @@ def test_launch_plans_of_the_issue_shapes():
     assert _C.influence_workspace_size(big, plan) <= 32 << 20  # partials: a few % of the input
     last = meta_view((8, 64, 512, 512), _C.DType.f32, (64 * 512 * 512, 1, 512 * 64, 64))
     lp, _ = _C.influence_device_plan(last, args)
-    assert lp.planar == 0 and lp.channels_per_block == 32 and lp.channel_groups == 2
+    assert lp.planar == 0 and lp.channels_per_block == 32 and lp.channel_groups == 2 and lp.tiles_per_unit == 8
+    assert _C.influence_workspace_size(last, lp) <= 32 << 20
     args7, keep7 = _plan_args(shift_plan(g, 7, 7))
     small, _ = _C.influence_device_plan(meta_view((4096, 64, 7, 7), _C.DType.f32), args7)
     assert small.units_per_image == small.cells  # one tile per cell

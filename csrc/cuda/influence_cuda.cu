@@ -6,8 +6,9 @@
 // are counted by the Python layer.
 //
 // Kernels (blocks of kThreads = 256), templated on the input dtype:
-//  shift_kernel   grid (units per image, channel groups, images). Stages one tile of a cell (plus
-//                 its max_dy / pad_x halo) for cg channels in shared memory, then kJobs deltas at a
+//  shift_kernel   grid (units per image, channel groups, images). Per tile of the unit's run,
+//                 stages the tile (plus its max_dy / pad_x halo) for cg channels in shared
+//                 memory, then kJobs deltas at a
 //                 time over groups of kV positions: kV shared loads of v(p) serve all deltas, a
 //                 delta's kV partners are loaded (or, sliding along dx, one of them), fp32 FMAs;
 //                 per job a warp sums the 8 warps' values in shared memory and an xor butterfly
@@ -46,51 +47,54 @@ __global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr
   __shared__ int chunk_off[kJobs];
   __shared__ unsigned chunk_slide;
   const std::int64_t n = blockIdx.z;
-  const Tile t = tile_of(p, table, blockIdx.x);
+  const Unit un = unit_of(p, table, blockIdx.x);
   const int tid = threadIdx.x, ch = tid & (p.cg - 1), lane = tid >> p.cg_log2, lanes = kThreads >> p.cg_log2;
   const int w = tid / kWarp, wl = tid % kWarp;
   const std::int64_t grp = blockIdx.y, c = grp * p.cg + ch;
   const bool on = c < p.C;
   const std::int64_t base = on ? plane(p, sN, n, c) : 0;
-  float* s = stage + ch * t.sr * t.sc;
-  stage_items(p, t, lane, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, data, base, on, t, row, col); });
-  __syncthreads();
-  for (std::int64_t eb = t.cell.e0; eb < t.cell.e1; eb += kJobs) {
-    Chunk k;  // job_chunk, one thread per entry
-    k.n = chunk_size(t, eb);
-    if (tid < kJobs) {
-      int off = 0;
-      bool slide = false;
-      if (tid < k.n) chunk_entry(table, p, t, eb, tid, off, slide);
-      chunk_off[tid] = off;
-      const unsigned bits = __ballot_sync(0xffffu, slide);
-      if (tid == 0) chunk_slide = bits;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int g = 0; g < kJobs; ++g) k.off[g] = chunk_off[g];
-    k.slide = chunk_slide;
+  for (std::int64_t eb = un.cell.e0; eb < un.cell.e1; eb += kJobs) {
+    const int kn = chunk_size(un.cell, eb);
     float acc[kJobs];
 #pragma unroll
     for (int g = 0; g < kJobs; ++g) acc[g] = 0.0f;
-    lane_sums(p, t, lane, lanes, s, k, acc);
+    for (std::int64_t l = un.t0; l < un.t1; ++l) {
+      const Tile t = tile_at(p, un.cell, l);
+      float* s = stage + ch * t.sr * t.sc;
+      __syncthreads();  // the previous tile's stage and chunk are read
+      stage_items(p, t, lane, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, data, base, on, t, row, col); });
+      if (tid < kJobs) {  // job_chunk, one thread per entry
+        int off = 0;
+        bool slide = false;
+        if (tid < kn) chunk_entry(table, p, t, eb, tid, off, slide);
+        chunk_off[tid] = off;
+        const unsigned bits = __ballot_sync(0xffffu, slide);
+        if (tid == 0) chunk_slide = bits;
+      }
+      __syncthreads();
+      Chunk k;
+      k.n = kn;
+#pragma unroll
+      for (int g = 0; g < kJobs; ++g) k.off[g] = chunk_off[g];
+      k.slide = chunk_slide;
+      lane_sums(p, t, lane, lanes, s, k, acc);
+    }
 #pragma unroll
     for (int g = 0; g < kJobs; ++g) red[g][tid] = acc[g];
     __syncthreads();
     // warp w reduces jobs w and w + kWarps: host_lane_tree's additions
-    for (int g = w; g < k.n; g += kWarps) {
+    for (int g = w; g < kn; g += kWarps) {
       float v = red[g][wl];
 #pragma unroll
       for (int u = 1; u < kWarps; ++u) v += red[g][u * kWarp + wl];
 #pragma unroll
       for (int o = kWarp / 2; o > 0; o /= 2) {  // every lane shuffles; offsets below cg add nothing
-        const float u = __shfl_xor_sync(0xffffffffu, v, o);
-        if (o >= p.cg) v += u;
+        const float x = __shfl_xor_sync(0xffffffffu, v, o);
+        if (o >= p.cg) v += x;
       }
       const std::int64_t cw = grp * p.cg + wl;
-      if (wl < p.cg && cw < p.C) ws[ws_row(p, table, n, entry(table, p, eb + g)[2], t.l) * p.C + cw] = static_cast<double>(v);
+      if (wl < p.cg && cw < p.C) ws[ws_row(p, table, n, entry(table, p, eb + g)[2], un.l) * p.C + cw] = static_cast<double>(v);
     }
-    __syncthreads();  // red is refilled by the next job chunk
   }
 }
 

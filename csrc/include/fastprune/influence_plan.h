@@ -5,16 +5,16 @@
 //
 // Shifted auto-moments (influence_shift). The shift plan (influence_geometry.py) cuts the first-tap
 // positions into cells, each with its jobs (deltas). Every cell is cut into tiles of at most
-// tr x tc positions (cell rows x cell columns; tc a power of two); a unit is one tile of one
-// image for one group of cg channels: a block. It stages the input the tile reads (its rows plus
-// max_dy below, its columns plus pad_x either side; zero outside the image) once into shared
-// memory as fp32, then each thread (lane l = tid / cg of channel tid % cg) walks groups of kV
+// tr x tc positions (cell rows x cell columns; tc a power of two); a unit is a run of up to `run`
+// consecutive tiles of one cell of one image for one group of cg channels: a block. Per tile it
+// stages the input the tile reads (its rows plus max_dy below, its columns plus pad_x either side;
+// zero outside the image) once into shared memory as fp32, then each thread (lane l = tid / cg of channel tid % cg) walks groups of kV
 // consecutive positions of a tile row (groups l, l + 256/cg, ...) and, kJobs jobs at a time, adds
 // v(p) * v(p + delta) for all of them to fp32 registers: one load of v(p) serves every delta of
 // the cell, and jobs are sorted by (dy, dx) so that the next delta's partners mostly are the
 // previous one's shifted by a position (one new load instead of kV). A fixed tree (xor
 // butterfly inside the warp, halving tree over the warps) sums the lanes of a channel in fp32: a
-// unit's partial covers at most tr x tc products. Partials go to the workspace in fp64; the
+// unit's partial covers at most run x tr x tc products. Partials go to the workspace in fp64; the
 // second pass sums, per (job, channel), the units of every image in a fixed order in fp64.
 // Planar input (x contiguous): cg = 1, threads over columns. Channels innermost (channels_last):
 // cg = up to 32 channels, threads over channels. Tiles shrink (then cg) until the staged tile
@@ -52,6 +52,7 @@ constexpr int kJobs = 16;      // jobs (deltas) held in registers at once (a 3x3
 constexpr int kV = 4;          // consecutive positions of a row per lane step
 constexpr int kPlanarRows = 48, kPlanarCols = 128;  // default tile, planar input
 constexpr int kInterRows = 8, kInterCols = 16;      // default tile, channels innermost
+constexpr int kInterRun = 8;   // tiles per unit, channels innermost (small tiles: fewer partials)
 constexpr int kMaxGroup = 32;  // channels per block, channels innermost
 constexpr std::int64_t kStageFloats = 8000;  // staged tile: 31.25 KiB (with the kernel's 16.1 KiB, <= 48 KiB)
 // The table: per cell kCellFields (its entries are [e0, e1)), then per entry kEntryFields (the
@@ -64,7 +65,7 @@ constexpr int kJobFields = 2;    // row0 units
 // partials in fp32 (emulation only; the kernels always merge in fp64), to show that the tests
 // see the difference.
 struct Targets {
-  int tile_rows = 0, tile_cols = 0;
+  int tile_rows = 0, tile_cols = 0, run = 0;
   bool merge64 = true;
 };
 
@@ -75,9 +76,10 @@ struct Plan {
   int cg_log2 = 0;
   int tr = 0, tc = 0;   // tile: cell rows x cell columns (tc a power of two)
   int gc_log2 = 0;      // log2 of the kV-position groups per tile row (max(1, tc / kV))
+  int run = 1;          // tiles per unit
   std::int64_t max_dy = 0, pad_x = 0;
   std::int64_t ncell = 0, njobs = 0;
-  std::int64_t upi = 0;      // units (tiles of all cells) per image and channel group
+  std::int64_t upi = 0;      // units (runs of tiles, all cells) per image and channel group
   std::int64_t rpi = 0;      // workspace rows (C doubles each) per image
   std::int64_t cgroups = 0;  // channel groups
   std::int64_t stage = 0;    // shared floats per block (the largest staged tile)
@@ -131,11 +133,12 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
   while ((std::int64_t{kV} << p.gc_log2) < tc) ++p.gc_log2;
   p.stage = stage(tr, tc, cg);
   p.cgroups = ceil_div(p.C, cg);
+  p.run = tg.run > 0 ? tg.run : (p.planar ? 1 : kInterRun);
   std::int64_t unit = 0, row = 0;
   for (std::int64_t ci = 0; ci < hp.ncell; ++ci) {
     const std::int64_t* c = hp.cells + 6 * ci;
     const std::int64_t nrows = ceil_div(c[1] - c[0], c[2]), ncols = ceil_div(c[4] - c[3], c[5]);
-    const std::int64_t tiles_x = ceil_div(ncols, tc), tiles = ceil_div(nrows, tr) * tiles_x;
+    const std::int64_t tiles_x = ceil_div(ncols, tc), units = ceil_div(ceil_div(nrows, tr) * tiles_x, p.run);
     const std::int64_t j0 = hp.cell_ptr[ci], j1 = hp.cell_ptr[ci + 1];
     if (table) {
       std::int64_t* t = table + kCellFields * ci;
@@ -153,11 +156,11 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
         te[0] = delta(j)[0]; te[1] = delta(j)[1]; te[2] = j;
         te[3] = e > j0 && te[0] == te[-kEntryFields] && te[1] == te[1 - kEntryFields] + c[5];
         std::int64_t* tj = table + kCellFields * hp.ncell + kEntryFields * hp.njobs + kJobFields * j;
-        tj[0] = row + (j - j0) * tiles; tj[1] = tiles;
+        tj[0] = row + (j - j0) * units; tj[1] = units;
       }
     }
-    unit += tiles;
-    row += (j1 - j0) * tiles;
+    unit += units;
+    row += (j1 - j0) * units;
   }
   p.upi = unit;
   p.rpi = row;
@@ -176,34 +179,46 @@ FP_HD Cell cell_at(const std::int64_t* table, std::int64_t ci) {
   return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]};
 }
 
-// A unit's tile: its cell, index within the cell (per image), first position and extent.
-struct Tile {
+// Unit u of an image (0 <= u < upi): its cell (the last whose unit0 <= u: a binary search, once a
+// block), its index within the cell and its tiles [t0, t1) (the cell's tiles row-major).
+struct Unit {
   Cell cell;
-  std::int64_t l;   // tile index within the cell, per image
-  std::int64_t y, x;  // input row and column of the tile's first position
-  int nr, nc;       // positions: cell rows x cell columns
-  int sr, sc;       // staged rows x columns
+  std::int64_t l, t0, t1;
 };
-// Unit u of an image (0 <= u < upi): the last cell whose unit0 <= u (binary search, once a block).
-FP_HD Tile tile_of(const Plan& p, const std::int64_t* table, std::int64_t u) {
+FP_HD Unit unit_of(const Plan& p, const std::int64_t* table, std::int64_t u) {
   std::int64_t lo = 0, hi = p.ncell - 1;
   while (lo < hi) {
     const std::int64_t mid = (lo + hi + 1) / 2;
     if (table[kCellFields * mid + 8] <= u) lo = mid; else hi = mid - 1;
   }
+  Unit un;
+  un.cell = cell_at(table, lo);
+  un.l = u - un.cell.unit0;
+  un.t0 = un.l * p.run;
+  un.t1 = min64(ceil_div(un.cell.nrows, p.tr) * un.cell.tiles_x, un.t0 + p.run);
+  return un;
+}
+
+// Tile l of a cell: first position and extent.
+struct Tile {
+  Cell cell;
+  std::int64_t y, x;  // input row and column of the tile's first position
+  int nr, nc;       // positions: cell rows x cell columns
+  int sr, sc;       // staged rows x columns
+};
+FP_HD Tile tile_at(const Plan& p, const Cell& cell, std::int64_t l) {
   Tile t;
-  t.cell = cell_at(table, lo);
-  t.l = u - t.cell.unit0;
-  // units per image < 2^31 (the grid's x dimension): a 32-bit division
-  const std::int64_t ty = static_cast<std::uint32_t>(t.l) / static_cast<std::uint32_t>(t.cell.tiles_x);
-  const std::int64_t tx = t.l - ty * t.cell.tiles_x;
+  t.cell = cell;
+  // tiles per image < 2^31 (units are the grid's x dimension): a 32-bit division
+  const std::int64_t ty = static_cast<std::uint32_t>(l) / static_cast<std::uint32_t>(cell.tiles_x);
+  const std::int64_t tx = l - ty * cell.tiles_x;
   const std::int64_t r0 = ty * p.tr, c0 = tx * p.tc;
-  t.y = t.cell.y0 + r0 * t.cell.sy;
-  t.x = t.cell.x0 + c0 * t.cell.sx;
-  t.nr = static_cast<int>(min64(p.tr, t.cell.nrows - r0));
-  t.nc = static_cast<int>(min64(p.tc, t.cell.ncols - c0));
-  t.sr = static_cast<int>(staged_rows(p, t.nr, t.cell.sy));
-  t.sc = static_cast<int>(staged_cols(p, t.nc, t.cell.sx));
+  t.y = cell.y0 + r0 * cell.sy;
+  t.x = cell.x0 + c0 * cell.sx;
+  t.nr = static_cast<int>(min64(p.tr, cell.nrows - r0));
+  t.nc = static_cast<int>(min64(p.tc, cell.ncols - c0));
+  t.sr = static_cast<int>(staged_rows(p, t.nr, cell.sy));
+  t.sc = static_cast<int>(staged_cols(p, t.nc, cell.sx));
   return t;
 }
 
@@ -244,7 +259,7 @@ struct Chunk {
   unsigned slide = 0;
 };
 // Entry g of the chunk starting at eb (g < chunk_size): its offset and slide flag.
-FP_HD int chunk_size(const Tile& t, std::int64_t eb) { return static_cast<int>(min64(kJobs, t.cell.e1 - eb)); }
+FP_HD int chunk_size(const Cell& cell, std::int64_t eb) { return static_cast<int>(min64(kJobs, cell.e1 - eb)); }
 FP_HD void chunk_entry(const std::int64_t* table, const Plan& p, const Tile& t, std::int64_t eb, int g, int& off,
                        bool& slide) {
   const std::int64_t* te = entry(table, p, eb + g);
@@ -254,7 +269,7 @@ FP_HD void chunk_entry(const std::int64_t* table, const Plan& p, const Tile& t, 
 // The whole chunk, host form (the kernel builds it with one thread per entry in shared memory).
 inline Chunk job_chunk(const std::int64_t* table, const Plan& p, const Tile& t, std::int64_t eb) {
   Chunk k;
-  k.n = chunk_size(t, eb);
+  k.n = chunk_size(t.cell, eb);
   for (int g = 0; g < kJobs; ++g) {
     bool slide = false;
     k.off[g] = 0;
@@ -342,12 +357,12 @@ inline float host_lane_tree(const Plan& p, const float* v, int ch) {
 FP_HD const std::int64_t* job_rows(const std::int64_t* table, const Plan& p, std::int64_t j) {
   return table + kCellFields * p.ncell + kEntryFields * p.njobs + kJobFields * j;
 }
-// Workspace row of job j's partial of unit (image n, tile l).
+// Workspace row of job j's partial of unit (image n, index l within its cell).
 FP_HD std::int64_t ws_row(const Plan& p, const std::int64_t* table, std::int64_t n, std::int64_t j, std::int64_t l) {
   return n * p.rpi + job_rows(table, p, j)[0] + l;
 }
 
-// Second pass: job j's total for channel c over N images, units in order (image, then tile).
+// Second pass: job j's total for channel c over N images, units in order (image, then unit).
 FP_HD double job_total(const Plan& p, const std::int64_t* table, const double* ws, std::int64_t N, std::int64_t j,
                        std::int64_t c) {
   const std::int64_t* tj = job_rows(table, p, j);
