@@ -18,7 +18,8 @@ std::pair<dev::Plan, std::vector<std::int64_t>> influence_device_plan(const View
                                                                       const dev::Targets& targets) {
   check_input(x);
   check_plan(x, host_plan);
-  FP_CHECK(targets.tile_rows >= 0 && targets.tile_cols >= 0 && targets.run >= 0, "tile sizes must be >= 0");
+  FP_CHECK(targets.tile_rows >= 0 && targets.tile_cols >= 0 && targets.run >= 0 && targets.images >= 0,
+           "tile sizes must be >= 0");
   const dev::Plan p = dev::make_plan(x, host_plan, targets, nullptr);
   std::vector<std::int64_t> table(static_cast<std::size_t>(p.table_len));
   dev::make_plan(x, host_plan, targets, table.data());
@@ -27,12 +28,12 @@ std::pair<dev::Plan, std::vector<std::int64_t>> influence_device_plan(const View
 
 namespace {
 
-// x matches the plan's shape and layout (everything after the image axis).
+// x matches the plan's shape and layout.
 void check_planned(const View& x, const dev::Plan& p) {
   check_input(x);
-  FP_CHECK(x.shape[1] == p.C && x.shape[2] == p.H && x.shape[3] == p.W && x.stride[1] == p.sC &&
+  FP_CHECK(x.shape[0] == p.N && x.shape[1] == p.C && x.shape[2] == p.H && x.shape[3] == p.W && x.stride[1] == p.sC &&
                x.stride[2] == p.sH && x.stride[3] == p.sW,
-           "input does not match the device plan (shape or strides after the image axis)");
+           "input does not match the device plan (shape, or strides after the image axis)");
   FP_CHECK(p.merge64, "the probe plan (merge64 = false) is for the emulation only");
 }
 
@@ -58,7 +59,7 @@ dev::GatherPlan gather_plan_of(const View& x, const PatchGeom& g, std::int64_t n
 
 std::int64_t influence_workspace_size(const View& x, const dev::Plan& plan) {
   check_planned(x, plan);
-  return 8 * dev::workspace_doubles(plan, x.shape[0]);
+  return 8 * dev::workspace_doubles(plan);
 }
 
 std::int64_t influence_shift_device(const View& x, const dev::Plan& plan, std::uintptr_t table,
@@ -67,7 +68,7 @@ std::int64_t influence_shift_device(const View& x, const dev::Plan& plan, std::u
   check_out(out, x, 2, plan.njobs, x.shape[1], 1);
   check_cuda(x);
   FP_CHECK(table != 0, "device plan table missing");
-  check_workspace(workspace, workspace_bytes, 8 * dev::workspace_doubles(plan, x.shape[0]));
+  check_workspace(workspace, workspace_bytes, 8 * dev::workspace_doubles(plan));
 #if defined(FASTPRUNE_WITH_CUDA)
   cuda::influence_shift(x, plan, reinterpret_cast<const std::int64_t*>(table), reinterpret_cast<double*>(workspace), out);
 #endif

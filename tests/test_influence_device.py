@@ -19,7 +19,7 @@ from fastprune.stats.influence_geometry import ConvGeometry, shift_plan
 from fastprune.stats.influence_reference import auto_moments_reference, patch_gram_reference
 
 TOL = 1e-5
-CELL = 10  # table fields per cell (influence_plan.h)
+CELL = 18  # table fields per cell (influence_plan.h)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -35,9 +35,9 @@ def rel_max(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-def targets(tile_rows: int = 0, tile_cols: int = 0, run: int = 0, merge64: bool = True):
+def targets(tile_rows: int = 0, tile_cols: int = 0, run: int = 0, images: int = 0, merge64: bool = True):
     t = _C.InfluenceTargets()
-    t.tile_rows, t.tile_cols, t.tiles_per_unit, t.merge64 = tile_rows, tile_cols, run, merge64
+    t.tile_rows, t.tile_cols, t.steps_per_unit, t.images_per_tile, t.merge64 = tile_rows, tile_cols, run, images, merge64
     return t
 
 
@@ -66,7 +66,7 @@ def device_plan(shape, dtype, layout, g: ConvGeometry, **tg):
 
 def tile_starts(plan, table) -> list[tuple[int, int]]:
     """(row, column) of the first position of every tile, from the table's documented layout
-    (per cell: y0 sy x0 sx nrows ncols e0 e1 unit0 tiles_x)."""
+    (per cell: y0 sy x0 sx nrows ncols ...)."""
     starts = []
     for ci in range(plan.cells):
         y0, sy, x0, sx, nrows, ncols = table[CELL * ci:CELL * ci + 6]
@@ -74,6 +74,12 @@ def tile_starts(plan, table) -> list[tuple[int, int]]:
             for tx in range(-(-ncols // plan.tile_cols)):
                 starts.append((y0 + ty * plan.tile_rows * sy, x0 + tx * plan.tile_cols * sx))
     return starts
+
+
+def cells(plan, table) -> list[dict]:
+    """Per cell: tiles per image, images per tile, tile steps and steps per unit (table layout)."""
+    keys = ["tpi", "ni", "steps", "run"]
+    return [dict(zip(keys, table[CELL * ci + 10:CELL * ci + 14])) for ci in range(plan.cells)]
 
 
 def outlier_data(shape, dtype, layout, g: ConvGeometry, mean_scale: float, seed: int = 0, device: str = "cpu",
@@ -107,7 +113,7 @@ def emulated_moments(x: torch.Tensor, g: ConvGeometry, **tg) -> torch.Tensor:
 
 # (shape, dtype, layout, geometry (k, s, p, d), mean scale, tile overrides)
 CASES = {
-    "nchw-fp32-many-tiles": ((2, 6, 40, 52), torch.float32, "nchw", (3, 1, 1, 1), 1e4, dict(tile_rows=4, tile_cols=8)),
+    "nchw-fp32-many-tiles": ((2, 6, 40, 52), torch.float32, "nchw", (3, 1, 1, 1), 1e4, dict(tile_rows=4, tile_cols=8, run=1)),
     "nchw-fp32-runs": ((2, 6, 40, 52), torch.float32, "nchw", (3, 1, 1, 1), 1e4, dict(tile_rows=4, tile_cols=8, run=3)),
     "nchw-fp32-default-tiles": ((2, 8, 70, 300), torch.float32, "nchw", (3, 1, 1, 1), 1e3, {}),
     "last-bf16-c130": ((2, 130, 12, 14), torch.bfloat16, "channels_last", (3, 1, 1, 1), 1e2, {}),
@@ -116,6 +122,9 @@ CASES = {
     "nchw-fp32-c130-1x1": ((2, 130, 9, 10), torch.float32, "nchw", (1, 1, 0, 1), 1e4, {}),
     "last-fp32-wide-window": ((1, 40, 64, 64), torch.float32, "channels_last", (3, 1, 0, 20), 1e3, {}),
     "nchw-bf16-stride2": ((2, 3, 33, 30), torch.bfloat16, "nchw", (3, 2, 1, 1), 1e2, dict(tile_rows=2, tile_cols=2)),
+    "nchw-fp16-small-maps": ((300, 5, 6, 7), torch.float16, "nchw", (3, 1, 1, 1), 1e2, {}),
+    "last-fp32-small-maps-partial": ((32, 40, 5, 6), torch.float32, "channels_last", (3, 1, 1, 1), 1e4,
+                                     dict(images=6, run=2)),
 }
 
 
@@ -135,33 +144,39 @@ def test_emulated_auto_moments_match_float64_with_outliers(name):
 def test_cases_reach_every_partition_path():
     plans = {}
     for name, (shape, dtype, layout, (k, s, p, d), _, tg) in CASES.items():
-        plans[name] = device_plan(shape, dtype, layout, ConvGeometry.parse(k, s, p, d), **tg)[0]
-    many = plans["nchw-fp32-many-tiles"]
-    assert many.planar == 1 and many.channels_per_block == 1 and many.units_per_image > 9 * 4
-    assert many.tiles_per_unit == 1
-    runs = plans["nchw-fp32-runs"]  # units of three tiles (the last of a cell shorter)
-    assert runs.tiles_per_unit == 3 and runs.units_per_image < many.units_per_image
-    wide = plans["nchw-fp32-default-tiles"]
-    assert (wide.tile_rows, wide.tile_cols) == (48, 128) and wide.units_per_image > 9  # cells of several tiles
-    last = plans["last-bf16-c130"]
+        plans[name] = device_plan(shape, dtype, layout, ConvGeometry.parse(k, s, p, d), **tg)
+    many, mt = plans["nchw-fp32-many-tiles"]
+    assert many.planar == 1 and many.channels_per_block == 1 and many.units > 2 * 9 * 4  # a unit a tile
+    assert max(c["tpi"] for c in cells(many, mt)) > 1 and all(c["run"] == 1 for c in cells(many, mt))
+    runs, rt = plans["nchw-fp32-runs"]  # units of three tile steps (the last of a cell shorter)
+    assert all(c["run"] == 3 for c in cells(runs, rt)) and runs.units < many.units
+    assert any(c["steps"] % 3 for c in cells(runs, rt))
+    wide, wt = plans["nchw-fp32-default-tiles"]
+    assert (wide.tile_rows, wide.tile_cols) == (48, 128) and max(c["tpi"] for c in cells(wide, wt)) == 6
+    last, lt = plans["last-bf16-c130"]
     assert last.planar == 0 and last.channels_per_block == 32 and last.channel_groups == 5  # a partial group
-    assert last.tiles_per_unit == 8
-    assert plans["last-fp64-7x7-same"].channels_per_block == 16  # C = 9: the next power of two
-    assert plans["nchw-fp32-c130-1x1"].jobs == 1 and plans["nchw-fp32-c130-1x1"].channel_groups == 130
-    shrunk = plans["last-fp32-wide-window"]  # the staged tile only fits with fewer channels
+    assert max(c["run"] for c in cells(last, lt)) > 1  # units of several tile steps
+    assert plans["last-fp64-7x7-same"][0].channels_per_block == 16  # C = 9: the next power of two
+    one, _ = plans["nchw-fp32-c130-1x1"]
+    assert one.jobs == 1 and one.channel_groups == 130
+    small, st = plans["nchw-fp16-small-maps"]  # several images a tile, several steps a unit
+    assert min(c["ni"] for c in cells(small, st)) > 1 and small.units < small.cells * 300
+    part, pt = plans["last-fp32-small-maps-partial"]  # 32 images in tiles of 6: a last step of 2
+    assert all(c["ni"] == 6 and c["steps"] == 6 and c["run"] == 2 for c in cells(part, pt))
+    shrunk, _ = plans["last-fp32-wide-window"]  # the staged tile only fits with fewer channels
     assert shrunk.channels_per_block < 32 and (shrunk.tile_rows, shrunk.tile_cols) == (1, 1)
-    assert shrunk.stage_floats <= 8000
-    assert all(p.stage_floats <= 8000 for p in plans.values())  # kStageFloats
+    assert all(p.stage_floats <= 8000 for p, _ in plans.values())  # kStageFloats
 
 
 def test_fp64_merge_of_the_units_is_needed():
-    """The probe. With one position per unit every unit partial is one fp32 product, so the
-    emulated device sum is an fp64 sum of rounded fp32 products: within 1e-8 of float64. With the
+    """The probe. With one position per unit (1 x 1 tiles, one a unit) every unit partial is one
+    fp32 product, so the emulated device sum is an fp64 sum of rounded fp32 products: within 1e-8
+    of float64. With the
     partials summed in fp32 (merge64 = False) the same check fails (~6e-6 on this data: under the
     1e-5 bar, as raw moments have no cancellation, but 10^4 times the fp64 merge's error): the
     tests see the merge order and precision the kernels use."""
     g = ConvGeometry.parse(3, 1, 1, 1)
-    tg = dict(tile_rows=1, tile_cols=1)
+    tg = dict(tile_rows=1, tile_cols=1, run=1)
     x = outlier_data((4, 4, 96, 96), torch.float32, "nchw", g, 1e4, **tg)
     ref = auto_moments_reference(x, g)
     assert rel(emulated_moments(x, g, **tg), ref) <= 1e-8
@@ -174,17 +189,22 @@ def test_launch_plans_of_the_issue_shapes():
     big = meta_view((8, 70, 512, 512), _C.DType.bf16)
     plan, table = _C.influence_device_plan(big, args)
     assert plan.planar == 1 and (plan.tile_rows, plan.tile_cols) == (48, 128) and plan.channel_groups == 70
-    assert plan.units_per_image >= 11 * 4 and len(table) == plan.table_len
-    assert _C.influence_workspace_size(big, plan) <= 32 << 20  # partials: a few % of the input
+    assert plan.units >= 8 * 11 * 4 and len(table) == plan.table_len  # the interior: 11 x 4 tiles an image
+    assert _C.influence_workspace_size(big, plan) <= 8 << 20  # partials: a few % of the input
     last = meta_view((8, 64, 512, 512), _C.DType.f32, (64 * 512 * 512, 1, 512 * 64, 64))
-    lp, _ = _C.influence_device_plan(last, args)
-    assert lp.planar == 0 and lp.channels_per_block == 32 and lp.channel_groups == 2 and lp.tiles_per_unit == 8
-    assert _C.influence_workspace_size(last, lp) <= 32 << 20
+    lp, lt = _C.influence_device_plan(last, args)
+    assert lp.planar == 0 and lp.channels_per_block == 32 and lp.channel_groups == 2
+    assert cells(lp, lt)[0]["run"] > 1 and _C.influence_workspace_size(last, lp) <= 32 << 20
     args7, keep7 = _plan_args(shift_plan(g, 7, 7))
-    small, _ = _C.influence_device_plan(meta_view((4096, 64, 7, 7), _C.DType.f32), args7)
-    assert small.units_per_image == small.cells  # one tile per cell
+    small_view = meta_view((4096, 64, 7, 7), _C.DType.f32)
+    small, st = _C.influence_device_plan(small_view, args7)
+    assert all(c["tpi"] == 1 and c["ni"] > 1 for c in cells(small, st))  # tiles of many images
+    assert small.units * small.channel_groups <= 64 * 64  # a few thousand blocks, not one per image
+    assert _C.influence_workspace_size(small_view, small) <= 1 << 20
     with pytest.raises(ValueError, match="does not match the device plan"):
         _C.influence_workspace_size(meta_view((8, 70, 512, 256), _C.DType.bf16), plan)
+    with pytest.raises(ValueError, match="does not match the device plan"):
+        _C.influence_workspace_size(meta_view((7, 70, 512, 512), _C.DType.bf16), plan)
 
 
 # ---------------------------------------------------------------- patch Gram (gather)

@@ -54,16 +54,16 @@ void influence(py::module_& m) {
   py::class_<dev::Plan>(m, "InfluenceDevicePlan", "The device back-end's partition (fastprune/influence_plan.h).")
       .def_readonly("planar", &dev::Plan::planar).def_readonly("channels_per_block", &dev::Plan::cg)
       .def_readonly("tile_rows", &dev::Plan::tr).def_readonly("tile_cols", &dev::Plan::tc)
-      .def_readonly("tiles_per_unit", &dev::Plan::run)
       .def_readonly("cells", &dev::Plan::ncell).def_readonly("jobs", &dev::Plan::njobs)
-      .def_readonly("units_per_image", &dev::Plan::upi).def_readonly("rows_per_image", &dev::Plan::rpi)
+      .def_readonly("units", &dev::Plan::units).def_readonly("workspace_rows", &dev::Plan::rows)
       .def_readonly("channel_groups", &dev::Plan::cgroups).def_readonly("stage_floats", &dev::Plan::stage)
       .def_readonly("table_len", &dev::Plan::table_len);
   py::class_<dev::Targets>(m, "InfluenceTargets")
       .def(py::init<>())
       .def_readwrite("tile_rows", &dev::Targets::tile_rows)
       .def_readwrite("tile_cols", &dev::Targets::tile_cols)
-      .def_readwrite("tiles_per_unit", &dev::Targets::run)
+      .def_readwrite("steps_per_unit", &dev::Targets::run)
+      .def_readwrite("images_per_tile", &dev::Targets::images)
       .def_readwrite("merge64", &dev::Targets::merge64);
   m.def("influence_device_plan", &influence_device_plan, py::arg("x"), py::arg("host_plan"),
         py::arg("targets") = dev::Targets{},

@@ -19,47 +19,46 @@ using namespace influence_checks;
 
 template <DType D>
 void shift(const View& x, const Plan& p, const std::int64_t* table, double* out) {
-  const std::int64_t N = x.shape[0];
-  std::vector<double> ws(static_cast<std::size_t>(workspace_doubles(p, N)));
+  std::vector<double> ws(static_cast<std::size_t>(workspace_doubles(p)));
   std::vector<float> stage(static_cast<std::size_t>(p.stage));
   std::vector<float> acc(static_cast<std::size_t>(kThreads * kJobs));
   float v[kThreads];
   const int lanes = kThreads / p.cg;
-  for (std::int64_t n = 0; n < N; ++n)
-    for (std::int64_t grp = 0; grp < p.cgroups; ++grp)
-      for (std::int64_t u = 0; u < p.upi; ++u) {  // one block
-        const Unit un = unit_of(p, table, u);
-        for (std::int64_t eb = un.cell.e0; eb < un.cell.e1; eb += kJobs) {
-          std::fill(acc.begin(), acc.end(), 0.0f);
-          for (std::int64_t l = un.t0; l < un.t1; ++l) {
-            const Tile t = tile_at(p, un.cell, l);
-            for (int ch = 0; ch < p.cg; ++ch) {
-              const std::int64_t c = grp * p.cg + ch;
-              const bool on = c < p.C;
-              const std::int64_t base = on ? plane(p, x.stride[0], n, c) : 0;
-              float* s = stage.data() + ch * t.sr * t.sc;
-              for (int lane = 0; lane < lanes; ++lane)
-                stage_items(p, t, lane, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, x.data, base, on, t, row, col); });
-            }
-            const Chunk k = job_chunk(table, p, t, eb);
-            for (int tid = 0; tid < kThreads; ++tid) {
-              const int ch = tid & (p.cg - 1);
-              lane_sums(p, t, tid >> p.cg_log2, lanes, stage.data() + ch * t.sr * t.sc, k, acc.data() + tid * kJobs);
-            }
+  for (std::int64_t grp = 0; grp < p.cgroups; ++grp)
+    for (std::int64_t u = 0; u < p.units; ++u) {  // one block
+      const Unit un = unit_of(p, table, u);
+      for (std::int64_t eb = un.cell.e0; eb < un.cell.e1; eb += kJobs) {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (std::int64_t st = un.s0; st < un.s1; ++st) {
+          const Tile t = tile_at(p, un.cell, st);
+          for (int ch = 0; ch < p.cg; ++ch) {
+            const std::int64_t c = grp * p.cg + ch;
+            const bool on = c < p.C;
+            const std::int64_t base = on ? plane(p, x.stride[0], t.n0, c) : 0;
+            float* s = stage.data() + ch * t.ni * t.sr * t.sc;
+            for (int lane = 0; lane < lanes; ++lane)
+              stage_items(p, t, lane, [&](int i, int row, int col) {
+                s[(i * t.sr + row) * t.sc + col] = stage_value<D>(p, x.data, x.stride[0], base, on, t, i, row, col);
+              });
           }
-          for (int g = 0; g < chunk_size(un.cell, eb); ++g) {
-            for (int tid = 0; tid < kThreads; ++tid) v[tid] = acc[static_cast<std::size_t>(tid * kJobs + g)];
-            const std::int64_t job = entry(table, p, eb + g)[2];
-            for (int ch = 0; ch < p.cg; ++ch) {
-              const std::int64_t c = grp * p.cg + ch;
-              if (c < p.C)
-                ws[static_cast<std::size_t>(ws_row(p, table, n, job, un.l) * p.C + c)] = static_cast<double>(host_lane_tree(p, v, ch));
-            }
+          const Chunk k = job_chunk(table, p, t, eb);
+          for (int tid = 0; tid < kThreads; ++tid) {
+            const int ch = tid & (p.cg - 1);
+            lane_sums(p, t, tid >> p.cg_log2, lanes, stage.data() + ch * t.ni * t.sr * t.sc, k, acc.data() + tid * kJobs);
+          }
+        }
+        for (int g = 0; g < chunk_size(un.cell, eb); ++g) {
+          for (int tid = 0; tid < kThreads; ++tid) v[tid] = acc[static_cast<std::size_t>(tid * kJobs + g)];
+          const std::int64_t job = entry(table, p, eb + g)[2];
+          for (int ch = 0; ch < p.cg; ++ch) {
+            const std::int64_t c = grp * p.cg + ch;
+            if (c < p.C) ws[static_cast<std::size_t>(ws_row(p, table, job, un.l) * p.C + c)] = static_cast<double>(host_lane_tree(p, v, ch));
           }
         }
       }
+    }
   for (std::int64_t j = 0; j < p.njobs; ++j)
-    for (std::int64_t c = 0; c < p.C; ++c) out[j * p.C + c] += job_total(p, table, ws.data(), N, j, c);
+    for (std::int64_t c = 0; c < p.C; ++c) out[j * p.C + c] += job_total(p, table, ws.data(), j, c);
 }
 
 template <DType D>

@@ -6,9 +6,9 @@
 // are counted by the Python layer.
 //
 // Kernels (blocks of kThreads = 256), templated on the input dtype:
-//  shift_kernel   grid (units per image, channel groups, images). Per tile of the unit's run,
-//                 stages the tile (plus its max_dy / pad_x halo) for cg channels in shared
-//                 memory, then kJobs deltas at a
+//  shift_kernel   grid (units, channel groups). Per tile step of the unit (a tile of one image
+//                 or of several, for small maps), stages it (plus its max_dy / pad_x halo) for
+//                 cg channels in shared memory, then kJobs deltas at a
 //                 time over groups of kV positions: kV shared loads of v(p) serve all deltas, a
 //                 delta's kV partners are loaded (or, sliding along dx, one of them), fp32 FMAs;
 //                 per job a warp sums the 8 warps' values in shared memory and an xor butterfly
@@ -46,23 +46,24 @@ __global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr
   __shared__ float red[kJobs][kThreads];
   __shared__ int chunk_off[kJobs];
   __shared__ unsigned chunk_slide;
-  const std::int64_t n = blockIdx.z;
   const Unit un = unit_of(p, table, blockIdx.x);
   const int tid = threadIdx.x, ch = tid & (p.cg - 1), lane = tid >> p.cg_log2, lanes = kThreads >> p.cg_log2;
   const int w = tid / kWarp, wl = tid % kWarp;
   const std::int64_t grp = blockIdx.y, c = grp * p.cg + ch;
   const bool on = c < p.C;
-  const std::int64_t base = on ? plane(p, sN, n, c) : 0;
   for (std::int64_t eb = un.cell.e0; eb < un.cell.e1; eb += kJobs) {
     const int kn = chunk_size(un.cell, eb);
     float acc[kJobs];
 #pragma unroll
     for (int g = 0; g < kJobs; ++g) acc[g] = 0.0f;
-    for (std::int64_t l = un.t0; l < un.t1; ++l) {
-      const Tile t = tile_at(p, un.cell, l);
-      float* s = stage + ch * t.sr * t.sc;
-      __syncthreads();  // the previous tile's stage and chunk are read
-      stage_items(p, t, lane, [&](int row, int col) { s[row * t.sc + col] = stage_value<D>(p, data, base, on, t, row, col); });
+    for (std::int64_t st = un.s0; st < un.s1; ++st) {
+      const Tile t = tile_at(p, un.cell, st);
+      float* s = stage + ch * t.ni * t.sr * t.sc;
+      const std::int64_t base = on ? plane(p, sN, t.n0, c) : 0;
+      __syncthreads();  // the previous step's stage and chunk are read
+      stage_items(p, t, lane, [&](int i, int row, int col) {
+        s[(i * t.sr + row) * t.sc + col] = stage_value<D>(p, data, sN, base, on, t, i, row, col);
+      });
       if (tid < kJobs) {  // job_chunk, one thread per entry
         int off = 0;
         bool slide = false;
@@ -93,17 +94,17 @@ __global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr
         if (o >= p.cg) v += x;
       }
       const std::int64_t cw = grp * p.cg + wl;
-      if (wl < p.cg && cw < p.C) ws[ws_row(p, table, n, entry(table, p, eb + g)[2], un.l) * p.C + cw] = static_cast<double>(v);
+      if (wl < p.cg && cw < p.C) ws[ws_row(p, table, entry(table, p, eb + g)[2], un.l) * p.C + cw] = static_cast<double>(v);
     }
   }
 }
 
 __global__ void __launch_bounds__(kThreads) shift_finish(Plan p, const std::int64_t* table, const double* ws,
-                                                         std::int64_t N, double* out) {
+                                                         double* out) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= p.njobs * p.C) return;
   const std::int64_t j = i / p.C;
-  out[i] += job_total(p, table, ws, N, j, i - j * p.C);
+  out[i] += job_total(p, table, ws, j, i - j * p.C);
 }
 
 // ---------------------------------------------------------------- patch Gram (gather)
@@ -210,16 +211,14 @@ unsigned grid_dim(std::int64_t n, std::int64_t most, const char* what) {
 
 template <DType D>
 void launch_shift(const View& x, const Plan& p, const std::int64_t* table, double* ws, double* out, cudaStream_t st) {
-  const std::int64_t N = x.shape[0];
-  if (p.upi > 0) {
-    const dim3 grid(grid_dim(p.upi, 0x7fffffff, "tiles"), grid_dim(p.cgroups, 65535, "channels"),
-                    grid_dim(N, 65535, "images"));
+  if (p.units > 0) {
+    const dim3 grid(grid_dim(p.units, 0x7fffffff, "tiles"), grid_dim(p.cgroups, 65535, "channels"));
     shift_kernel<D><<<grid, kThreads, static_cast<std::size_t>(p.stage) * sizeof(float), st>>>(p, x.data, x.stride[0],
                                                                                                table, ws);
   }
   const std::int64_t outs = p.njobs * p.C;
   if (outs > 0)
-    shift_finish<<<grid_dim(ceil_div(outs, kThreads), 0x7fffffff, "jobs"), kThreads, 0, st>>>(p, table, ws, N, out);
+    shift_finish<<<grid_dim(ceil_div(outs, kThreads), 0x7fffffff, "jobs"), kThreads, 0, st>>>(p, table, ws, out);
   check(cudaGetLastError(), "influence_shift launch");
 }
 

@@ -5,17 +5,19 @@
 //
 // Shifted auto-moments (influence_shift). The shift plan (influence_geometry.py) cuts the first-tap
 // positions into cells, each with its jobs (deltas). Every cell is cut into tiles of at most
-// tr x tc positions (cell rows x cell columns; tc a power of two); a unit is a run of up to `run`
-// consecutive tiles of one cell of one image for one group of cg channels: a block. Per tile it
-// stages the input the tile reads (its rows plus max_dy below, its columns plus pad_x either side;
-// zero outside the image) once into shared memory as fp32, then each thread (lane l = tid / cg of channel tid % cg) walks groups of kV
-// consecutive positions of a tile row (groups l, l + 256/cg, ...) and, kJobs jobs at a time, adds
-// v(p) * v(p + delta) for all of them to fp32 registers: one load of v(p) serves every delta of
-// the cell, and jobs are sorted by (dy, dx) so that the next delta's partners mostly are the
-// previous one's shifted by a position (one new load instead of kV). A fixed tree (xor
-// butterfly inside the warp, halving tree over the warps) sums the lanes of a channel in fp32: a
-// unit's partial covers at most run x tr x tc products. Partials go to the workspace in fp64; the
-// second pass sums, per (job, channel), the units of every image in a fixed order in fp64.
+// tr x tc positions (cell rows x cell columns; tc a power of two); a cell that fits in one tile
+// takes several images per tile (small maps). A tile step is one tile of one image group; a unit
+// is a run of consecutive tile steps of one cell (across images) for one group of cg channels: a
+// block. Per step it stages the input the tile reads (its rows plus max_dy below, its columns plus
+// pad_x either side; zero outside the image) once into shared memory as fp32, then each thread
+// (lane l = tid / cg of channel tid % cg) walks groups of kV consecutive positions of a tile row
+// (groups l, l + 256/cg, ...) and, kJobs jobs at a time, adds v(p) * v(p + delta) for all of them
+// to fp32 registers: one load of v(p) serves every delta of the cell, and jobs are sorted by
+// (dy, dx) so that the next delta's partners mostly are the previous one's moved on by a position
+// (one new load instead of kV). A fixed tree (per job: the 8 warps' values in order, then an xor
+// butterfly over the lanes) sums the lanes of a channel in fp32: a unit's partial covers about
+// kUnitPositions products. Partials go to the workspace in fp64; the second pass sums, per (job,
+// channel), the units in order in fp64.
 // Planar input (x contiguous): cg = 1, threads over columns. Channels innermost (channels_last):
 // cg = up to 32 channels, threads over channels. Tiles shrink (then cg) until the staged tile
 // fits kStageFloats.
@@ -52,37 +54,38 @@ constexpr int kJobs = 16;      // jobs (deltas) held in registers at once (a 3x3
 constexpr int kV = 4;          // consecutive positions of a row per lane step
 constexpr int kPlanarRows = 48, kPlanarCols = 128;  // default tile, planar input
 constexpr int kInterRows = 8, kInterCols = 16;      // default tile, channels innermost
-constexpr int kInterRun = 8;   // tiles per unit, channels innermost (small tiles: fewer partials)
+// positions a tile step / a unit should cover (per channel): planar blocks hold one channel,
+// channels-innermost blocks 32
+constexpr std::int64_t kPlanarUnit = kPlanarRows * kPlanarCols, kInterUnit = 1024;
 constexpr int kMaxGroup = 32;  // channels per block, channels innermost
 constexpr std::int64_t kStageFloats = 8000;  // staged tile: 31.25 KiB (with the kernel's 16.1 KiB, <= 48 KiB)
 // The table: per cell kCellFields (its entries are [e0, e1)), then per entry kEntryFields (the
 // cell's jobs sorted by (dy, dx)), then per job kJobFields (its workspace rows).
-constexpr int kCellFields = 10;  // y0 sy x0 sx nrows ncols e0 e1 unit0 tiles_x
+constexpr int kCellFields = 18;  // y0 sy x0 sx nrows ncols e0 e1 unit0 tiles_x tpi ni steps run sr_m sr_l nr_m nr_l
 constexpr int kEntryFields = 4;  // dy dx job slide (slide: same dy as the previous entry, dx larger by sx)
 constexpr int kJobFields = 2;    // row0 units
 
-// Tile-size overrides (0: the launch's defaults) and the probe: merge64 = false sums the unit
-// partials in fp32 (emulation only; the kernels always merge in fp64), to show that the tests
-// see the difference.
+// Tile-size overrides (0: the launch's defaults): tile rows / columns, tile steps per unit and
+// images per tile of one-tile cells; and the probe: merge64 = false sums the unit partials in
+// fp32 (emulation only; the kernels always merge in fp64), to show that the tests see it.
 struct Targets {
-  int tile_rows = 0, tile_cols = 0, run = 0;
+  int tile_rows = 0, tile_cols = 0, run = 0, images = 0;
   bool merge64 = true;
 };
 
 struct Plan {
-  std::int64_t C = 0, H = 0, W = 0, sC = 0, sH = 0, sW = 0;  // shape and strides after N
+  std::int64_t N = 0, C = 0, H = 0, W = 0, sC = 0, sH = 0, sW = 0;  // shape, strides after N
   int planar = 1;     // 1: threads over columns; 0: channels innermost, threads over channels
   int cg = 1;         // channels per block (a power of two, at most 32)
   int cg_log2 = 0;
   int tr = 0, tc = 0;   // tile: cell rows x cell columns (tc a power of two)
   int gc_log2 = 0;      // log2 of the kV-position groups per tile row (max(1, tc / kV))
-  int run = 1;          // tiles per unit
   std::int64_t max_dy = 0, pad_x = 0;
   std::int64_t ncell = 0, njobs = 0;
-  std::int64_t upi = 0;      // units (runs of tiles, all cells) per image and channel group
-  std::int64_t rpi = 0;      // workspace rows (C doubles each) per image
+  std::int64_t units = 0;    // units of all cells (per channel group)
+  std::int64_t rows = 0;     // workspace rows (C doubles each)
   std::int64_t cgroups = 0;  // channel groups
-  std::int64_t stage = 0;    // shared floats per block (the largest staged tile)
+  std::int64_t stage = 0;    // shared floats per block (the largest staged tile step)
   std::int64_t table_len = 0;
   bool merge64 = true;
 };
@@ -94,12 +97,12 @@ FP_HD std::int64_t staged_cols(const Plan& p, std::int64_t nc, std::int64_t sx) 
   return (ceil_div(nc, kV) * kV - 1) * sx + 1 + 2 * p.pad_x;
 }
 
-// The plan of input x (N, C, H, W; only shape and strides after N matter) for the host shift
-// plan hp (host pointers); fills `table` (table_len int64) when given: per cell kCellFields, then
-// per job kJobFields.
+// The plan of input x (N, C, H, W; its shape and strides) for the host shift plan hp (host
+// pointers); fills `table` (table_len int64) when given: per cell kCellFields, then per entry
+// kEntryFields, then per job kJobFields.
 inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg, std::int64_t* table) {
   Plan p;
-  p.C = x.shape[1]; p.H = x.shape[2]; p.W = x.shape[3];
+  p.N = x.shape[0]; p.C = x.shape[1]; p.H = x.shape[2]; p.W = x.shape[3];
   p.sC = x.stride[1]; p.sH = x.stride[2]; p.sW = x.stride[3];
   p.planar = !(x.stride[1] == 1 && p.C > 1);
   p.max_dy = hp.max_dy; p.pad_x = hp.pad_x;
@@ -111,12 +114,17 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
   std::int64_t tr = tg.tile_rows > 0 ? tg.tile_rows : (p.planar ? kPlanarRows : kInterRows);
   std::int64_t tc = tg.tile_cols > 0 ? tg.tile_cols : (p.planar ? kPlanarCols : kInterCols);
   FP_CHECK((tc & (tc - 1)) == 0, "influence device plan: tile columns must be a power of two");
-  auto stage = [&](std::int64_t rows, std::int64_t cols, std::int64_t ch) {
+  const std::int64_t unit_target = p.planar ? kPlanarUnit : kInterUnit;
+  auto dims = [&](const std::int64_t* c, std::int64_t rows, std::int64_t cols, std::int64_t& nr, std::int64_t& nc) {
+    nr = min64(rows, ceil_div(c[1] - c[0], c[2]));
+    nc = min64(cols, ceil_div(c[4] - c[3], c[5]));
+  };
+  auto stage = [&](std::int64_t rows, std::int64_t cols, std::int64_t ch) {  // one image a tile
     std::int64_t most = 0;
     for (std::int64_t ci = 0; ci < hp.ncell; ++ci) {
-      const std::int64_t* c = hp.cells + 6 * ci;
-      const std::int64_t nr = min64(rows, ceil_div(c[1] - c[0], c[2])), nc = min64(cols, ceil_div(c[4] - c[3], c[5]));
-      most = max64(most, ch * staged_rows(p, nr, c[2]) * staged_cols(p, nc, c[5]));
+      std::int64_t nr, nc;
+      dims(hp.cells + 6 * ci, rows, cols, nr, nc);
+      most = max64(most, ch * staged_rows(p, nr, hp.cells[6 * ci + 2]) * staged_cols(p, nc, hp.cells[6 * ci + 5]));
     }
     return most;
   };
@@ -131,19 +139,31 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
   p.tr = static_cast<int>(tr);
   p.tc = static_cast<int>(tc);
   while ((std::int64_t{kV} << p.gc_log2) < tc) ++p.gc_log2;
-  p.stage = stage(tr, tc, cg);
   p.cgroups = ceil_div(p.C, cg);
-  p.run = tg.run > 0 ? tg.run : (p.planar ? 1 : kInterRun);
   std::int64_t unit = 0, row = 0;
   for (std::int64_t ci = 0; ci < hp.ncell; ++ci) {
     const std::int64_t* c = hp.cells + 6 * ci;
     const std::int64_t nrows = ceil_div(c[1] - c[0], c[2]), ncols = ceil_div(c[4] - c[3], c[5]);
-    const std::int64_t tiles_x = ceil_div(ncols, tc), units = ceil_div(ceil_div(nrows, tr) * tiles_x, p.run);
+    const std::int64_t tiles_x = ceil_div(ncols, tc), tpi = ceil_div(nrows, tr) * tiles_x;
+    std::int64_t nr, nc;
+    dims(c, tr, tc, nr, nc);
+    const std::int64_t sr = staged_rows(p, nr, c[2]), per_image = cg * sr * staged_cols(p, nc, c[5]);
+    // images per tile: cells of one tile take several, up to the stage and the positions target
+    std::int64_t ni = 1;
+    if (tpi == 1)
+      ni = tg.images > 0 ? tg.images : min64(p.N, max64(1, min64(kStageFloats / per_image, ceil_div(unit_target, nr * nc))));
+    ni = min64(ni, p.N);
+    p.stage = max64(p.stage, ni * per_image);
+    const std::int64_t steps = tpi * ceil_div(p.N, ni);
+    const std::int64_t run = tg.run > 0 ? tg.run : max64(1, unit_target / (ni * nr * nc));
+    const std::int64_t units = ceil_div(steps, run);
     const std::int64_t j0 = hp.cell_ptr[ci], j1 = hp.cell_ptr[ci + 1];
     if (table) {
       std::int64_t* t = table + kCellFields * ci;
-      t[0] = c[0]; t[1] = c[2]; t[2] = c[3]; t[3] = c[5]; t[4] = nrows; t[5] = ncols;
-      t[6] = j0; t[7] = j1; t[8] = unit; t[9] = tiles_x;
+      const FastDiv by_sr(static_cast<std::uint32_t>(sr)), by_nr(static_cast<std::uint32_t>(nr));
+      const std::int64_t f[kCellFields] = {c[0], c[2], c[3], c[5], nrows, ncols, j0, j1, unit, tiles_x,
+                                           tpi, ni, steps, run, by_sr.m, by_sr.l, by_nr.m, by_nr.l};
+      for (int k = 0; k < kCellFields; ++k) t[k] = f[k];
       std::vector<std::int64_t> order;
       for (std::int64_t j = j0; j < j1; ++j) order.push_back(j);
       auto delta = [&](std::int64_t j) { return hp.deltas + 2 * hp.job_delta[j]; };
@@ -162,28 +182,33 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
     unit += units;
     row += (j1 - j0) * units;
   }
-  p.upi = unit;
-  p.rpi = row;
+  FP_CHECK(p.stage <= kStageFloats, "influence device plan: too many images per tile for shared memory");
+  p.units = unit;
+  p.rows = row;
   p.table_len = kCellFields * hp.ncell + (kEntryFields + kJobFields) * hp.njobs;
   return p;
 }
 
-// Workspace doubles for N images.
-FP_HD std::int64_t workspace_doubles(const Plan& p, std::int64_t N) { return N * p.rpi * p.C; }
+// Workspace doubles.
+FP_HD std::int64_t workspace_doubles(const Plan& p) { return p.rows * p.C; }
 
 struct Cell {
-  std::int64_t y0, sy, x0, sx, nrows, ncols, e0, e1, unit0, tiles_x;
+  std::int64_t y0, sy, x0, sx, nrows, ncols, e0, e1, unit0, tiles_x, tpi, ni, steps, run;
+  FastDiv by_sr, by_nr;  // staged rows and position rows of the cell's full tile, per image
 };
 FP_HD Cell cell_at(const std::int64_t* table, std::int64_t ci) {
   const std::int64_t* t = table + kCellFields * ci;
-  return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]};
+  Cell c{t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13], {}, {}};
+  c.by_sr.m = static_cast<std::uint32_t>(t[14]); c.by_sr.l = static_cast<std::uint32_t>(t[15]);
+  c.by_nr.m = static_cast<std::uint32_t>(t[16]); c.by_nr.l = static_cast<std::uint32_t>(t[17]);
+  return c;
 }
 
-// Unit u of an image (0 <= u < upi): its cell (the last whose unit0 <= u: a binary search, once a
-// block), its index within the cell and its tiles [t0, t1) (the cell's tiles row-major).
+// Unit u (0 <= u < units): its cell (the last whose unit0 <= u: a binary search, once a block),
+// its index within the cell and its tile steps [s0, s1).
 struct Unit {
   Cell cell;
-  std::int64_t l, t0, t1;
+  std::int64_t l, s0, s1;
 };
 FP_HD Unit unit_of(const Plan& p, const std::int64_t* table, std::int64_t u) {
   std::int64_t lo = 0, hi = p.ncell - 1;
@@ -194,25 +219,31 @@ FP_HD Unit unit_of(const Plan& p, const std::int64_t* table, std::int64_t u) {
   Unit un;
   un.cell = cell_at(table, lo);
   un.l = u - un.cell.unit0;
-  un.t0 = un.l * p.run;
-  un.t1 = min64(ceil_div(un.cell.nrows, p.tr) * un.cell.tiles_x, un.t0 + p.run);
+  un.s0 = un.l * un.cell.run;
+  un.s1 = min64(un.cell.steps, un.s0 + un.cell.run);
   return un;
 }
 
-// Tile l of a cell: first position and extent.
+// Tile step s of a cell: images [n0, n0 + ni), the tile's first position and extent.
 struct Tile {
   Cell cell;
+  std::int64_t n0;    // first image
+  int ni;             // images
   std::int64_t y, x;  // input row and column of the tile's first position
-  int nr, nc;       // positions: cell rows x cell columns
-  int sr, sc;       // staged rows x columns
+  int nr, nc;         // positions per image: cell rows x cell columns
+  int sr, sc;         // staged rows (per image) x columns
 };
-FP_HD Tile tile_at(const Plan& p, const Cell& cell, std::int64_t l) {
+FP_HD Tile tile_at(const Plan& p, const Cell& cell, std::int64_t s) {
   Tile t;
   t.cell = cell;
-  // tiles per image < 2^31 (units are the grid's x dimension): a 32-bit division
+  // tile steps < 2^31 (units are the grid's x dimension): 32-bit divisions, once a step
+  const std::uint32_t ig = static_cast<std::uint32_t>(s) / static_cast<std::uint32_t>(cell.tpi);
+  const std::int64_t l = s - static_cast<std::int64_t>(ig) * cell.tpi;
   const std::int64_t ty = static_cast<std::uint32_t>(l) / static_cast<std::uint32_t>(cell.tiles_x);
   const std::int64_t tx = l - ty * cell.tiles_x;
   const std::int64_t r0 = ty * p.tr, c0 = tx * p.tc;
+  t.n0 = ig * cell.ni;
+  t.ni = static_cast<int>(min64(cell.ni, p.N - t.n0));
   t.y = cell.y0 + r0 * cell.sy;
   t.x = cell.x0 + c0 * cell.sx;
   t.nr = static_cast<int>(min64(p.tr, cell.nrows - r0));
@@ -225,24 +256,30 @@ FP_HD Tile tile_at(const Plan& p, const Cell& cell, std::int64_t l) {
 // Element offset of image n, channel c (c < C) in x.
 FP_HD std::int64_t plane(const Plan& p, std::int64_t sN, std::int64_t n, std::int64_t c) { return n * sN + c * p.sC; }
 
-// Staged value (row, col) of the tile for the channel at `base` (plane()): the input at
-// (t.y + row, t.x - pad_x + col), zero outside the image or past the channels (`on` false).
+// Staged value (image i of the step, row, col) for the channel at `base` (plane() of the step's
+// first image): the input at (t.y + row, t.x - pad_x + col), zero outside the image or past the
+// channels (`on` false).
 template <DType D>
-FP_HD float stage_value(const Plan& p, std::uintptr_t data, std::int64_t base, bool on, const Tile& t, int row, int col) {
+FP_HD float stage_value(const Plan& p, std::uintptr_t data, std::int64_t sN, std::int64_t base, bool on, const Tile& t,
+                        int i, int row, int col) {
   const std::int64_t y = t.y + row, xx = t.x - p.pad_x + col;
   if (!on || y >= p.H || xx < 0 || xx >= p.W) return 0.0f;
-  return load<D>(data, base + y * p.sH + xx * p.sW);
+  return load<D>(data, base + i * sN + y * p.sH + xx * p.sW);
 }
 
-// The staged items of one thread: lanes = 256 / cg threads share a channel's tile; lc = min(lanes,
-// 32) of them walk a row's columns (consecutive lanes, consecutive columns: coalesced along x when
-// planar) and lanes / lc rows go at once. fn(row, col) per item; no division.
+// The staged items of one thread: lanes = 256 / cg threads share a channel's step (ni images of
+// sr rows, stacked, x sc columns); lc = min(lanes, 32) of them walk a row's columns (consecutive
+// lanes, consecutive columns: coalesced along x when planar) and lanes / lc rows go at once.
+// fn(image, row, col) per item; one multiply-high per staged row, no division.
 template <class F>
 FP_HD void stage_items(const Plan& p, const Tile& t, int lane, F&& fn) {
   const int lanes_log2 = 8 - p.cg_log2, lc_log2 = lanes_log2 < 5 ? lanes_log2 : 5;
   const int rstep = 1 << (lanes_log2 - lc_log2), lc = 1 << lc_log2;
-  for (int row = lane >> lc_log2; row < t.sr; row += rstep)
-    for (int col = lane & (lc - 1); col < t.sc; col += lc) fn(row, col);
+  for (int rr = lane >> lc_log2; rr < t.ni * t.sr; rr += rstep) {
+    const int i = static_cast<int>(t.cell.by_sr.div(static_cast<std::uint32_t>(rr)));
+    const int row = rr - i * t.sr;
+    for (int col = lane & (lc - 1); col < t.sc; col += lc) fn(i, row, col);
+  }
 }
 
 // Entry e of the table: its delta and job.
@@ -280,19 +317,20 @@ inline Chunk job_chunk(const std::int64_t* table, const Plan& p, const Tile& t, 
 }
 
 // One lane's fp32 sums of v(p) * v(p + delta_g), g < k.n, over its positions of the tile: groups
-// q = lane, lane + lanes, ... of kV positions (row q >> gc_log2, first column kV * (q & mask);
-// groups past the tile's columns skipped, positions past them masked). Per group and job the kV
-// products are added in order. `s` is the channel's staged tile (sr x sc floats). SX: the cell's
+// q = lane, lane + lanes, ... of kV positions (row q >> gc_log2 of the step's ni x nr rows, first
+// column kV * (q & mask); groups past the tile's columns skipped, positions past them masked). Per
+// group and job the kV products are added in order. `s` is the channel's staged step. SX: the cell's
 // column step when known at compile time (1: stride-1 consumers, every load at an immediate
 // offset), 0 when read from the cell.
 template <int SX>
 FP_HD void lane_sums_step(const Plan& p, const Tile& t, int lane, int lanes, const float* s, const Chunk& k, float* acc) {
-  const int n = t.nr << p.gc_log2, mask = (1 << p.gc_log2) - 1;
+  const int n = (t.ni * t.nr) << p.gc_log2, mask = (1 << p.gc_log2) - 1;
   const int sy = static_cast<int>(t.cell.sy), sx = SX > 0 ? SX : static_cast<int>(t.cell.sx), px = static_cast<int>(p.pad_x);
   for (int q = lane; q < n; q += lanes) {
     const int c0 = (q & mask) * kV;
     if (c0 >= t.nc) continue;
-    const float* a = s + (q >> p.gc_log2) * sy * t.sc + c0 * sx + px;
+    const int rr = q >> p.gc_log2, i = static_cast<int>(t.cell.by_nr.div(static_cast<std::uint32_t>(rr)));
+    const float* a = s + (i * t.sr + (rr - i * t.nr) * sy) * t.sc + c0 * sx + px;
     float av[kV], b[kV];
     bool live[kV];
 #if defined(__CUDA_ARCH__)
@@ -357,24 +395,20 @@ inline float host_lane_tree(const Plan& p, const float* v, int ch) {
 FP_HD const std::int64_t* job_rows(const std::int64_t* table, const Plan& p, std::int64_t j) {
   return table + kCellFields * p.ncell + kEntryFields * p.njobs + kJobFields * j;
 }
-// Workspace row of job j's partial of unit (image n, index l within its cell).
-FP_HD std::int64_t ws_row(const Plan& p, const std::int64_t* table, std::int64_t n, std::int64_t j, std::int64_t l) {
-  return n * p.rpi + job_rows(table, p, j)[0] + l;
+// Workspace row of job j's partial of unit l (index within its cell).
+FP_HD std::int64_t ws_row(const Plan& p, const std::int64_t* table, std::int64_t j, std::int64_t l) {
+  return job_rows(table, p, j)[0] + l;
 }
 
-// Second pass: job j's total for channel c over N images, units in order (image, then unit).
-FP_HD double job_total(const Plan& p, const std::int64_t* table, const double* ws, std::int64_t N, std::int64_t j,
-                       std::int64_t c) {
+// Second pass: job j's total for channel c, units in order.
+FP_HD double job_total(const Plan& p, const std::int64_t* table, const double* ws, std::int64_t j, std::int64_t c) {
   const std::int64_t* tj = job_rows(table, p, j);
-  const std::int64_t units = tj[1];
+  const double* w = ws + tj[0] * p.C + c;
   double s = 0.0;
   float s32 = 0.0f;  // the probe (merge64 = false)
-  for (std::int64_t n = 0; n < N; ++n) {
-    const double* w = ws + (n * p.rpi + tj[0]) * p.C + c;
-    for (std::int64_t l = 0; l < units; ++l) {
-      if (p.merge64) s += w[l * p.C];
-      else s32 += static_cast<float>(w[l * p.C]);
-    }
+  for (std::int64_t l = 0; l < tj[1]; ++l) {
+    if (p.merge64) s += w[l * p.C];
+    else s32 += static_cast<float>(w[l * p.C]);
   }
   return p.merge64 ? s : static_cast<double>(s32);
 }
