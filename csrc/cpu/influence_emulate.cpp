@@ -37,9 +37,7 @@ void shift(const View& x, const Plan& p, const std::int64_t* table, double* out)
             const std::int64_t base = on ? plane(p, x.stride[0], t.n0, c) : 0;
             float* s = stage.data() + ch * t.ni * t.sr * t.sc;
             for (int lane = 0; lane < lanes; ++lane)
-              stage_items(p, t, lane, [&](int i, int row, int col) {
-                s[(i * t.sr + row) * t.sc + col] = stage_value<D>(p, x.data, x.stride[0], base, on, t, i, row, col);
-              });
+              stage_tile<D>(p, t, x.data, x.stride[0], base, on, lane, [&](int rr, int col, float v) { s[rr * t.sc + col] = v; });
           }
           const Chunk k = job_chunk(table, p, t, eb);
           for (int tid = 0; tid < kThreads; ++tid) {

@@ -61,9 +61,7 @@ __global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr
       float* s = stage + ch * t.ni * t.sr * t.sc;
       const std::int64_t base = on ? plane(p, sN, t.n0, c) : 0;
       __syncthreads();  // the previous step's stage and chunk are read
-      stage_items(p, t, lane, [&](int i, int row, int col) {
-        s[(i * t.sr + row) * t.sc + col] = stage_value<D>(p, data, sN, base, on, t, i, row, col);
-      });
+      stage_tile<D>(p, t, data, sN, base, on, lane, [&](int rr, int col, float v) { s[rr * t.sc + col] = v; });
       if (tid < kJobs) {  // job_chunk, one thread per entry
         int off = 0;
         bool slide = false;

@@ -47,7 +47,7 @@ using dev_util::load;
 using dev_util::max64;
 using dev_util::min64;
 
-constexpr int kThreads = 256;  // every kernel's block (stage_items assumes 256 = 1 << 8)
+constexpr int kThreads = 256;  // every kernel's block (stage_tile assumes 256 = 1 << 8)
 constexpr int kWarp = 32;
 constexpr int kWarps = kThreads / kWarp;
 constexpr int kJobs = 16;      // jobs (deltas) held in registers at once (a 3x3 consumer's 13)
@@ -105,6 +105,8 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
   p.N = x.shape[0]; p.C = x.shape[1]; p.H = x.shape[2]; p.W = x.shape[3];
   p.sC = x.stride[1]; p.sH = x.stride[2]; p.sW = x.stride[3];
   p.planar = !(x.stride[1] == 1 && p.C > 1);
+  FP_CHECK(p.W * (p.sW < 0 ? -p.sW : p.sW) < (std::int64_t{1} << 31),
+           "influence device plan: input rows longer than 2^31 elements");
   p.max_dy = hp.max_dy; p.pad_x = hp.pad_x;
   p.ncell = hp.ncell; p.njobs = hp.njobs;
   p.merge64 = tg.merge64;
@@ -256,29 +258,29 @@ FP_HD Tile tile_at(const Plan& p, const Cell& cell, std::int64_t s) {
 // Element offset of image n, channel c (c < C) in x.
 FP_HD std::int64_t plane(const Plan& p, std::int64_t sN, std::int64_t n, std::int64_t c) { return n * sN + c * p.sC; }
 
-// Staged value (image i of the step, row, col) for the channel at `base` (plane() of the step's
-// first image): the input at (t.y + row, t.x - pad_x + col), zero outside the image or past the
-// channels (`on` false).
-template <DType D>
-FP_HD float stage_value(const Plan& p, std::uintptr_t data, std::int64_t sN, std::int64_t base, bool on, const Tile& t,
-                        int i, int row, int col) {
-  const std::int64_t y = t.y + row, xx = t.x - p.pad_x + col;
-  if (!on || y >= p.H || xx < 0 || xx >= p.W) return 0.0f;
-  return load<D>(data, base + i * sN + y * p.sH + xx * p.sW);
-}
-
-// The staged items of one thread: lanes = 256 / cg threads share a channel's step (ni images of
-// sr rows, stacked, x sc columns); lc = min(lanes, 32) of them walk a row's columns (consecutive
-// lanes, consecutive columns: coalesced along x when planar) and lanes / lc rows go at once.
-// fn(image, row, col) per item; one multiply-high per staged row, no division.
-template <class F>
-FP_HD void stage_items(const Plan& p, const Tile& t, int lane, F&& fn) {
+// Stages one channel's tile step: the input at (image t.n0 + i, row t.y + row, column
+// t.x - pad_x + col) for staged row rr = i * sr + row (images stacked) and column col, zero outside
+// the image or past the channels (`on` false); store(rr, col, value) per item. lanes = 256 / cg
+// threads share a channel; lc = min(lanes, 32) of them walk a row's columns (consecutive lanes,
+// consecutive columns: coalesced along x when planar) and lanes / lc rows go at once. Per row one
+// multiply-high and the row's address; per item a bounds test, a 32-bit column offset (the plan
+// checks W |sW| < 2^31), the load. `base` is plane() of the step's first image.
+template <DType D, class Store>
+FP_HD void stage_tile(const Plan& p, const Tile& t, std::uintptr_t data, std::int64_t sN, std::int64_t base, bool on,
+                      int lane, Store&& store) {
+  using T = typename dev_util::Elem<D>::T;
   const int lanes_log2 = 8 - p.cg_log2, lc_log2 = lanes_log2 < 5 ? lanes_log2 : 5;
   const int rstep = 1 << (lanes_log2 - lc_log2), lc = 1 << lc_log2;
+  const int xs = static_cast<int>(t.x - p.pad_x), W = static_cast<int>(p.W), sw = static_cast<int>(p.sW);
   for (int rr = lane >> lc_log2; rr < t.ni * t.sr; rr += rstep) {
     const int i = static_cast<int>(t.cell.by_sr.div(static_cast<std::uint32_t>(rr)));
-    const int row = rr - i * t.sr;
-    for (int col = lane & (lc - 1); col < t.sc; col += lc) fn(i, row, col);
+    const std::int64_t y = t.y + (rr - i * t.sr);
+    const bool rin = on && y < p.H;
+    const T* row = reinterpret_cast<const T*>(data) + (rin ? base + i * sN + y * p.sH : 0);
+    for (int col = lane & (lc - 1); col < t.sc; col += lc) {
+      const int xx = xs + col;
+      store(rr, col, rin && xx >= 0 && xx < W ? dev_util::Elem<D>::f(row[xx * sw]) : 0.0f);  // W |sW| < 2^31
+    }
   }
 }
 
