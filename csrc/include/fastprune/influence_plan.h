@@ -448,7 +448,8 @@ inline GatherPlan gather_plan(std::int64_t D, std::int64_t npos, std::int64_t P,
   g.chunks = ceil_div(npos, kGChunk);
   if (g.chunks > 0) {
     const std::int64_t cap = max64(1, kGramCapBytes / (8 * kGBlock * kGBlock * g.pairs));
-    const std::int64_t want = min64(min64(g.chunks, max64(1, ceil_div(target_blocks, g.pairs))), cap);
+    // groups: the most that keep pairs x groups within the target (whole waves), capped
+    const std::int64_t want = min64(min64(g.chunks, max64(1, target_blocks / g.pairs)), cap);
     g.cpg = ceil_div(g.chunks, want);
     g.groups = ceil_div(g.chunks, g.cpg);
   }
