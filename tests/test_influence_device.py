@@ -19,7 +19,7 @@ from fastprune.stats.influence_geometry import ConvGeometry, shift_plan
 from fastprune.stats.influence_reference import auto_moments_reference, patch_gram_reference
 
 TOL = 1e-5
-CELL = 18  # table fields per cell (influence_plan.h)
+CELL = 19  # table fields per cell (influence_plan.h)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -35,9 +35,11 @@ def rel_max(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-def targets(tile_rows: int = 0, tile_cols: int = 0, run: int = 0, images: int = 0, merge64: bool = True):
+def targets(tile_rows: int = 0, tile_cols: int = 0, run: int = 0, images: int = 0, full3: bool = True,
+            merge64: bool = True):
     t = _C.InfluenceTargets()
-    t.tile_rows, t.tile_cols, t.steps_per_unit, t.images_per_tile, t.merge64 = tile_rows, tile_cols, run, images, merge64
+    t.tile_rows, t.tile_cols, t.steps_per_unit, t.images_per_tile = tile_rows, tile_cols, run, images
+    t.full3, t.merge64 = full3, merge64
     return t
 
 
@@ -77,9 +79,10 @@ def tile_starts(plan, table) -> list[tuple[int, int]]:
 
 
 def cells(plan, table) -> list[dict]:
-    """Per cell: tiles per image, images per tile, tile steps and steps per unit (table layout)."""
+    """Per cell: tiles per image, images per tile, tile steps, steps per unit and whether it takes
+    the whole-3x3 lane loop (table layout)."""
     keys = ["tpi", "ni", "steps", "run"]
-    return [dict(zip(keys, table[CELL * ci + 10:CELL * ci + 14])) for ci in range(plan.cells)]
+    return [dict(zip(keys, table[CELL * ci + 10:CELL * ci + 14]), full3=table[CELL * ci + 18]) for ci in range(plan.cells)]
 
 
 def outlier_data(shape, dtype, layout, g: ConvGeometry, mean_scale: float, seed: int = 0, device: str = "cpu",
@@ -100,14 +103,19 @@ def outlier_data(shape, dtype, layout, g: ConvGeometry, mean_scale: float, seed:
     return x.to(dtype)
 
 
+def emulated_sums(x: torch.Tensor, g: ConvGeometry, **tg) -> _JobSums:
+    """The emulated device job sums of x."""
+    sums = _JobSums(shift_plan(g, x.shape[2], x.shape[3]), x.shape[1], torch.device("cpu"))
+    _C.influence_emulate_device(view(x), sums._host_args, sums.out, targets(**tg))
+    return sums
+
+
 def emulated_moments(x: torch.Tensor, g: ConvGeometry, **tg) -> torch.Tensor:
     """(C, taps, taps) auto-moments from the emulated device job sums (folded as
     InfluenceMoments folds the kernel's)."""
     acc = InfluenceMoments(x.shape[1], (g.kh, g.kw), (g.sh, g.sw), (g.pt, g.pl), (g.dh, g.dw))
     assert acc.geometry == g
-    sums = _JobSums(shift_plan(g, x.shape[2], x.shape[3]), x.shape[1], torch.device("cpu"))
-    _C.influence_emulate_device(view(x), sums._host_args, sums.out, targets(**tg))
-    acc._fold(sums)
+    acc._fold(emulated_sums(x, g, **tg))
     return acc.moments
 
 
@@ -163,9 +171,23 @@ def test_cases_reach_every_partition_path():
     assert min(c["ni"] for c in cells(small, st)) > 1 and small.units < small.cells * 300
     part, pt = plans["last-fp32-small-maps-partial"]  # 32 images in tiles of 6: a last step of 2
     assert all(c["ni"] == 6 and c["steps"] == 6 and c["run"] == 2 for c in cells(part, pt))
+    for name in ("nchw-fp32-default-tiles", "last-bf16-c130", "nchw-fp16-small-maps"):  # 3 x 3, padding 1
+        assert any(c["full3"] for c in cells(*plans[name]))  # the interior (and the top row's cell)
+    for name in ("nchw-fp16-stride2-dil2", "last-fp64-7x7-same", "nchw-bf16-stride2", "last-fp32-wide-window"):
+        assert not any(c["full3"] for c in cells(*plans[name]))
     shrunk, _ = plans["last-fp32-wide-window"]  # the staged tile only fits with fewer channels
     assert shrunk.channels_per_block < 32 and (shrunk.tile_rows, shrunk.tile_cols) == (1, 1)
     assert all(p.stage_floats <= 8000 for p, _ in plans.values())  # kStageFloats
+
+
+@pytest.mark.parametrize("name", ["nchw-fp32-default-tiles", "last-bf16-c130", "nchw-fp16-small-maps"])
+def test_whole_3x3_lane_loop_gives_the_general_loops_bits(name):
+    """lane_sums_full3 loads each partner row once for the 13 deltas of the interior; it must make
+    the same products in the same order as the general lane loop."""
+    x, g, tg = case(name)
+    a = emulated_sums(x, g, **tg).sums
+    b = emulated_sums(x, g, full3=False, **tg).sums
+    assert torch.equal(a, b) and a.abs().sum() > 0
 
 
 def test_fp64_merge_of_the_units_is_needed():

@@ -64,6 +64,7 @@ void influence(py::module_& m) {
       .def_readwrite("tile_cols", &dev::Targets::tile_cols)
       .def_readwrite("steps_per_unit", &dev::Targets::run)
       .def_readwrite("images_per_tile", &dev::Targets::images)
+      .def_readwrite("full3", &dev::Targets::full3)
       .def_readwrite("merge64", &dev::Targets::merge64);
   m.def("influence_device_plan", &influence_device_plan, py::arg("x"), py::arg("host_plan"),
         py::arg("targets") = dev::Targets{},

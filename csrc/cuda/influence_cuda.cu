@@ -73,6 +73,7 @@ __global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr
       __syncthreads();
       Chunk k;
       k.n = kn;
+      k.full3 = un.cell.full3;
 #pragma unroll
       for (int g = 0; g < kJobs; ++g) k.off[g] = chunk_off[g];
       k.slide = chunk_slide;

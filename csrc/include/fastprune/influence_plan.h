@@ -14,7 +14,9 @@
 // (groups l, l + 256/cg, ...) and, kJobs jobs at a time, adds v(p) * v(p + delta) for all of them
 // to fp32 registers: one load of v(p) serves every delta of the cell, and jobs are sorted by
 // (dy, dx) so that the next delta's partners mostly are the previous one's moved on by a position
-// (one new load instead of kV). A fixed tree (per job: the 8 warps' values in order, then an xor
+// (one new load instead of kV); a cell with the 13 deltas of a whole 3 x 3 window (dilation 1, column
+// step 1: the interior of a 3 x 3 consumer) loads its three partner row segments once for all 13
+// (lane_sums_full3: the same products in the same order). A fixed tree (per job: the 8 warps' values in order, then an xor
 // butterfly over the lanes) sums the lanes of a channel in fp32: a unit's partial covers about
 // kUnitPositions products. Partials go to the workspace in fp64; the second pass sums, per (job,
 // channel), the units in order in fp64.
@@ -61,17 +63,24 @@ constexpr int kMaxGroup = 32;  // channels per block, channels innermost
 constexpr std::int64_t kStageFloats = 8000;  // staged tile: 31.25 KiB (with the kernel's 16.1 KiB, <= 48 KiB)
 // The table: per cell kCellFields (its entries are [e0, e1)), then per entry kEntryFields (the
 // cell's jobs sorted by (dy, dx)), then per job kJobFields (its workspace rows).
-constexpr int kCellFields = 18;  // y0 sy x0 sx nrows ncols e0 e1 unit0 tiles_x tpi ni steps run sr_m sr_l nr_m nr_l
+constexpr int kCellFields = 19;  // y0 sy x0 sx nrows ncols e0 e1 unit0 tiles_x tpi ni steps run sr_m sr_l nr_m nr_l full3
 constexpr int kEntryFields = 4;  // dy dx job slide (slide: same dy as the previous entry, dx larger by sx)
 constexpr int kJobFields = 2;    // row0 units
 
 // Tile-size overrides (0: the launch's defaults): tile rows / columns, tile steps per unit and
-// images per tile of one-tile cells; and the probe: merge64 = false sums the unit partials in
+// images per tile of one-tile cells; full3 = false sends whole 3 x 3 cells through the general lane
+// loop (tests: both give the same bits); and the probe: merge64 = false sums the unit partials in
 // fp32 (emulation only; the kernels always merge in fp64), to show that the tests see it.
 struct Targets {
   int tile_rows = 0, tile_cols = 0, run = 0, images = 0;
-  bool merge64 = true;
+  bool full3 = true, merge64 = true;
 };
+
+// The sorted entries of a whole 3 x 3 window with dilation 1: (0, 0..2), (1, -2..2), (2, -2..2).
+constexpr int kFull3Jobs = 13;
+FP_HD bool full3_delta(int e, std::int64_t dy, std::int64_t dx) {
+  return e < 3 ? dy == 0 && dx == e : dy == 1 + (e - 3) / 5 && dx == (e - 3) % 5 - 2;
+}
 
 struct Plan {
   std::int64_t N = 0, C = 0, H = 0, W = 0, sC = 0, sH = 0, sW = 0;  // shape, strides after N
@@ -163,9 +172,9 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
     if (table) {
       std::int64_t* t = table + kCellFields * ci;
       const FastDiv by_sr(static_cast<std::uint32_t>(sr)), by_nr(static_cast<std::uint32_t>(nr));
-      const std::int64_t f[kCellFields] = {c[0], c[2], c[3], c[5], nrows, ncols, j0, j1, unit, tiles_x,
-                                           tpi, ni, steps, run, by_sr.m, by_sr.l, by_nr.m, by_nr.l};
-      for (int k = 0; k < kCellFields; ++k) t[k] = f[k];
+      const std::int64_t f[kCellFields - 1] = {c[0], c[2], c[3], c[5], nrows, ncols, j0, j1, unit, tiles_x,
+                                               tpi, ni, steps, run, by_sr.m, by_sr.l, by_nr.m, by_nr.l};
+      for (int k = 0; k < kCellFields - 1; ++k) t[k] = f[k];
       std::vector<std::int64_t> order;
       for (std::int64_t j = j0; j < j1; ++j) order.push_back(j);
       auto delta = [&](std::int64_t j) { return hp.deltas + 2 * hp.job_delta[j]; };
@@ -180,6 +189,12 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
         std::int64_t* tj = table + kCellFields * hp.ncell + kEntryFields * hp.njobs + kJobFields * j;
         tj[0] = row + (j - j0) * units; tj[1] = units;
       }
+      bool full3 = tg.full3 && c[5] == 1 && p.pad_x == 2 && p.max_dy == 2 && j1 - j0 == kFull3Jobs;
+      for (std::int64_t e = j0; full3 && e < j1; ++e) {
+        const std::int64_t* te = table + kCellFields * hp.ncell + kEntryFields * e;
+        full3 = full3_delta(static_cast<int>(e - j0), te[0], te[1]);
+      }
+      t[kCellFields - 1] = full3;
     }
     unit += units;
     row += (j1 - j0) * units;
@@ -197,10 +212,11 @@ FP_HD std::int64_t workspace_doubles(const Plan& p) { return p.rows * p.C; }
 struct Cell {
   std::int64_t y0, sy, x0, sx, nrows, ncols, e0, e1, unit0, tiles_x, tpi, ni, steps, run;
   FastDiv by_sr, by_nr;  // staged rows and position rows of the cell's full tile, per image
+  bool full3;            // its entries are a whole 3 x 3 window (full3_delta)
 };
 FP_HD Cell cell_at(const std::int64_t* table, std::int64_t ci) {
   const std::int64_t* t = table + kCellFields * ci;
-  Cell c{t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13], {}, {}};
+  Cell c{t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13], {}, {}, t[18] != 0};
   c.by_sr.m = static_cast<std::uint32_t>(t[14]); c.by_sr.l = static_cast<std::uint32_t>(t[15]);
   c.by_nr.m = static_cast<std::uint32_t>(t[16]); c.by_nr.l = static_cast<std::uint32_t>(t[17]);
   return c;
@@ -296,6 +312,7 @@ struct Chunk {
   int n = 0;
   int off[kJobs];
   unsigned slide = 0;
+  bool full3 = false;  // the cell's whole 3 x 3 window (all its entries are in this chunk)
 };
 // Entry g of the chunk starting at eb (g < chunk_size): its offset and slide flag.
 FP_HD int chunk_size(const Cell& cell, std::int64_t eb) { return static_cast<int>(min64(kJobs, cell.e1 - eb)); }
@@ -309,6 +326,7 @@ FP_HD void chunk_entry(const std::int64_t* table, const Plan& p, const Tile& t, 
 inline Chunk job_chunk(const std::int64_t* table, const Plan& p, const Tile& t, std::int64_t eb) {
   Chunk k;
   k.n = chunk_size(t.cell, eb);
+  k.full3 = t.cell.full3;
   for (int g = 0; g < kJobs; ++g) {
     bool slide = false;
     k.off[g] = 0;
@@ -370,8 +388,65 @@ FP_HD void lane_sums_step(const Plan& p, const Tile& t, int lane, int lanes, con
   }
 }
 
+// lane_sums_step for a whole 3 x 3 window (column step 1, pad_x 2): per group the partner row
+// segments of dy = 0 (kV + 2 values) and dy = 1, 2 (kV + 4 each) are loaded once and serve all 13
+// jobs (entry g: dy = 0, dx = g for g < 3; dy = 1 + (g - 3) / 5, dx = (g - 3) % 5 - 2). The products
+// and their order per job are lane_sums_step's.
+FP_HD void lane_sums_full3(const Plan& p, const Tile& t, int lane, int lanes, const float* s, float* acc) {
+  const int n = (t.ni * t.nr) << p.gc_log2, mask = (1 << p.gc_log2) - 1;
+  const int sy = static_cast<int>(t.cell.sy);
+  for (int q = lane; q < n; q += lanes) {
+    const int c0 = (q & mask) * kV;
+    if (c0 >= t.nc) continue;
+    const int rr = q >> p.gc_log2, i = static_cast<int>(t.cell.by_nr.div(static_cast<std::uint32_t>(rr)));
+    const float* a = s + (i * t.sr + (rr - i * t.nr) * sy) * t.sc + c0 + 2;
+    float av[kV], r[kV + 4];
+    bool live[kV];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int v = 0; v < kV; ++v) {
+      live[v] = c0 + v < t.nc;
+      av[v] = a[v];
+    }
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int u = 0; u < kV + 2; ++u) r[u] = a[u];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int g = 0; g < 3; ++g)
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (int v = 0; v < kV; ++v)
+        if (live[v]) acc[g] = fmaf(av[v], r[g + v], acc[g]);
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int dy = 1; dy <= 2; ++dy) {
+      const float* pr = a + dy * t.sc - 2;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (int u = 0; u < kV + 4; ++u) r[u] = pr[u];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (int d = 0; d < 5; ++d)
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+        for (int v = 0; v < kV; ++v)
+          if (live[v]) acc[3 + 5 * (dy - 1) + d] = fmaf(av[v], r[d + v], acc[3 + 5 * (dy - 1) + d]);
+    }
+  }
+}
+
 FP_HD void lane_sums(const Plan& p, const Tile& t, int lane, int lanes, const float* s, const Chunk& k, float* acc) {
-  if (t.cell.sx == 1) lane_sums_step<1>(p, t, lane, lanes, s, k, acc);
+  if (k.full3) lane_sums_full3(p, t, lane, lanes, s, acc);
+  else if (t.cell.sx == 1) lane_sums_step<1>(p, t, lane, lanes, s, k, acc);
   else lane_sums_step<0>(p, t, lane, lanes, s, k, acc);
 }
 
