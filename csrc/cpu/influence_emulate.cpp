@@ -50,7 +50,8 @@ void shift(const View& x, const Plan& p, const std::int64_t* table, double* out)
           const std::int64_t job = entry(table, p, eb + g)[2];
           for (int ch = 0; ch < p.cg; ++ch) {
             const std::int64_t c = grp * p.cg + ch;
-            if (c < p.C) ws[static_cast<std::size_t>(ws_row(p, table, job, un.l) * p.C + c)] = static_cast<double>(host_lane_tree(p, v, ch));
+            if (c < p.C)
+              ws[static_cast<std::size_t>(ws_row(p, table, job, un.l) * p.C + c)] = static_cast<double>(host_lane_tree(p, v, ch));
           }
         }
       }

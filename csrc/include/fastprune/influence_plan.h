@@ -14,12 +14,13 @@
 // (groups l, l + 256/cg, ...) and, kJobs jobs at a time, adds v(p) * v(p + delta) for all of them
 // to fp32 registers: one load of v(p) serves every delta of the cell, and jobs are sorted by
 // (dy, dx) so that the next delta's partners mostly are the previous one's moved on by a position
-// (one new load instead of kV); a cell with the 13 deltas of a whole 3 x 3 window (dilation 1, column
-// step 1: the interior of a 3 x 3 consumer) loads its three partner row segments once for all 13
-// (lane_sums_full3: the same products in the same order). A fixed tree (per job: the 8 warps' values in order, then an xor
-// butterfly over the lanes) sums the lanes of a channel in fp32: a unit's partial covers about
-// kUnitPositions products. Partials go to the workspace in fp64; the second pass sums, per (job,
-// channel), the units in order in fp64.
+// (one new load instead of kV); a cell with the 13 deltas of a whole 3 x 3 window (dilation 1,
+// column step 1: the interior of a 3 x 3 consumer) loads its three partner row segments once for
+// all 13 (lane_sums_full3: the same products in the same order). A fixed tree (per job: the 8
+// warps' values in order, then an xor butterfly over the lanes) sums the lanes of a channel in
+// fp32: a unit's partial covers about kPlanarUnit (planar) or kInterUnit (per channel) products.
+// Partials go to the workspace in fp64; the second pass sums, per (job, channel), the units in
+// order in fp64.
 // Planar input (x contiguous): cg = 1, threads over columns. Channels innermost (channels_last):
 // cg = up to 32 channels, threads over channels. Tiles shrink (then cg) until the staged tile
 // fits kStageFloats.
