@@ -34,6 +34,8 @@ void check_planned(const View& x, const dev::Plan& p) {
   FP_CHECK(x.shape[0] == p.N && x.shape[1] == p.C && x.shape[2] == p.H && x.shape[3] == p.W && x.stride[1] == p.sC &&
                x.stride[2] == p.sH && x.stride[3] == p.sW,
            "input does not match the device plan (shape, or strides after the image axis)");
+  FP_CHECK(static_cast<int>(dtype_size(x.dtype)) == p.elem && (p.vec == 1 || (x.data % 16 == 0 && x.stride[0] % p.vec == 0)),
+           "input does not match the device plan (dtype or alignment)");
   FP_CHECK(p.merge64, "the probe plan (merge64 = false) is for the emulation only");
 }
 

@@ -131,6 +131,8 @@ CASES = {
     "last-fp32-wide-window": ((1, 40, 64, 64), torch.float32, "channels_last", (3, 1, 0, 20), 1e3, {}),
     "nchw-bf16-stride2": ((2, 3, 33, 30), torch.bfloat16, "nchw", (3, 2, 1, 1), 1e2, dict(tile_rows=2, tile_cols=2)),
     "nchw-fp16-small-maps": ((300, 5, 6, 7), torch.float16, "nchw", (3, 1, 1, 1), 1e2, {}),
+    "nchw-bf16-vectors": ((2, 5, 20, 40), torch.bfloat16, "nchw", (3, 1, 1, 1), 1e2, dict(tile_rows=4, tile_cols=8)),
+    "nchw-fp64-vectors-stride2": ((2, 3, 17, 18), torch.float64, "nchw", (5, 2, 2, 2), 1e4, {}),
     "last-fp32-small-maps-partial": ((32, 40, 5, 6), torch.float32, "channels_last", (3, 1, 1, 1), 1e4,
                                      dict(images=6, run=2)),
 }
@@ -175,6 +177,10 @@ def test_cases_reach_every_partition_path():
         assert any(c["full3"] for c in cells(*plans[name]))  # the interior (and the top row's cell)
     for name in ("nchw-fp16-stride2-dil2", "last-fp64-7x7-same", "nchw-bf16-stride2", "last-fp32-wide-window"):
         assert not any(c["full3"] for c in cells(*plans[name]))
+    # 16-byte staging vectors (fp32: 4, bf16: 8, fp64: 2), and element loads where rows are unaligned
+    assert plans["nchw-fp32-many-tiles"][0].vec == 4 and plans["nchw-bf16-vectors"][0].vec == 8
+    assert plans["nchw-fp64-vectors-stride2"][0].vec == 2
+    assert plans["nchw-bf16-stride2"][0].vec == 1 and plans["last-bf16-c130"][0].vec == 1
     shrunk, _ = plans["last-fp32-wide-window"]  # the staged tile only fits with fewer channels
     assert shrunk.channels_per_block < 32 and (shrunk.tile_rows, shrunk.tile_cols) == (1, 1)
     assert all(p.stage_floats <= 8000 for p, _ in plans.values())  # kStageFloats

@@ -53,6 +53,7 @@ void influence(py::module_& m) {
   namespace dev = influence::dev;
   py::class_<dev::Plan>(m, "InfluenceDevicePlan", "The device back-end's partition (fastprune/influence_plan.h).")
       .def_readonly("planar", &dev::Plan::planar).def_readonly("channels_per_block", &dev::Plan::cg)
+      .def_readonly("vec", &dev::Plan::vec)
       .def_readonly("tile_rows", &dev::Plan::tr).def_readonly("tile_cols", &dev::Plan::tc)
       .def_readonly("cells", &dev::Plan::ncell).def_readonly("jobs", &dev::Plan::njobs)
       .def_readonly("units", &dev::Plan::units).def_readonly("workspace_rows", &dev::Plan::rows)

@@ -136,15 +136,15 @@ class _Scratch:
         return ws[1]
 
 
-_MAX_DEVICE_PLANS = 8  # device plans (one per batch shape and layout) a _JobSums keeps
+_MAX_DEVICE_PLANS = 8  # device plans (one per batch shape, layout, dtype, alignment) a _JobSums keeps
 
 
 class _JobSums:
     """Per-job sums (njobs, C) of one input size, accumulated by the kernel in place (it adds
     into its output, and leaves it untouched when the batch holds non-finite values). CPU input:
     the plan's arrays as kernel arguments, built once. CUDA input: the device plan and its table
-    (fastprune/influence_plan.h) per batch shape and layout, built once on the host and moved to
-    the device, and a workspace from torch's caching allocator."""
+    (fastprune/influence_plan.h) per batch shape, layout, dtype and 16-byte alignment, built once
+    on the host and moved to the device, and a workspace from torch's caching allocator."""
 
     def __init__(self, plan: ShiftPlan, channels: int, device: torch.device) -> None:
         self.plan = plan
@@ -155,7 +155,7 @@ class _JobSums:
         self._scratch = _Scratch()
 
     def _device_plan(self, t: torch.Tensor, v: Any) -> tuple[Any, torch.Tensor]:
-        key = (tuple(t.shape), tuple(t.stride()[1:]))
+        key = (tuple(t.shape), tuple(t.stride()), t.dtype, t.data_ptr() % 16 == 0)  # as the plan sees it
         dp = self._device_plans.get(key)
         if dp is None:
             if len(self._device_plans) >= _MAX_DEVICE_PLANS:

@@ -85,6 +85,8 @@ FP_HD bool full3_delta(int e, std::int64_t dy, std::int64_t dx) {
 
 struct Plan {
   std::int64_t N = 0, C = 0, H = 0, W = 0, sC = 0, sH = 0, sW = 0;  // shape, strides after N
+  int elem = 4;       // bytes per input element
+  int vec = 1;        // elements per 16-byte staging load (1: element loads)
   int planar = 1;     // 1: threads over columns; 0: channels innermost, threads over channels
   int cg = 1;         // channels per block (a power of two, at most 32)
   int cg_log2 = 0;
@@ -100,11 +102,13 @@ struct Plan {
   bool merge64 = true;
 };
 
-// Staged rows / columns of a tile of nr x nc positions with cell steps sy, sx.
+// Staged rows / columns of a tile of nr x nc positions with cell steps sy, sx. Columns: nc
+// rounded up to whole kV groups (every lane reads inside the staged tile), the halo, and with
+// vector staging up to vec - 1 on either side (the staged row starts and ends on 16 bytes); the
+// exact count of a tile is tile_at's.
 FP_HD std::int64_t staged_rows(const Plan& p, std::int64_t nr, std::int64_t sy) { return (nr - 1) * sy + 1 + p.max_dy; }
-// (columns: nc rounded up to whole kV groups, so that every lane reads inside the staged tile)
 FP_HD std::int64_t staged_cols(const Plan& p, std::int64_t nc, std::int64_t sx) {
-  return (ceil_div(nc, kV) * kV - 1) * sx + 1 + 2 * p.pad_x;
+  return (ceil_div(nc, kV) * kV - 1) * sx + 1 + 2 * p.pad_x + 2 * (p.vec - 1);
 }
 
 // The plan of input x (N, C, H, W; its shape and strides) for the host shift plan hp (host
@@ -115,6 +119,11 @@ inline Plan make_plan(const View& x, const ShiftPlanArgs& hp, const Targets& tg,
   p.N = x.shape[0]; p.C = x.shape[1]; p.H = x.shape[2]; p.W = x.shape[3];
   p.sC = x.stride[1]; p.sH = x.stride[2]; p.sW = x.stride[3];
   p.planar = !(x.stride[1] == 1 && p.C > 1);
+  p.elem = static_cast<int>(dtype_size(x.dtype));
+  // 16-byte staging loads: planar rows of unit stride, every row start on 16 bytes
+  const std::int64_t V = 16 / p.elem;
+  if (p.planar && p.sW == 1 && x.data % 16 == 0 && x.stride[0] % V == 0 && p.sC % V == 0 && p.sH % V == 0)
+    p.vec = static_cast<int>(V);
   FP_CHECK(p.W * (p.sW < 0 ? -p.sW : p.sW) < (std::int64_t{1} << 31),
            "influence device plan: input rows longer than 2^31 elements");
   p.max_dy = hp.max_dy; p.pad_x = hp.pad_x;
@@ -249,8 +258,10 @@ struct Tile {
   std::int64_t n0;    // first image
   int ni;             // images
   std::int64_t y, x;  // input row and column of the tile's first position
+  std::int64_t xa;    // input column of staged column 0 (x - pad_x, rounded down to vec)
+  int px;             // staged column of the first position (x - xa)
   int nr, nc;         // positions per image: cell rows x cell columns
-  int sr, sc;         // staged rows (per image) x columns
+  int sr, sc;         // staged rows (per image) x columns (a multiple of vec)
 };
 FP_HD Tile tile_at(const Plan& p, const Cell& cell, std::int64_t s) {
   Tile t;
@@ -268,35 +279,60 @@ FP_HD Tile tile_at(const Plan& p, const Cell& cell, std::int64_t s) {
   t.nr = static_cast<int>(min64(p.tr, cell.nrows - r0));
   t.nc = static_cast<int>(min64(p.tc, cell.ncols - c0));
   t.sr = static_cast<int>(staged_rows(p, t.nr, cell.sy));
-  t.sc = static_cast<int>(staged_cols(p, t.nc, cell.sx));
+  const std::int64_t round = ~static_cast<std::int64_t>(p.vec - 1);  // vec: a power of two
+  t.xa = (t.x - p.pad_x) & round;                                      // floor, also below 0
+  t.px = static_cast<int>(t.x - t.xa);
+  const std::int64_t need = t.px + (ceil_div(t.nc, kV) * kV - 1) * cell.sx + 1 + p.pad_x;
+  t.sc = static_cast<int>((need + p.vec - 1) & round);
   return t;
 }
 
 // Element offset of image n, channel c (c < C) in x.
 FP_HD std::int64_t plane(const Plan& p, std::int64_t sN, std::int64_t n, std::int64_t c) { return n * sN + c * p.sC; }
 
-// Stages one channel's tile step: the input at (image t.n0 + i, row t.y + row, column
-// t.x - pad_x + col) for staged row rr = i * sr + row (images stacked) and column col, zero outside
-// the image or past the channels (`on` false); store(rr, col, value) per item. lanes = 256 / cg
-// threads share a channel; lc = min(lanes, 32) of them walk a row's columns (consecutive lanes,
-// consecutive columns: coalesced along x when planar) and lanes / lc rows go at once. Per row one
-// multiply-high and the row's address; per item a bounds test, a 32-bit column offset (the plan
-// checks W |sW| < 2^31), the load. `base` is plane() of the step's first image.
+// Stages one channel's tile step: the input at (image t.n0 + i, row t.y + row, column t.xa + col)
+// for staged row rr = i * sr + row (images stacked) and column col, zero outside the image or past
+// the channels (`on` false); store(rr, col, value) per item. lanes = 256 / cg threads share a
+// channel; lc = min(lanes, 32) of them walk a row (consecutive lanes, consecutive columns or
+// 16-byte vectors: coalesced along x when planar) and lanes / lc rows go at once. Per row one
+// multiply-high and the row's address; per item (or vector of vec items inside the image) a
+// bounds test, a 32-bit column offset (the plan checks W |sW| < 2^31), the load. `base` is plane()
+// of the step's first image.
 template <DType D, class Store>
 FP_HD void stage_tile(const Plan& p, const Tile& t, std::uintptr_t data, std::int64_t sN, std::int64_t base, bool on,
                       int lane, Store&& store) {
   using T = typename dev_util::Elem<D>::T;
   const int lanes_log2 = 8 - p.cg_log2, lc_log2 = lanes_log2 < 5 ? lanes_log2 : 5;
   const int rstep = 1 << (lanes_log2 - lc_log2), lc = 1 << lc_log2;
-  const int xs = static_cast<int>(t.x - p.pad_x), W = static_cast<int>(p.W), sw = static_cast<int>(p.sW);
+  const int xs = static_cast<int>(t.xa), W = static_cast<int>(p.W), sw = static_cast<int>(p.sW);
+  constexpr int V = static_cast<int>(16 / sizeof(T));  // the plan's vec when it is not 1
   for (int rr = lane >> lc_log2; rr < t.ni * t.sr; rr += rstep) {
     const int i = static_cast<int>(t.cell.by_sr.div(static_cast<std::uint32_t>(rr)));
     const std::int64_t y = t.y + (rr - i * t.sr);
     const bool rin = on && y < p.H;
     const T* row = reinterpret_cast<const T*>(data) + (rin ? base + i * sN + y * p.sH : 0);
-    for (int col = lane & (lc - 1); col < t.sc; col += lc) {
-      const int xx = xs + col;
-      store(rr, col, rin && xx >= 0 && xx < W ? dev_util::Elem<D>::f(row[xx * sw]) : 0.0f);  // W |sW| < 2^31
+    if (p.vec > 1) {
+      for (int col = (lane & (lc - 1)) * V; col < t.sc; col += lc * V) {
+        const int xx = xs + col;
+        float v[V];
+        if (rin && xx >= 0 && xx + V <= W) {  // a whole aligned vector inside the image
+          dev_util::load16<D>(row + xx, v);
+        } else {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+          for (int e = 0; e < V; ++e) v[e] = rin && xx + e >= 0 && xx + e < W ? dev_util::Elem<D>::f(row[xx + e]) : 0.0f;
+        }
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+        for (int e = 0; e < V; ++e) store(rr, col + e, v[e]);
+      }
+    } else {
+      for (int col = lane & (lc - 1); col < t.sc; col += lc) {
+        const int xx = xs + col;
+        store(rr, col, rin && xx >= 0 && xx < W ? dev_util::Elem<D>::f(row[xx * sw]) : 0.0f);
+      }
     }
   }
 }
@@ -346,7 +382,7 @@ inline Chunk job_chunk(const std::int64_t* table, const Plan& p, const Tile& t, 
 template <int SX>
 FP_HD void lane_sums_step(const Plan& p, const Tile& t, int lane, int lanes, const float* s, const Chunk& k, float* acc) {
   const int n = (t.ni * t.nr) << p.gc_log2, mask = (1 << p.gc_log2) - 1;
-  const int sy = static_cast<int>(t.cell.sy), sx = SX > 0 ? SX : static_cast<int>(t.cell.sx), px = static_cast<int>(p.pad_x);
+  const int sy = static_cast<int>(t.cell.sy), sx = SX > 0 ? SX : static_cast<int>(t.cell.sx), px = t.px;
   for (int q = lane; q < n; q += lanes) {
     const int c0 = (q & mask) * kV;
     if (c0 >= t.nc) continue;
@@ -400,7 +436,7 @@ FP_HD void lane_sums_full3(const Plan& p, const Tile& t, int lane, int lanes, co
     const int c0 = (q & mask) * kV;
     if (c0 >= t.nc) continue;
     const int rr = q >> p.gc_log2, i = static_cast<int>(t.cell.by_nr.div(static_cast<std::uint32_t>(rr)));
-    const float* a = s + (i * t.sr + (rr - i * t.nr) * sy) * t.sc + c0 + 2;
+    const float* a = s + (i * t.sr + (rr - i * t.nr) * sy) * t.sc + c0 + t.px;
     float av[kV], r[kV + 4];
     bool live[kV];
 #if defined(__CUDA_ARCH__)
