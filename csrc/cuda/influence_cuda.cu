@@ -8,11 +8,12 @@
 // Kernels (blocks of kThreads = 256), templated on the input dtype:
 //  shift_kernel   grid (units, channel groups). Per tile step of the unit (a tile of one image
 //                 or of several, for small maps), stages it (plus its max_dy / pad_x halo) for
-//                 cg channels in shared memory, then kJobs deltas at a
-//                 time over groups of kV positions: kV shared loads of v(p) serve all deltas, a
-//                 delta's kV partners are loaded (or, sliding along dx, one of them), fp32 FMAs;
-//                 per job a warp sums the 8 warps' values in shared memory and an xor butterfly
-//                 the lanes; the unit's partial goes to the workspace.
+//                 cg channels in shared memory (16-byte loads where rows are aligned), then kJobs
+//                 deltas at a time over groups of kV positions: kV shared loads of v(p) serve all
+//                 deltas, a delta's kV partners are loaded (or, sliding along dx, one of them; a
+//                 whole 3 x 3 window loads its three partner rows once), fp32 FMAs; per job a
+//                 warp sums the 8 warps' values in shared memory and an xor butterfly the lanes;
+//                 the unit's partial goes to the workspace.
 //  shift_finish   one thread per (job, channel): the units in order, fp64, added into out.
 //  gather_kernel  grid (upper-triangle 64 x 64 block pairs, position groups). Chunks of 32
 //                 positions: both patch panels gathered into shared memory, 4 x 4 fp32 entries per
