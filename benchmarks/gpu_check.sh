@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The first-GPU check of the CUDA back-end, in one go (benchmarks/README.md, "GPU"):
 #   1. the build sees the device (fastprune.build_info()['cuda_available']);
-#   2. every GPU test: tests/test_moments_cuda.py (shapes, dtypes, layouts, streams, devices, the
-#      emulation cross-check), the CUDA tests of tests/test_moments.py and test_influence_cuda.py;
-#   3. compute-sanitizer memcheck, racecheck and synccheck over a small workload reaching every
-#      fastprune kernel (test_sanitizer_workload and the influence tests), fastprune's kernels only;
-#   4. the GPU benchmarks: achieved GB/s as a fraction of a device-to-device copy.
+#   2. every GPU test: tests/test_moments_cuda.py and tests/test_influence_cuda.py (shapes, dtypes,
+#      layouts, streams, devices, the emulation cross-checks) and the CUDA tests of tests/test_moments.py;
+#   3. compute-sanitizer memcheck, racecheck and synccheck over small workloads reaching every
+#      fastprune kernel (the two test_sanitizer_workload tests), fastprune's kernels only;
+#   4. the GPU benchmarks: achieved GB/s as a fraction of a device-to-device copy (moments and
+#      the influence pass).
 # Usage: benchmarks/gpu_check.sh [python]   (default: python; PYTHONPATH is set to this checkout)
 # Exit status: non-zero on the first failing step. Output: the steps' own, plus a summary.
 set -euo pipefail
@@ -35,9 +36,10 @@ for tool in memcheck racecheck synccheck; do
   echo "-- $tool"
   "$SAN" --tool "$tool" "${extra[@]}" --kernel-name kns=fastprune --error-exitcode 3 \
     "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_moments_cuda.py::test_sanitizer_workload \
-    "tests/test_influence_cuda.py::test_cuda_and_cpu_accumulators_merge"
+    tests/test_influence_cuda.py::test_sanitizer_workload
 done
 
 echo "== 4. GPU benchmarks"
-"$PY" -m pytest -q -p no:cacheprovider benchmarks/test_bench_moments.py -k cuda --benchmark-only -s
+"$PY" -m pytest -q -p no:cacheprovider benchmarks/test_bench_moments.py benchmarks/test_bench_influence.py -k cuda \
+  --benchmark-only -s
 echo "gpu_check: all steps passed"

@@ -1,7 +1,10 @@
 """Influence kernels vs torch on the issue's case: input (8, 64, 256, 256) fp32 on the CPU,
 consumer 3x3 conv 64->64 (padding 1). Each test times its baseline in the same run and records
 the ratio (ours / baseline) and both peak memories (growth of VmHWM in a fresh process)
-in extra_info; the figures go to benchmarks/README.md ("Influence")."""
+in extra_info; the figures go to benchmarks/README.md ("Influence").
+
+On a CUDA device (skipped without one): the influence pass's achieved GB/s on (8, 64, 512, 512)
+bf16 and fp32 as a fraction of a device-to-device copy, and the exact patch Gram's FLOP rate."""
 from __future__ import annotations
 
 import os
@@ -13,8 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fastprune
 from fastprune.report.machine import best_time
-from fastprune.stats.influence import InfluenceMoments, PatchGram
+from fastprune.stats.influence import InfluenceMoments, PatchGram, _JobSums
+from fastprune.stats.influence_geometry import shift_plan
 
 N, C, H, W, K = 8, 64, 256, 256, 3
 
@@ -115,3 +120,37 @@ def test_bench_nci_small_maps_vs_conv2d(benchmark):
     t_ours = benchmark.stats.stats.min
     benchmark.extra_info.update(conv2d_s=t_conv, ours_s=t_ours, ratio=t_ours / t_conv)
     print(f"\nnci small maps {t_ours * 1e3:.2f} ms, conv2d {t_conv * 1e3:.2f} ms, ratio {t_ours / t_conv:.3f}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_cuda_influence_bandwidth_vs_copy(benchmark, dtype):
+    """Input bytes read per second by the influence pass (3x3 consumer, padding 1) as a fraction of
+    a device-to-device copy's rate (bytes read + written per second): the kernels alone (tile
+    pass + second pass), and InfluenceMoments.update (which also counts non-finite values with
+    torch: a second read of the input and a synchronisation). Also the exact patch Gram's rate."""
+    if not fastprune.cuda_available():
+        pytest.skip("needs a CUDA device and fastprune's CUDA back-end")
+    shape = (8, 64, 512, 512)
+    x = torch.randn(shape, device="cuda").relu_().to(dtype)
+    y = torch.empty_like(x)
+    sync = torch.cuda.synchronize
+    nbytes = x.numel() * x.element_size()
+    t_copy = best_time(lambda: y.copy_(x), 10, sync)
+    copy_gbs = 2 * nbytes / t_copy / 1e9
+    sums = _JobSums(shift_plan(InfluenceMoments(64, 3, padding=1).geometry, 512, 512), 64, x.device)
+    t_pass = best_time(lambda: sums.add(x), 10, sync)
+    acc = InfluenceMoments(64, 3, padding=1)
+    t_update = best_time(lambda: acc.update(x), 10, sync)
+    gram = PatchGram(64, 3, padding=1)
+    t_gram = best_time(lambda: gram.update(x), 3, sync)
+    d = 64 * 9
+    gram_tflops = 2 * (d * (d + 1) / 2) * shape[0] * shape[2] * shape[3] / t_gram / 1e12  # upper triangle
+    benchmark.pedantic(lambda: (sums.add(x), sync()), rounds=3, warmup_rounds=1)
+    pass_gbs, update_gbs = nbytes / t_pass / 1e9, nbytes / t_update / 1e9
+    benchmark.extra_info.update(copy_gbs=copy_gbs, pass_gbs=pass_gbs, update_gbs=update_gbs,
+                                pass_fraction=pass_gbs / copy_gbs, update_fraction=update_gbs / copy_gbs,
+                                patch_gram_s=t_gram, patch_gram_tflops=gram_tflops)
+    print(f"\nGPU influence {shape} {dtype}: copy {copy_gbs:.0f} GB/s; kernels {pass_gbs:.0f} GB/s "
+          f"({pass_gbs / copy_gbs:.2f} of copy, {t_pass * 1e6:.0f} us); update {update_gbs:.0f} GB/s "
+          f"({update_gbs / copy_gbs:.2f}); exact patch Gram {t_gram * 1e3:.1f} ms ({gram_tflops:.1f} TFLOP/s)")

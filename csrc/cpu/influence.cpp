@@ -1,7 +1,8 @@
-// Front-end of the influence kernels: argument checks, device dispatch, and the CPU's OpenMP
-// split. Work is cut into units (image, band of rows) or chunks of positions, handed out with a
-// static schedule; each thread sums into a private fp64 buffer and the buffers are added in
-// thread order, so results are bitwise reproducible for a given thread count.
+// Front-end of the CPU influence kernels: argument checks and the OpenMP split (the device
+// back-end's front-end is csrc/influence_device.cpp). Work is cut into units (image, band of
+// rows) or chunks of positions, handed out with a static schedule; each thread sums into a
+// private fp64 buffer and the buffers are added in thread order, so results are bitwise
+// reproducible for a given thread count.
 #include "fastprune/influence.h"
 
 #include <omp.h>
@@ -10,10 +11,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "fastprune/influence_checks.h"
 #include "fastprune/isa.h"
 
 namespace fastprune {
 namespace {
+
+using namespace influence_checks;
 
 int lanes() { FP_ISA_DISPATCH(influence_lanes); }
 
@@ -30,44 +34,6 @@ std::int64_t gunit(const View& x, const ShiftPlanArgs& p, std::int64_t n, std::i
 void gchunk(const View& x, const PatchGeom& g, const std::int64_t* pos, std::int64_t count,
             std::vector<float>& s, double* out, std::int64_t dpad) {
   FP_ISA_DISPATCH(gram_gather_chunk, x, g, pos, count, s, out, dpad);
-}
-
-void check_input(const View& x) {
-  FP_CHECK(x.ndim == 4, "input must have shape (N, C, H, W)");
-  for (int i = 0; i < 4; ++i) FP_CHECK(x.shape[i] > 0, "input has an empty dimension");
-}
-
-void check_out(const View& out, const View& x, int ndim, std::int64_t d0, std::int64_t d1,
-               std::int64_t d2) {
-  FP_CHECK(out.dtype == DType::f64, "output accumulator must be float64");
-  FP_CHECK(out.device == x.device, "output accumulator must be on the input's device");
-  FP_CHECK(out.ndim == ndim, "output accumulator has the wrong number of dimensions");
-  const std::int64_t want[3] = {d0, d1, d2};
-  std::int64_t expect_stride = 1;
-  for (int i = ndim - 1; i >= 0; --i) {
-    FP_CHECK(out.shape[i] == want[i], "output accumulator has the wrong shape");
-    FP_CHECK(out.stride[i] == expect_stride || out.shape[i] == 1, "output accumulator must be contiguous");
-    expect_stride *= out.shape[i];
-  }
-}
-
-void check_plan(const View& x, const ShiftPlanArgs& p) {
-  FP_CHECK(p.max_dy >= 0 && p.pad_x >= 0, "bad shift plan");
-  for (std::int64_t c = 0; c < p.ncell; ++c) {
-    const std::int64_t* cell = p.cells + 6 * c;
-    FP_CHECK(cell[0] >= 0 && cell[1] <= x.shape[2] && cell[0] < cell[1] && cell[2] >= 1 &&
-                 cell[3] >= 0 && cell[4] <= x.shape[3] && cell[3] < cell[4] && cell[5] >= 1,
-             "shift plan does not match the input size");
-    FP_CHECK(p.cell_ptr[c] <= p.cell_ptr[c + 1], "bad shift plan");
-  }
-  FP_CHECK(p.cell_ptr[p.ncell] == p.njobs, "bad shift plan");
-  for (std::int64_t j = 0; j < p.njobs; ++j) {
-    const std::int64_t d = p.job_delta[j];
-    FP_CHECK(d >= 0 && d < p.nd, "bad shift plan");
-    FP_CHECK(p.deltas[2 * d] >= 0 && p.deltas[2 * d] <= p.max_dy &&
-                 p.deltas[2 * d + 1] >= -p.pad_x && p.deltas[2 * d + 1] <= p.pad_x,
-             "bad shift plan");
-  }
 }
 
 // Row bands so that one unit's packed rows stay near 1 MiB (L2-resident).
@@ -129,10 +95,7 @@ std::int64_t run_units(int nt, std::int64_t nunits, std::size_t size, double* ou
 std::int64_t influence_shift(const View& x, const ShiftPlanArgs& plan, const View& out) {
   check_input(x);
   check_out(out, x, 2, plan.njobs, x.shape[1], 1);
-#if defined(FASTPRUNE_WITH_CUDA)
-  if (x.device == Device::cuda) return cuda::influence_shift(x, plan, out);
-#endif
-  FP_CHECK(x.device == Device::cpu, "input is on a device this build cannot run on");
+  FP_CHECK(x.device == Device::cpu, "influence_shift reads CPU input (CUDA input: influence_shift_device)");
   check_plan(x, plan);
   const std::int64_t N = x.shape[0], H = x.shape[2], C = x.shape[1];
   const std::int64_t L = lanes();
@@ -151,7 +114,7 @@ std::int64_t gram_shift(const View& x, const ShiftPlanArgs& plan, const View& ou
   check_input(x);
   const std::int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2];
   check_out(out, x, 3, plan.njobs, C, C);
-  FP_CHECK(x.device == Device::cpu, "the shifted patch Gram runs on the CPU; CUDA uses the gather kernel");
+  FP_CHECK(x.device == Device::cpu, "the shifted patch Gram runs on the CPU; CUDA uses gram_gather_device");
   check_plan(x, plan);
   const std::int64_t L = lanes();
   const std::int64_t cpad = (C + L - 1) / L * L;
@@ -192,12 +155,8 @@ std::int64_t gram_gather(const View& x, const PatchGeom& g, const std::int64_t* 
   check_input(x);
   const std::int64_t N = x.shape[0], D = x.shape[1] * g.kh * g.kw;
   check_out(out, x, 2, D, D, 1);
-  FP_CHECK(g.ho >= 1 && g.wo >= 1 && g.kh >= 1 && g.kw >= 1 && g.sh >= 1 && g.sw >= 1 && g.dh >= 1 &&
-               g.dw >= 1, "bad patch geometry");
-#if defined(FASTPRUNE_WITH_CUDA)
-  if (x.device == Device::cuda) return cuda::gram_gather(x, g, positions, npos, out);
-#endif
-  FP_CHECK(x.device == Device::cpu, "input is on a device this build cannot run on");
+  check_geom(g);
+  FP_CHECK(x.device == Device::cpu, "gram_gather reads CPU input (CUDA input: gram_gather_device)");
   for (std::int64_t k = 0; k < npos; ++k)
     FP_CHECK(positions[2 * k] >= 0 && positions[2 * k] < N && positions[2 * k + 1] >= 0 &&
                  positions[2 * k + 1] < g.ho * g.wo, "sampled position out of range");

@@ -49,9 +49,9 @@ def _cuda_nonfinite(t: torch.Tensor) -> int:
     return int((~torch.isfinite(t)).sum()) if t.device.type == "cuda" else 0
 
 
-def _plan_args(plan: ShiftPlan, device: torch.device) -> tuple[Any, list[torch.Tensor]]:
-    keep = [plan.deltas.to(device).contiguous(), plan.cells.to(device).contiguous(),
-            plan.cell_ptr.to(device).contiguous(), plan.job_delta.to(device).contiguous()]
+def _plan_args(plan: ShiftPlan) -> tuple[Any, list[torch.Tensor]]:
+    """The plan's arrays (on the host) as kernel arguments, and the tensors that must outlive them."""
+    keep = [plan.deltas.contiguous(), plan.cells.contiguous(), plan.cell_ptr.contiguous(), plan.job_delta.contiguous()]
     args = _C.ShiftPlanArgs(keep[0].data_ptr(), int(plan.deltas.shape[0]), keep[1].data_ptr(),
                             int(plan.cells.shape[0]), keep[2].data_ptr(), keep[3].data_ptr(),
                             plan.njobs, plan.max_dy, plan.pad_x)
@@ -121,16 +121,58 @@ def _check_keys(state: dict, keys: set[str], what: str) -> None:
         raise ValueError(f"fastprune: {what}: expected keys {sorted(keys)}, got {got}")
 
 
+class _Scratch:
+    """Device workspace of the CUDA kernels, from torch's caching allocator on the current stream
+    (kept and reused while the stream stays the same and it is large enough)."""
+
+    def __init__(self) -> None:
+        self._ws: tuple[Any, torch.Tensor] | None = None
+
+    def get(self, nbytes: int, device: torch.device) -> torch.Tensor:
+        stream = torch.cuda.current_stream(device)
+        ws = self._ws
+        if ws is None or ws[0] != stream or ws[1].numel() < nbytes:
+            self._ws = ws = (stream, torch.empty(max(nbytes, 16), dtype=torch.uint8, device=device))
+        return ws[1]
+
+
+_MAX_DEVICE_PLANS = 8  # device plans (one per batch shape, layout, dtype, alignment) a _JobSums keeps
+
+
 class _JobSums:
     """Per-job sums (njobs, C) of one input size, accumulated by the kernel in place (it adds
-    into its output, and leaves it untouched when the batch holds non-finite values), with the
-    kernel's plan arguments built once."""
+    into its output, and leaves it untouched when the batch holds non-finite values). CPU input:
+    the plan's arrays as kernel arguments, built once. CUDA input: the device plan and its table
+    (fastprune/influence_plan.h) per batch shape, layout, dtype and 16-byte alignment, built once
+    on the host and moved to the device, and a workspace from torch's caching allocator."""
 
     def __init__(self, plan: ShiftPlan, channels: int, device: torch.device) -> None:
         self.plan = plan
         self.sums = torch.zeros(plan.njobs, channels, dtype=torch.float64, device=device)
         self.out = view(self.sums)
-        self.args, self._keep = _plan_args(plan, device)
+        self._host_args, self._host_keep = _plan_args(plan)
+        self._device_plans: dict[tuple, tuple[Any, torch.Tensor]] = {}
+        self._scratch = _Scratch()
+
+    def _device_plan(self, t: torch.Tensor, v: Any) -> tuple[Any, torch.Tensor]:
+        key = (tuple(t.shape), tuple(t.stride()), t.dtype, t.data_ptr() % 16 == 0)  # as the plan sees it
+        dp = self._device_plans.get(key)
+        if dp is None:
+            if len(self._device_plans) >= _MAX_DEVICE_PLANS:
+                self._device_plans.clear()
+            plan, table = _C.influence_device_plan(v, self._host_args)
+            dp = self._device_plans[key] = (plan, torch.tensor(table, dtype=torch.int64).to(t.device))
+        return dp
+
+    def add(self, t: torch.Tensor) -> int:
+        """Adds batch t's job sums; returns its non-finite count (CUDA: counted by the caller)."""
+        v = view(t)
+        if t.device.type == "cpu":
+            return int(_C.influence_shift(v, self._host_args, self.out))
+        plan, table = self._device_plan(t, v)
+        ws = self._scratch.get(int(_C.influence_workspace_size(v, plan)), t.device)
+        _C.influence_shift_device(v, plan, table.data_ptr(), ws.data_ptr(), ws.numel(), self.out)
+        return 0
 
 
 class InfluenceMoments:
@@ -186,8 +228,7 @@ class InfluenceMoments:
                 self._fold_pending()  # memory stays bounded when input sizes keep changing
             acc = _JobSums(shift_plan(self.geometry, h, w), c, t.device)
         _raise_nonfinite(_cuda_nonfinite(t), "input")
-        bad = _C.influence_shift(view(t), acc.args, acc.out)
-        _raise_nonfinite(int(bad), "input")  # the kernel left acc.sums unchanged
+        _raise_nonfinite(acc.add(t), "input")  # the kernel left acc.sums unchanged
         self._pending[(h, w, t.device)] = acc
         self.images += int(n)
         return self
@@ -313,6 +354,7 @@ class PatchGram:
         d = channels * self.geometry.taps
         self._gram = torch.zeros(d, d, dtype=torch.float64)
         self._jobs: torch.Tensor | None = None  # reused kernel output (no page faults per batch)
+        self._scratch = _Scratch()
         self.count = 0
         self.images = 0
 
@@ -336,6 +378,26 @@ class PatchGram:
         # thread tables + the reduced table in C++ + the job buffer here
         return plan.njobs * cpad * cpad * 8 * (threads + 2) <= _SHIFT_GRAM_BYTES
 
+    def _gather(self, t: torch.Tensor, geom: Any, positions: int, out: torch.Tensor) -> int:
+        """Adds the upper triangle of the batch's (sampled) patch Gram into out; returns the number
+        of positions. CUDA without sampling reads every output position in order (no position
+        array), with a workspace from torch's caching allocator."""
+        n = int(t.shape[0])
+        v = view(t)
+        if t.device.type == "cuda" and self.sample is None:
+            npos = n * positions
+            ws = self._scratch.get(int(_C.gram_gather_workspace_size(v, geom, npos, True)), t.device)
+            _C.gram_gather_device(v, geom, 0, npos, ws.data_ptr(), ws.numel(), view(out))
+            return npos
+        pos = sample_positions(self.images, n, positions, self.sample, self.seed).to(t.device)
+        npos = int(pos.shape[0])
+        if t.device.type == "cuda":
+            ws = self._scratch.get(int(_C.gram_gather_workspace_size(v, geom, npos, False)), t.device)
+            _C.gram_gather_device(v, geom, pos.data_ptr(), npos, ws.data_ptr(), ws.numel(), view(out))
+        else:
+            _raise_nonfinite(int(_C.gram_gather(v, geom, pos.data_ptr(), npos, view(out))), "input")
+        return npos
+
     def update(self, x: Any) -> "PatchGram":
         """Add a batch (N, C, H, W) (NCHW or channels_last, fp32/fp16/bf16, CPU or CUDA)."""
         t = _check_input(x, self.channels)
@@ -347,7 +409,7 @@ class PatchGram:
         d = c * g.taps
         if self._use_shift(t, plan):
             out = self._job_buffer(plan.njobs * c * c).view(plan.njobs, c, c)
-            args, keep = _plan_args(plan, t.device)
+            args, keep = _plan_args(plan)
             _raise_nonfinite(int(_C.gram_shift(view(t), args, view(out))), "input")
             del keep
             pairs = _pair_sums(plan, out).numpy()  # (npairs, C, C): [c, c'] of tap pair (t, t')
@@ -358,13 +420,11 @@ class PatchGram:
             g4[:, tj[off], :, ti[off]] += pairs[off].transpose(0, 2, 1)
             used = n * ho * wo
         else:
-            pos = sample_positions(self.images, n, ho * wo, self.sample, self.seed).to(t.device)
-            out = torch.zeros(d, d, dtype=torch.float64, device=t.device)
             geom = _C.PatchGeom(g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, ho, wo)
-            _raise_nonfinite(int(_C.gram_gather(view(t), geom, pos.data_ptr(), int(pos.shape[0]), view(out))), "input")
+            out = torch.zeros(d, d, dtype=torch.float64, device=t.device)
+            used = self._gather(t, geom, ho * wo, out)
             upper = out.cpu().numpy()  # the kernel fills j >= i
             self._gram.numpy()[...] += np.triu(upper) + np.triu(upper, 1).T
-            used = int(pos.shape[0])
         self.count += int(used)
         self.images += int(n)
         return self
@@ -413,6 +473,7 @@ class PatchGram:
         obj.seed = _scalar_int(state, "seed", what)
         obj._gram = gram
         obj._jobs = None
+        obj._scratch = _Scratch()
         obj.count = _scalar_int(state, "count", what)
         obj.images = _scalar_int(state, "images", what)
         return obj

@@ -1,14 +1,17 @@
-// Front-end of the influence kernels (CPU and, when built, CUDA). Checks happen in Python and
+// Front-end of the influence kernels (CPU, and the device back-end). Checks happen in Python and
 // again here (FP_CHECK -> ValueError); all outputs are float64 and are accumulated into (+=).
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
+#include "fastprune/influence_plan.h"
 #include "fastprune/influence_tile.h"
 #include "fastprune/view.h"
 
 namespace fastprune {
 
+// CPU kernels (CPU input, plan arrays on the host).
 // Shifted auto-moments: out (njobs, C) f64 += per-channel job sums. Returns the number of
 // non-finite input elements (out is left unchanged when it is not 0).
 std::int64_t influence_shift(const View& x, const ShiftPlanArgs& plan, const View& out);
@@ -38,11 +41,36 @@ namespace avx512 { FP_INFLUENCE_ISA_DECLS }
 #undef FP_INFLUENCE_ISA_DECLS
 }  // namespace cpu
 
+// The device back-end (fastprune/influence_plan.h). The plan and its table are built on the host
+// from the host copy of the shift plan; the caller moves the table to the input's device and
+// provides the workspace (torch's caching allocator); launches go on x's stream.
+std::pair<influence::dev::Plan, std::vector<std::int64_t>> influence_device_plan(
+    const View& x, const ShiftPlanArgs& host_plan, const influence::dev::Targets& targets);
+// Shifted auto-moments of CUDA input x: out (njobs, C) f64 += per-job sums; table: the plan's
+// table on x's device; workspace: at least influence_workspace_size bytes. Returns 0 (non-finite
+// input is counted by the caller).
+std::int64_t influence_shift_device(const View& x, const influence::dev::Plan& plan, std::uintptr_t table,
+                                    std::uintptr_t workspace, std::int64_t workspace_bytes, const View& out);
+std::int64_t influence_workspace_size(const View& x, const influence::dev::Plan& plan);
+// Patch Gram of CUDA input x over positions (npos, 2) on x's device, or over every output position
+// in order when positions is 0 (npos = N * ho * wo): out (D, D) f64 += upper triangle.
+std::int64_t gram_gather_device(const View& x, const PatchGeom& g, std::uintptr_t positions, std::int64_t npos,
+                                std::uintptr_t workspace, std::int64_t workspace_bytes, const View& out);
+std::int64_t gram_gather_workspace_size(const View& x, const PatchGeom& g, std::int64_t npos, bool all_positions);
+
+// The device algorithms run on the host for CPU input (tests): the same plan, staging, lane
+// sums, trees and merges. Positions as for gram_gather_device (0: all, in order).
+void influence_emulate_device(const View& x, const ShiftPlanArgs& host_plan, const View& out,
+                              const influence::dev::Targets& targets);
+void gram_gather_emulate_device(const View& x, const PatchGeom& g, std::uintptr_t positions, std::int64_t npos,
+                                const View& out, std::int64_t target_blocks);
+
 #if defined(FASTPRUNE_WITH_CUDA)
 namespace cuda {
-std::int64_t influence_shift(const View& x, const ShiftPlanArgs& plan, const View& out);
-std::int64_t gram_gather(const View& x, const PatchGeom& g, const std::int64_t* positions,
-                         std::int64_t npos, const View& out);
+void influence_shift(const View& x, const influence::dev::Plan& plan, const std::int64_t* table, double* ws,
+                     const View& out);
+void gram_gather(const View& x, const PatchGeom& g, const influence::dev::GatherPlan& gp,
+                 const std::int64_t* positions, double* ws, const View& out);
 }  // namespace cuda
 #endif
 

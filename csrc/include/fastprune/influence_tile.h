@@ -1,7 +1,8 @@
 // Shared arithmetic of the influence kernels (shifted auto-/cross-moments and the patch Gram),
-// identical on host and device: the plan arguments, element loads of any input dtype, and the
-// input coordinate a consumer tap reads. The plan itself (cells, deltas, jobs) is built in
-// Python (fastprune/stats/influence_geometry.py).
+// host and device: the plan arguments, element loads of any input dtype (the CPU kernels; the
+// device kernels load through dtype templates, fastprune/influence_plan.h), and the input
+// coordinate a consumer tap reads. The shift plan (cells, deltas, jobs) is built in Python
+// (fastprune/stats/influence_geometry.py).
 #pragma once
 #include <cstdint>
 

@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "fastprune/convert.h"
+#include "fastprune/dev_util.h"
 #include "fastprune/moments.h"
 #include "fastprune/moments_tile.h"
 
@@ -47,9 +48,10 @@ constexpr std::int64_t kGramCapBytes = std::int64_t(64) << 20;  // Gram partials
 constexpr int kLanes = 8;              // second-pass lanes per output entry
 constexpr int kRecordFields = 9;       // Record: n mean m2 abs zeros nonfin msd min max
 
-FP_HD std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
-FP_HD std::int64_t min64(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
-FP_HD std::int64_t max64(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
+using dev_util::block_pair;
+using dev_util::ceil_div;
+using dev_util::max64;
+using dev_util::min64;
 
 // ---------------------------------------------------------------- partition
 struct Plan {
@@ -151,13 +153,6 @@ FP_HD std::int64_t elem(const Batch& b, std::int64_t image, std::int64_t c, std:
   return image * b.sI + c * b.sC + q * b.sP;
 }
 
-// Block pair k of the upper triangle (bi <= bj), row-major.
-FP_HD void block_pair(std::int64_t nblk, std::int64_t k, std::int64_t& bi, std::int64_t& bj) {
-  bi = 0;
-  while (k >= nblk - bi) { k -= nblk - bi; ++bi; }
-  bj = bi + k;
-}
-
 // Fragment f of a Gram block: (row, column) among 4 x 4; diagonal blocks use only the 10 on or
 // above the diagonal (the lower ones are their transposes).
 constexpr int kFrags = kBlock / kFrag;
@@ -170,15 +165,8 @@ FP_HD void fragment_rc(bool diagonal, int f, int& r, int& c) {
 }
 
 // ---------------------------------------------------------------- element loads
-template <DType D> struct Elem;
-template <> struct Elem<DType::f32> { using T = float; static FP_HD float f(T v) { return v; } };
-template <> struct Elem<DType::f64> { using T = double; static FP_HD float f(T v) { return static_cast<float>(v); } };
-template <> struct Elem<DType::f16> { using T = std::uint16_t; static FP_HD float f(T v) { return half_to_float(v); } };
-template <> struct Elem<DType::bf16> { using T = std::uint16_t; static FP_HD float f(T v) { return bf16_to_float(v); } };
-
-template <DType D> FP_HD float load(std::uintptr_t base, std::int64_t i) {
-  return Elem<D>::f(reinterpret_cast<const typename Elem<D>::T*>(base)[i]);
-}
+using dev_util::Elem;
+using dev_util::load;
 
 // ---------------------------------------------------------------- pass 1: statistics
 // One lane's fp32 sums over part of a tile, shifted by the split's shift.
