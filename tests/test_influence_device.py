@@ -200,15 +200,16 @@ def test_fp64_merge_of_the_units_is_needed():
     """The probe. With one position per unit (1 x 1 tiles, one a unit) every unit partial is one
     fp32 product, so the emulated device sum is an fp64 sum of rounded fp32 products: within 1e-8
     of float64. With the
-    partials summed in fp32 (merge64 = False) the same check fails (~6e-6 on this data: under the
-    1e-5 bar, as raw moments have no cancellation, but 10^4 times the fp64 merge's error): the
-    tests see the merge order and precision the kernels use."""
+    partials summed in fp32 (merge64 = False; each of the second pass's lanes sums every 8th unit,
+    then the lanes' tree) the same check fails (~8e-7 on this data: under the 1e-5 bar, as raw
+    moments have no cancellation, but 100 times the fp64 merge's error): the tests see the merge
+    order and precision the kernels use."""
     g = ConvGeometry.parse(3, 1, 1, 1)
     tg = dict(tile_rows=1, tile_cols=1, run=1)
     x = outlier_data((4, 4, 96, 96), torch.float32, "nchw", g, 1e4, **tg)
     ref = auto_moments_reference(x, g)
     assert rel(emulated_moments(x, g, **tg), ref) <= 1e-8
-    assert rel(emulated_moments(x, g, merge64=False, **tg), ref) > 1e-6
+    assert rel(emulated_moments(x, g, merge64=False, **tg), ref) > 1e-7
 
 
 def test_launch_plans_of_the_issue_shapes():

@@ -57,7 +57,7 @@ void shift(const View& x, const Plan& p, const std::int64_t* table, double* out)
       }
     }
   for (std::int64_t j = 0; j < p.njobs; ++j)
-    for (std::int64_t c = 0; c < p.C; ++c) out[j * p.C + c] += job_total(p, table, ws.data(), j, c);
+    for (std::int64_t c = 0; c < p.C; ++c) out[j * p.C + c] += host_job_total(p, table, ws.data(), j, c);
 }
 
 template <DType D>

@@ -14,7 +14,8 @@
 //                 whole 3 x 3 window loads its three partner rows once), fp32 FMAs; per job a
 //                 warp sums the 8 warps' values in shared memory and an xor butterfly the lanes;
 //                 the unit's partial goes to the workspace.
-//  shift_finish   one thread per (job, channel): the units in order, fp64, added into out.
+//  shift_finish   grid (jobs, channel groups of 32): kFinishLanes lanes per (job, channel), each
+//                 every kFinishLanes-th unit in order in fp64, then a halving tree; added into out.
 //  gather_kernel  grid (upper-triangle 64 x 64 block pairs, position groups). Chunks of 32
 //                 positions: both patch panels gathered into shared memory, 4 x 4 fp32 entries per
 //                 thread (float4 shared loads), flushed into fp64 every 8 chunks.
@@ -99,12 +100,20 @@ __global__ void __launch_bounds__(kThreads, 3) shift_kernel(Plan p, std::uintptr
   }
 }
 
+// grid (jobs, channel groups of 32); block: 32 channels (coalesced) x kFinishLanes lanes.
 __global__ void __launch_bounds__(kThreads) shift_finish(Plan p, const std::int64_t* table, const double* ws,
                                                          double* out) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (i >= p.njobs * p.C) return;
-  const std::int64_t j = i / p.C;
-  out[i] += job_total(p, table, ws, j, i - j * p.C);
+  __shared__ double red[kFinishLanes][kWarp];
+  const int x = threadIdx.x % kWarp, y = threadIdx.x / kWarp;
+  const std::int64_t j = blockIdx.x, c = static_cast<std::int64_t>(blockIdx.y) * kWarp + x;
+  red[y][x] = c < p.C ? job_lane(p, table, ws, j, c, y) : 0.0;
+  __syncthreads();
+#pragma unroll
+  for (int o = kFinishLanes / 2; o > 0; o /= 2) {
+    if (y < o) red[y][x] = lane_merge(p, red[y][x], red[y + o][x]);
+    __syncthreads();
+  }
+  if (y == 0 && c < p.C) out[j * p.C + c] += red[0][x];
 }
 
 // ---------------------------------------------------------------- patch Gram (gather)
@@ -216,9 +225,9 @@ void launch_shift(const View& x, const Plan& p, const std::int64_t* table, doubl
     shift_kernel<D><<<grid, kThreads, static_cast<std::size_t>(p.stage) * sizeof(float), st>>>(p, x.data, x.stride[0],
                                                                                                table, ws);
   }
-  const std::int64_t outs = p.njobs * p.C;
-  if (outs > 0)
-    shift_finish<<<grid_dim(ceil_div(outs, kThreads), 0x7fffffff, "jobs"), kThreads, 0, st>>>(p, table, ws, out);
+  if (p.njobs > 0 && p.C > 0)
+    shift_finish<<<dim3(grid_dim(p.njobs, 0x7fffffff, "jobs"), grid_dim(ceil_div(p.C, kWarp), 65535, "channels")),
+                   kThreads, 0, st>>>(p, table, ws, out);
   check(cudaGetLastError(), "influence_shift launch");
 }
 

@@ -514,17 +514,33 @@ FP_HD std::int64_t ws_row(const Plan& p, const std::int64_t* table, std::int64_t
   return job_rows(table, p, j)[0] + l;
 }
 
-// Second pass: job j's total for channel c, units in order.
-FP_HD double job_total(const Plan& p, const std::int64_t* table, const double* ws, std::int64_t j, std::int64_t c) {
+// Second pass: kFinishLanes lanes per (job, channel); lane l sums the job's units l, l + kFinishLanes,
+// ... in order in fp64 (fp32 under the probe merge64 = false), then the lanes merge in a halving
+// tree (lane i < o takes i + o, o = kFinishLanes / 2 .. 1): parallel and deterministic.
+constexpr int kFinishLanes = kThreads / kWarp;  // a finish block: 32 channels x kFinishLanes lanes
+FP_HD double job_lane(const Plan& p, const std::int64_t* table, const double* ws, std::int64_t j, std::int64_t c,
+                      int l) {
   const std::int64_t* tj = job_rows(table, p, j);
   const double* w = ws + tj[0] * p.C + c;
   double s = 0.0;
-  float s32 = 0.0f;  // the probe (merge64 = false)
-  for (std::int64_t l = 0; l < tj[1]; ++l) {
-    if (p.merge64) s += w[l * p.C];
-    else s32 += static_cast<float>(w[l * p.C]);
+  float s32 = 0.0f;
+  for (std::int64_t u = l; u < tj[1]; u += kFinishLanes) {
+    if (p.merge64) s += w[u * p.C];
+    else s32 += static_cast<float>(w[u * p.C]);
   }
   return p.merge64 ? s : static_cast<double>(s32);
+}
+FP_HD double lane_merge(const Plan& p, double a, double b) {
+  return p.merge64 ? a + b : static_cast<double>(static_cast<float>(a) + static_cast<float>(b));
+}
+// The same, host form: job j's total for channel c.
+inline double host_job_total(const Plan& p, const std::int64_t* table, const double* ws, std::int64_t j,
+                             std::int64_t c) {
+  double v[kFinishLanes];
+  for (int l = 0; l < kFinishLanes; ++l) v[l] = job_lane(p, table, ws, j, c, l);
+  for (int o = kFinishLanes / 2; o > 0; o /= 2)
+    for (int l = 0; l < o; ++l) v[l] = lane_merge(p, v[l], v[l + o]);
+  return v[0];
 }
 
 // ---------------------------------------------------------------- patch Gram (gather)
