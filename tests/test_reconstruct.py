@@ -99,6 +99,23 @@ def test_patch_gram_selection_and_refit_match_lstsq_on_unfolded_patches():
     assert residual[4] == pytest.approx(0.0, abs=1e-9)  # channel 4 is a combination of 0 and 1
 
 
+@pytest.mark.parametrize("scale", [0.0, 1e-12])
+def test_refit_on_nearly_dead_kept_channels_stays_bounded(scale):
+    """Kept channels with (almost) no energy, removed ones alive: least squares has nothing to
+    build on, so the refit weights must stay small and finite. With the ridge scaled by the kept
+    channels' own energy they came out as NaN (scale 0) or ~1e6 times the original weights."""
+    rng = np.random.default_rng(0)
+    alive = rng.standard_normal((5000, 6))
+    x = np.concatenate([scale * rng.standard_normal((5000, 2)), alive], axis=1)  # channels 0, 1 kept
+    gram = x.T @ x  # 1 x 1 taps: the patch Gram is the channel Gram
+    w = rng.standard_normal((3, 8, 1, 1))
+    new = refit_weight(gram, w, [0, 1])
+    assert np.isfinite(new).all() and np.abs(new).max() <= 10 * np.abs(w).max()
+    healthy = refit_weight(gram, w, [2, 3])  # the oracle: plain least squares on live channels
+    oracle = np.linalg.lstsq(x[:, [2, 3]], x @ w[:, :, 0, 0].T, rcond=None)[0].T
+    np.testing.assert_allclose(healthy[:, :, 0, 0], oracle, rtol=1e-6, atol=1e-8)
+
+
 def test_fold_is_exact_for_an_affine_combination_of_kept_channels():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(500, 4))

@@ -33,13 +33,18 @@ _RIDGE = 1e-9
 
 def refit_weight(gram: np.ndarray, w: np.ndarray, keep: list[int], ridge: float = _RIDGE) -> np.ndarray:
     """Least-squares weights (O, |K|, kh, kw) on the kept channels K that best reproduce the
-    consumer's output from all channels: W_K'^T = G_KK^-1 G_K: W^T (tiny ridge for dead taps)."""
+    consumer's output from all channels: W_K'^T = G_KK^-1 G_K: W^T, with a tiny ridge for dead
+    taps. The ridge scales with the larger of the kept and of all inputs' mean energy: kept
+    channels that are nearly dead (a random selection in a network without batch norm) would
+    otherwise get weights of ~ridge^-1 (their own energy)^-1/2, 1e19 and more, and the next
+    layers' activations overflow."""
     o, c = w.shape[:2]
     k = int(np.prod(w.shape[2:]))
     cols = (np.asarray(keep)[:, None] * k + np.arange(k)[None, :]).ravel()
     gkk = gram[np.ix_(cols, cols)]
     rhs = gram[cols, :] @ w.reshape(o, c * k).T
-    reg = ridge * max(float(np.trace(gkk)) / max(len(cols), 1), 1e-300)
+    energy = max(float(np.trace(gkk)) / max(len(cols), 1), float(np.trace(gram)) / max(gram.shape[0], 1))
+    reg = ridge * max(energy, 1e-300)
     sol = np.linalg.solve(gkk + reg * np.eye(len(cols)), rhs)  # (|K|k, O)
     return sol.T.reshape(o, len(keep), *w.shape[2:])
 
