@@ -1,6 +1,7 @@
 """compress and compare on a tiny U-Net: budgets reached, resumability, refusals, the report."""
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -123,6 +124,43 @@ def test_compare_writes_the_frontier_and_refuses_foreign_folders(tiny, tmp_path)
     with pytest.raises(ValueError, match="not written by fastprune compare"):
         compare(model, train, val, target_macs=[0.5], seeds=[0], finetune_epochs=0, out=foreign)
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_compare_continues_an_interrupted_grid_and_refuses_other_arguments(tiny, tmp_path, monkeypatch):
+    import fastprune.workflows.compare as grid
+    from fastprune.cli.outputs import check_output
+
+    model, train, val = tiny
+    kw = dict(methods=["random"], target_macs=[0.5], seeds=[0, 1, 2], finetune_epochs=0, stats_batches=2, batch_size=4)
+    full = compare(model, train, val, **kw)  # uninterrupted, nothing written
+    real, calls = grid.prune_layerwise, []
+
+    def interrupted_at_the_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(grid, "prune_layerwise", interrupted_at_the_third)
+    out = tmp_path / "cmp"
+    with pytest.raises(KeyboardInterrupt):
+        compare(model, train, val, out=out, **kw)
+    partial = out / "rows.partial.json"
+    assert [r["seed"] for r in json.loads(partial.read_text())["rows"]] == [0, 1]
+    assert not (out / "summary.json").exists() and check_output(None, out, "compare") == out
+    before = partial.read_bytes()
+    for other, word in (({"seeds": [0, 1]}, "seeds=[0, 1, 2] (now [0, 1])"), ({"distill": 0.3}, "pipeline")):
+        with pytest.raises(ValueError, match=re.escape(word)):
+            compare(model, train, val, out=out, **{**kw, **other})
+    with pytest.raises(ValueError, match="different arguments: data"):
+        compare(model, val, val, out=out, **kw)
+    assert partial.read_bytes() == before
+    calls.clear()
+    res = compare(model, train, val, out=out, **kw)
+    assert len(calls) == 1  # only seed 2 ran again
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in res["rows"]]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in full["rows"]]
+    doc = json.loads((out / "summary.json").read_text())
+    assert not partial.exists() and "2 of 3 runs" in doc["meta"]["resumed"]
 
 
 def test_frontier_figure_shows_every_seed_beside_its_mean():

@@ -66,13 +66,15 @@ def _is_statistics(path: Path) -> bool:
         return False
 
 
-_FOLDER_MARKERS = {"model": MODEL_MARKER, "report": "summary.json", "demo": DEMO_MARKER}
+# a folder fastprune wrote holds one of these (compare: finished, or still running / interrupted)
+_FOLDER_MARKERS = {"model": (MODEL_MARKER,), "report": ("summary.json",),
+                   "compare": ("summary.json", "rows.partial.json"), "demo": (DEMO_MARKER,)}
 
 
 def check_output(args: argparse.Namespace, out: str | Path | None, kind: str, flag: str = "--out") -> Path | None:
     """Refuse `out` before any work: it must not be or contain an input, and an existing one must
     be what fastprune writes there. kind: "statistics", "plan", "metrics" (files), "model",
-    "report", "demo" (folders). `args` may be None (nothing is an input)."""
+    "report", "compare", "demo" (folders). `args` may be None (nothing is an input)."""
     if out is None:
         return None
     if not str(out):
@@ -84,11 +86,11 @@ def check_output(args: argparse.Namespace, out: str | Path | None, kind: str, fl
     if kind in _FOLDER_MARKERS:
         if not out.is_dir():
             raise UsageError(f"{flag} {out} exists and is not a folder")
-        marker = _FOLDER_MARKERS[kind]
-        ours = is_model_dir(out) if kind == "model" else (out / marker).is_file()
+        markers = _FOLDER_MARKERS[kind]
+        ours = is_model_dir(out) if kind == "model" else any((out / m).is_file() for m in markers)
         if not ours and any(out.iterdir()):
             raise UsageError(f"{flag} {out} is a folder fastprune did not write (it holds other files and "
-                             f"no {marker}): choose a new or empty folder")
+                             f"no {' or '.join(markers)}): choose a new or empty folder")
         return out
     ours = {"statistics": _is_statistics, "plan": lambda p: _is_tagged_json(p, "fastprune.plan"),
             "metrics": lambda p: _is_tagged_json(p, METRICS_FORMAT)}[kind](out) if out.is_file() else False

@@ -7,20 +7,25 @@ import base64
 import html
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import torch
 from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import Dataset
 
+from .._documents import sha256, weights_digest
 from .._files import atomic_write
-from ..workflows.compare import Arm, GridConfig, aggregate, run_grid
+from ..workflows.compare import Arm, GridConfig, aggregate, config_dict, run_grid
 from ..workflows.pipeline import Pipeline
 from . import figures
 from .render import _CSS
 
 FORMAT = "fastprune.compare"
+PARTIAL = "rows.partial.json"  # the finished runs of a grid still running, or interrupted
+PARTIAL_FORMAT = "fastprune.compare.partial"
 
 
 def frontier_figure(entries: Sequence[Mapping[str, Any]], baseline_iou: float,
@@ -87,17 +92,48 @@ def _table(entries: Sequence[Mapping[str, Any]], baseline_iou: float) -> str:
     return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
 
 
+def _format_of(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def check_out(out: str | os.PathLike) -> Path:
-    """The report folder: new, empty, or one an earlier `compare` wrote (else ValueError)."""
+    """The report folder: new, empty, or one an earlier `compare` wrote, finished or interrupted
+    (else ValueError)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        try:
-            ours = json.loads((out / "summary.json").read_text()).get("format") == FORMAT
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
+        if _format_of(out / "summary.json") != FORMAT and _format_of(out / PARTIAL) != PARTIAL_FORMAT:
             raise ValueError(f"fastprune: {out} exists and was not written by fastprune compare; choose a new folder")
     return out
+
+
+def _data_digest(data: Dataset | None) -> dict[str, Any] | None:
+    """How many samples, and the digest of the first one's tensors: enough to tell data sets apart."""
+    if data is None:
+        return None
+    first = data[0]
+    tensors = [t for t in (first if isinstance(first, (tuple, list)) else [first]) if isinstance(t, torch.Tensor)]
+    return {"samples": len(data), "first": sha256(*(t.contiguous().numpy().tobytes() for t in tensors))[:32]}
+
+
+def _resume(out: Path, key: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows an interrupted run of the same grid left in `out` (ValueError for another grid)."""
+    path = out / PARTIAL
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    old = doc.get("key", {})
+    if old != key:
+        what = next(k for k in ("model", "data", "config") if old.get(k) != key.get(k))
+        if what == "config":
+            diff = [k for k in sorted(set(old["config"]) | set(key["config"]))
+                    if old["config"].get(k) != key["config"].get(k)]
+            what = f"{diff[0]}={old['config'].get(diff[0])!r} (now {key['config'].get(diff[0])!r})"
+        raise ValueError(f"fastprune: {out} holds an interrupted compare run with different arguments: {what}; "
+                         "run the same command to continue it, or choose a new folder")
+    return list(doc.get("rows", []))
 
 
 def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
@@ -146,13 +182,15 @@ def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data:
             keep_best: str | None = Pipeline.keep_best, batch_size: int = Pipeline.batch_size,
             stats_batches: int = Pipeline.stats_batches, exclude: Sequence[str] = (),
             min_channels: int = Pipeline.min_channels, allocation: str = Pipeline.allocation, out: str | os.PathLike | None = None,
-            log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+            meta: Mapping[str, Any] | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Run methods x budgets x seeds on a trained `model` (each: prune to the budget's allocation,
     select by the method, reconstruct, fine-tune `finetune_epochs` with the unpruned model as
     teacher, distillation weight `distill` at `temperature`; the last epoch's weights, or the best
     validation epoch's by the metric `keep_best`) and, with `out`, write the report there.
     Methods: criterion names, "NAME:steps=N" for iterative compression. Returns {"baseline",
-    "config", "rows", "summary"}."""
+    "config", "rows", "summary"}. With `out`, every finished run is saved to OUT/rows.partial.json
+    as it ends, and the same call on the same model and data continues an interrupted grid
+    there (other arguments are refused); `meta` goes into the report."""
     if (target_macs is None) == (target_params is None):
         raise ValueError("fastprune: compare needs target_macs= or target_params= (a list of fractions removed)")
     targets = [float(t) for t in (target_macs if target_macs is not None else target_params)]
@@ -162,12 +200,26 @@ def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data:
                     allocation=allocation)
     config = GridConfig(arms=[Arm.parse(m) for m in methods], targets=targets, seeds=[int(s) for s in seeds],
                         which="macs" if target_macs is not None else "params", pipeline=pipe)
-    if out is not None:
-        check_out(out)
-    result = run_grid(model, train_data, val_data, test_data, config, log)
+    if out is None:
+        result = run_grid(model, train_data, val_data, test_data, config, log)
+        result["summary"] = aggregate(result["rows"])
+        return result
+    out = check_out(out)
+    key = json.loads(json.dumps({"config": config_dict(config), "model": weights_digest(model),
+                                 "data": [_data_digest(d) for d in (train_data, val_data, test_data)]}))
+    done = _resume(out, key)
+
+    def save(rows: list[dict[str, Any]]) -> None:  # after every row: an interrupted run continues
+        atomic_write(out / PARTIAL, json.dumps({"format": PARTIAL_FORMAT, "key": key, "rows": rows}, indent=1))
+
+    t0 = time.perf_counter()
+    result = run_grid(model, train_data, val_data, test_data, config, log, done=done, on_row=save)
     result["summary"] = aggregate(result["rows"])
-    if out is not None:
-        write_frontier(out, result)
+    meta = {**(meta or {}), "seconds": round(time.perf_counter() - t0, 1)}
+    if done:
+        meta["resumed"] = f"{len(done)} of {len(result['rows'])} runs came from the interrupted run"
+    write_frontier(out, result, meta)
+    (out / PARTIAL).unlink(missing_ok=True)
     return result
 
 

@@ -69,9 +69,19 @@ def check_targets(model: nn.Module, stats: Any, config: GridConfig) -> dict[floa
     return out
 
 
+def config_dict(config: GridConfig) -> dict[str, Any]:
+    """The grid's configuration as JSON-able values (arms by their labels)."""
+    cfg = asdict(config)
+    cfg["arms"] = [a.label for a in config.arms]
+    return cfg
+
+
 def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data: Dataset | None,
-             config: GridConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run every arm x budget x seed; returns {"config", "baseline", "rows"} (JSON-able)."""
+             config: GridConfig, log: Callable[[str], None] = lambda s: None, done: Sequence[dict[str, Any]] = (),
+             on_row: Callable[[list[dict[str, Any]]], None] = lambda rows: None) -> dict[str, Any]:
+    """Run every arm x budget x seed; returns {"config", "baseline", "rows"} (JSON-able).
+    `done`: rows of an interrupted run of the same grid, kept instead of run again; `on_row` is
+    called with the rows so far after every new row (where a caller saves them)."""
     if not config.arms or not config.targets or not config.seeds:
         raise ValueError("fastprune: compare needs at least one method, one budget and one seed")
     for what, values in (("method", [a.label for a in config.arms]), ("budget", config.targets),
@@ -90,9 +100,14 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
     teacher = copy.deepcopy(model).eval()
     rows = []
     pruned_once: dict[tuple, tuple[nn.Module, dict[str, float]]] = {}
+    finished = {(r["method"], r["target"], r["seed"]): r for r in done}
     for target in config.targets:
         for arm in config.arms:
             for seed in config.seeds:
+                if (arm.label, target, seed) in finished:
+                    rows.append(finished[arm.label, target, seed])
+                    log(f"{arm.label:>16} target {target:.0%} seed {seed}: done in the interrupted run")
+                    continue
                 t0 = time.perf_counter()
                 counts, reached = allocation[target]
                 if arm.steps == 1:
@@ -122,11 +137,10 @@ def run_grid(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data
                        "iou": after["building_iou"], "miou": after.get("miou"),
                        "seconds": time.perf_counter() - t0}
                 rows.append(row)
+                on_row(rows)
                 log(f"{arm.label:>16} target {target:.0%} seed {seed}: MACs -{row['macs_removed']:.1%}, IoU "
                     f"{_pct(row['iou_before'])} -> {_pct(row['iou'])} ({row['seconds']:.0f} s)")
-    cfg = asdict(config)
-    cfg["arms"] = [a.label for a in config.arms]
-    return {"config": cfg, "baseline": baseline, "rows": rows}
+    return {"config": config_dict(config), "baseline": baseline, "rows": rows}
 
 
 BASELINE_ARM = "random"
@@ -171,4 +185,4 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
-__all__ = ["Arm", "BASELINE_ARM", "GridConfig", "aggregate", "check_targets", "run_grid"]
+__all__ = ["Arm", "BASELINE_ARM", "GridConfig", "aggregate", "check_targets", "config_dict", "run_grid"]

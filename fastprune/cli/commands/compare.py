@@ -7,6 +7,7 @@ NAME:steps=N for iterative compression (`fastprune compress`) with the same tota
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..pipeline import add_finetuning, add_model_and_data, pipeline_options
 
@@ -22,12 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     rule.add_argument("--target-macs", type=float, nargs="+", metavar="R", help="fractions of the MACs to remove")
     rule.add_argument("--target-params", type=float, nargs="+", metavar="R", help="fractions of the params to remove")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
-    p.add_argument("--out", required=True, metavar="DIR", help="report folder (new, or one compare wrote)")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder (new, or one compare wrote: an interrupted run there continues)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
     from ..artifacts import load_model
     from ..errors import UsageError
     from ..job import classifier_input
@@ -35,24 +34,23 @@ def run(args: argparse.Namespace) -> int:
 
     if args.finetune_epochs < 0 or args.batch_size < 1:
         raise UsageError("need --finetune-epochs >= 0 and --batch-size >= 1")
-    from ...report.frontier import check_out, compare, vs_random_text, write_frontier
+    from ...report.frontier import check_out, compare, vs_random_text
 
     from ..outputs import check_output
-    check_output(args, args.out, "report")
+    check_output(args, args.out, "compare")
     check_out(args.out)
     loaded = load_model(args.model, args.weights, trust_code=args.trust_code)
     if loaded.pruned:
         raise UsageError("--model must be an unpruned model (compare prunes it itself)")
     train, val = open_data(args.data), open_data(args.val_data)
     test = open_data(args.test_data) if args.test_data else None
-    t0 = time.perf_counter()
     targets = {"target_macs": args.target_macs} if args.target_macs else {"target_params": args.target_params}
     result = compare(loaded.model.eval(), train, val, test, methods=args.methods, seeds=args.seeds,
                      **pipeline_options(args),
                      exclude=[] if args.prune_classifier_input else classifier_input(loaded.model),
+                     out=args.out, meta={"command": " ".join(["fastprune compare", *_argv(args)])},
                      log=print, **targets)
-    meta = {"command": " ".join(["fastprune compare", *_argv(args)]), "seconds": round(time.perf_counter() - t0, 1)}
-    path = write_frontier(args.out, result, meta)
+    path = Path(args.out) / "index.html"
     base = result["baseline"]["building_iou"]
     print(f"unpruned building IoU {100 * base:.2f}%")
     for e in result["summary"]:
