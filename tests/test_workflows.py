@@ -154,6 +154,12 @@ def test_compare_continues_an_interrupted_grid_and_refuses_other_arguments(tiny,
     with pytest.raises(ValueError, match="different arguments: data"):
         compare(model, val, val, out=out, **kw)
     assert partial.read_bytes() == before
+    edited = json.loads(before)
+    edited["rows"][0]["iou"] = 0.99
+    partial.write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="corrupt or edited"):
+        compare(model, train, val, out=out, **kw)
+    partial.write_bytes(before)
     calls.clear()
     res = compare(model, train, val, out=out, **kw)
     assert len(calls) == 1  # only seed 2 ran again

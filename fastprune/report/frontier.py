@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import Dataset
 
-from .._documents import sha256, weights_digest
+from .._documents import check_seal, seal, sha256, weights_digest
 from .._files import atomic_write
 from ..workflows.compare import Arm, GridConfig, aggregate, config_dict, run_grid
 from ..workflows.pipeline import Pipeline
@@ -115,7 +115,8 @@ def _data_digest(data: Dataset | None) -> dict[str, Any] | None:
         return None
     first = data[0]
     tensors = [t for t in (first if isinstance(first, (tuple, list)) else [first]) if isinstance(t, torch.Tensor)]
-    return {"samples": len(data), "first": sha256(*(t.contiguous().numpy().tobytes() for t in tensors))[:32]}
+    raw = (t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() for t in tensors)
+    return {"samples": len(data), "first": sha256(*raw)[:32]}
 
 
 def _resume(out: Path, key: dict[str, Any]) -> list[dict[str, Any]]:
@@ -123,17 +124,25 @@ def _resume(out: Path, key: dict[str, Any]) -> list[dict[str, Any]]:
     path = out / PARTIAL
     if not path.is_file():
         return []
-    doc = json.loads(path.read_text())
-    old = doc.get("key", {})
+    try:
+        doc = json.loads(path.read_text())
+        check_seal(doc, str(path))
+        old, rows = doc["key"], doc["rows"]
+        ok = doc.get("format") == PARTIAL_FORMAT and isinstance(old, dict) and isinstance(rows, list)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        ok = False
+    if not ok:
+        raise ValueError(f"fastprune: {path} is not the partial record of a compare run (corrupt or edited); "
+                         "remove it to start the grid again, or choose a new folder")
     if old != key:
-        what = next(k for k in ("model", "data", "config") if old.get(k) != key.get(k))
-        if what == "config":
-            diff = [k for k in sorted(set(old["config"]) | set(key["config"]))
-                    if old["config"].get(k) != key["config"].get(k)]
-            what = f"{diff[0]}={old['config'].get(diff[0])!r} (now {key['config'].get(diff[0])!r})"
+        what = next((k for k in ("model", "data", "config") if old.get(k) != key.get(k)), "config")
+        diff = [k for k in sorted(set(old.get("config") or {}) | set(key["config"]))
+                if (old.get("config") or {}).get(k) != key["config"].get(k)] if what == "config" else []
+        if diff:
+            what = f"{diff[0]}={(old.get('config') or {}).get(diff[0])!r} (now {key['config'].get(diff[0])!r})"
         raise ValueError(f"fastprune: {out} holds an interrupted compare run with different arguments: {what}; "
                          "run the same command to continue it, or choose a new folder")
-    return list(doc.get("rows", []))
+    return rows
 
 
 def write_frontier(out: str | os.PathLike, result: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
@@ -210,7 +219,7 @@ def compare(model: nn.Module, train_data: Dataset, val_data: Dataset, test_data:
     done = _resume(out, key)
 
     def save(rows: list[dict[str, Any]]) -> None:  # after every row: an interrupted run continues
-        atomic_write(out / PARTIAL, json.dumps({"format": PARTIAL_FORMAT, "key": key, "rows": rows}, indent=1))
+        atomic_write(out / PARTIAL, json.dumps(seal({"format": PARTIAL_FORMAT, "key": key, "rows": rows}), indent=1))
 
     t0 = time.perf_counter()
     result = run_grid(model, train_data, val_data, test_data, config, log, done=done, on_row=save)
