@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import fastprune
-from fastprune.report.machine import best_time
+from fastprune.report.machine import best_time, copy_gbps
 from fastprune.stats.influence import InfluenceMoments, PatchGram, _JobSums
 from fastprune.stats.influence_geometry import shift_plan
 
@@ -133,11 +133,9 @@ def test_cuda_influence_bandwidth_vs_copy(benchmark, dtype):
         pytest.skip("needs a CUDA device and fastprune's CUDA back-end")
     shape = (8, 64, 512, 512)
     x = torch.randn(shape, device="cuda").relu_().to(dtype)
-    y = torch.empty_like(x)
     sync = torch.cuda.synchronize
     nbytes = x.numel() * x.element_size()
-    t_copy = best_time(lambda: y.copy_(x), 10, sync)
-    copy_gbs = 2 * nbytes / t_copy / 1e9
+    copy_gbs = copy_gbps(repeats=10, like=x)
     sums = _JobSums(shift_plan(InfluenceMoments(64, 3, padding=1).geometry, 512, 512), 64, x.device)
     t_pass = best_time(lambda: sums.add(x), 10, sync)
     acc = InfluenceMoments(64, 3, padding=1)

@@ -17,7 +17,7 @@ import torch
 
 import fastprune
 from fastprune import ChannelMoments, channel_moments
-from fastprune.report.machine import best_time, interleaved_best
+from fastprune.report.machine import best_time, copy_gbps, interleaved_best
 
 
 
@@ -91,11 +91,9 @@ def test_cuda_bandwidth_vs_copy(benchmark, shape, dtype):
     if not fastprune.cuda_available():
         pytest.skip("needs a CUDA device and fastprune's CUDA back-end")
     x = torch.randn(shape, device="cuda").relu_().to(dtype)
-    y = torch.empty_like(x)
     sync = torch.cuda.synchronize
     nbytes = x.numel() * x.element_size()
-    t_copy = best_time(lambda: y.copy_(x), 10, sync)
-    copy_gbs = 2 * nbytes / t_copy / 1e9
+    copy_gbs = copy_gbps(repeats=10, like=x)
     m = {cov: ChannelMoments(shape[1], covariance=cov) for cov in (True, False)}
     rate = {}
     for cov in (True, False):

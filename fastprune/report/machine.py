@@ -42,11 +42,13 @@ def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2.0 * n ** 3 / best_time(lambda: torch.matmul(a, b), repeats) / 1e9
 
 
-def copy_gbps(mbytes: int = 256, repeats: int = 5) -> float:
-    """GB/s of a large fp32 tensor copy, counting bytes read plus bytes written."""
-    n = mbytes * 2 ** 20 // 4
-    src, dst = torch.randn(n), torch.empty(n)
-    return 2.0 * n * 4 / best_time(lambda: dst.copy_(src), repeats) / 1e9
+def copy_gbps(mbytes: int = 256, repeats: int = 5, like: torch.Tensor | None = None) -> float:
+    """GB/s of a large tensor copy, counting bytes read plus bytes written: an fp32 tensor of
+    `mbytes` MiB on the CPU, or a copy of `like` on its device (synchronised when on a GPU)."""
+    src = like if like is not None else torch.randn(mbytes * 2 ** 20 // 4)
+    dst = torch.empty_like(src)
+    sync = torch.cuda.synchronize if src.is_cuda else (lambda: None)
+    return 2.0 * src.numel() * src.element_size() / best_time(lambda: dst.copy_(src), repeats, sync) / 1e9
 
 
 def limits(quick: bool = False) -> dict[str, float]:
