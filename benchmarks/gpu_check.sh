@@ -8,6 +8,10 @@
 #   4. the GPU benchmarks: achieved GB/s as a fraction of a device-to-device copy (moments and
 #      the influence pass).
 # Usage: benchmarks/gpu_check.sh [python]   (default: python; PYTHONPATH is set to this checkout)
+# On a fresh device machine (the lent H200's image has torch, nvcc, pybind11, ninja, pytest,
+# pytest-benchmark and hypothesis; its python is python3), build in place first:
+#   FASTPRUNE_BUILD_CUDA=1 FASTPRUNE_CUDA_ARCHS=90 python3 setup.py build_ext --inplace \
+#     && benchmarks/gpu_check.sh python3
 # Exit status: non-zero on the first failing step. Output: the steps' own, plus a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
