@@ -85,6 +85,11 @@ def test_compress_reaches_the_budget_and_resumes(tiny, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="different arguments: steps=2"):
         compress(model, train, val, out=out, **{**kw, "steps": 3})
     assert (out / "compress.json").read_text() == state
+    doc = json.loads(state)  # a run an earlier version started (its fingerprint: 64 hex digits)
+    doc["arguments"]["model"] = "0" * 64
+    (out / "compress.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="written by an earlier version of fastprune"):
+        compress(model, train, val, out=out, **kw)
 
 
 def test_compress_resumes_after_an_interrupted_step(tiny, tmp_path, monkeypatch):

@@ -112,7 +112,10 @@ class _Run:
             diff = [k for k in sorted(set(old) | set(self.args)) if old.get(k) != self.args.get(k)]
             if diff:
                 k = diff[0]
-                what = "the input model" if k == "model" else f"{k}={old.get(k)!r} (now {self.args.get(k)!r})"
+                what = f"{k}={old.get(k)!r} (now {self.args.get(k)!r})"
+                if k == "model":  # an earlier fastprune wrote a 64-digit fingerprint of another form
+                    what = "the input model" if len(str(old.get(k))) == len(self.args[k]) else \
+                        "the input model's fingerprint, written by an earlier version of fastprune"
                 raise ValueError(f"fastprune: {self.out} holds a compress run with different arguments: {what}; "
                                  "resume with the same arguments or choose a new output folder")
             self.steps = doc.get("steps", [])
