@@ -20,6 +20,7 @@ import torch
 from .._ext import _C
 from .._views import as_tensor, check_device, check_float, view
 from .influence_geometry import ConvGeometry, IntPair, ShiftPlan, shift_plan
+from .workspace import Workspace
 
 Sample = Union[int, float, None]
 
@@ -121,21 +122,6 @@ def _check_keys(state: dict, keys: set[str], what: str) -> None:
         raise ValueError(f"fastprune: {what}: expected keys {sorted(keys)}, got {got}")
 
 
-class _Scratch:
-    """Device workspace of the CUDA kernels, from torch's caching allocator on the current stream
-    (kept and reused while the stream stays the same and it is large enough)."""
-
-    def __init__(self) -> None:
-        self._ws: tuple[Any, torch.Tensor] | None = None
-
-    def get(self, nbytes: int, device: torch.device) -> torch.Tensor:
-        stream = torch.cuda.current_stream(device)
-        ws = self._ws
-        if ws is None or ws[0] != stream or ws[1].numel() < nbytes:
-            self._ws = ws = (stream, torch.empty(max(nbytes, 16), dtype=torch.uint8, device=device))
-        return ws[1]
-
-
 _MAX_DEVICE_PLANS = 8  # device plans (one per batch shape, layout, dtype, alignment) a _JobSums keeps
 
 
@@ -152,7 +138,7 @@ class _JobSums:
         self.out = view(self.sums)
         self._host_args, self._host_keep = _plan_args(plan)
         self._device_plans: dict[tuple, tuple[Any, torch.Tensor]] = {}
-        self._scratch = _Scratch()
+        self._scratch = Workspace()
 
     def _device_plan(self, t: torch.Tensor, v: Any) -> tuple[Any, torch.Tensor]:
         key = (tuple(t.shape), tuple(t.stride()), t.dtype, t.data_ptr() % 16 == 0)  # as the plan sees it
@@ -354,7 +340,7 @@ class PatchGram:
         d = channels * self.geometry.taps
         self._gram = torch.zeros(d, d, dtype=torch.float64)
         self._jobs: torch.Tensor | None = None  # reused kernel output (no page faults per batch)
-        self._scratch = _Scratch()
+        self._scratch = Workspace()
         self.count = 0
         self.images = 0
 
@@ -384,18 +370,15 @@ class PatchGram:
         array), with a workspace from torch's caching allocator."""
         n = int(t.shape[0])
         v = view(t)
-        if t.device.type == "cuda" and self.sample is None:
-            npos = n * positions
-            ws = self._scratch.get(int(_C.gram_gather_workspace_size(v, geom, npos, True)), t.device)
-            _C.gram_gather_device(v, geom, 0, npos, ws.data_ptr(), ws.numel(), view(out))
-            return npos
-        pos = sample_positions(self.images, n, positions, self.sample, self.seed).to(t.device)
-        npos = int(pos.shape[0])
+        every = t.device.type == "cuda" and self.sample is None
+        pos = None if every else sample_positions(self.images, n, positions, self.sample, self.seed).to(t.device)
+        npos = n * positions if every else int(pos.shape[0])
+        ptr = 0 if every else pos.data_ptr()
         if t.device.type == "cuda":
-            ws = self._scratch.get(int(_C.gram_gather_workspace_size(v, geom, npos, False)), t.device)
-            _C.gram_gather_device(v, geom, pos.data_ptr(), npos, ws.data_ptr(), ws.numel(), view(out))
+            ws = self._scratch.get(int(_C.gram_gather_workspace_size(v, geom, npos, every)), t.device)
+            _C.gram_gather_device(v, geom, ptr, npos, ws.data_ptr(), ws.numel(), view(out))
         else:
-            _raise_nonfinite(int(_C.gram_gather(v, geom, pos.data_ptr(), npos, view(out))), "input")
+            _raise_nonfinite(int(_C.gram_gather(v, geom, ptr, npos, view(out))), "input")
         return npos
 
     def update(self, x: Any) -> "PatchGram":
@@ -473,7 +456,7 @@ class PatchGram:
         obj.seed = _scalar_int(state, "seed", what)
         obj._gram = gram
         obj._jobs = None
-        obj._scratch = _Scratch()
+        obj._scratch = Workspace()
         obj.count = _scalar_int(state, "count", what)
         obj.images = _scalar_int(state, "images", what)
         return obj

@@ -32,6 +32,7 @@ import torch
 
 from .._ext import _C
 from .._views import as_tensor, check_device, check_float, view
+from .workspace import Workspace
 
 _F64 = torch.float64
 _STATE_KEYS = {
@@ -98,7 +99,7 @@ class ChannelMoments:
         self.covariance = bool(covariance)
         self._device = torch.device("cpu")
         self._buf: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # see _buffer
-        self._ws: tuple[Any, torch.Tensor] | None = None  # see _workspace
+        self._ws = Workspace()  # the CUDA kernels' scratch
         self._reset()
 
     # ---------------------------------------------------------------- state
@@ -169,16 +170,9 @@ class ChannelMoments:
         return self._buf
 
     def _workspace(self, v: Any, t: torch.Tensor) -> torch.Tensor | None:
-        """The CUDA kernels' scratch for `t`, from torch's caching allocator on the current stream
-        (kept and reused while the stream stays the same and it is large enough); None on the CPU."""
+        """The CUDA kernels' scratch for `t` (stats.workspace); None on the CPU."""
         need = _C.moments_workspace_size(v, self.covariance)
-        if need == 0:
-            return None
-        stream = torch.cuda.current_stream(t.device)
-        ws = self._ws
-        if ws is None or ws[0] != stream or ws[1].numel() < need:
-            self._ws = ws = (stream, torch.empty(need, dtype=torch.uint8, device=t.device))
-        return ws[1]
+        return self._ws.get(need, t.device) if need else None
 
     def _kernel(self, t: torch.Tensor) -> dict[str, Any]:
         """One kernel pass over a checked tensor -> the batch's partial statistics."""
