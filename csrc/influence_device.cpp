@@ -41,11 +41,7 @@ void check_planned(const View& x, const dev::Plan& p) {
 
 void check_cuda(const View& x) {
   FP_CHECK(x.device == Device::cuda, "the device back-end reads CUDA input");
-#if defined(FASTPRUNE_WITH_CUDA)
-  FP_CHECK(cuda_device_count() > 0, "a CUDA tensor was given but no CUDA device is visible");
-#else
-  FP_CHECK(false, "this build of fastprune has no CUDA back-end");
-#endif
+  require_cuda();
 }
 
 void check_workspace(std::uintptr_t ws, std::int64_t have, std::int64_t need) {

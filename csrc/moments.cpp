@@ -94,13 +94,12 @@ void update(const View& x, std::uintptr_t out, std::int64_t out_len, bool cov, s
     cpu::run(b, reinterpret_cast<double*>(out));
     return;
   }
+  require_cuda();
 #if defined(FASTPRUNE_WITH_CUDA)
-  FP_CHECK(cuda_device_count() > 0, "a CUDA tensor was given but no CUDA device is visible");
   cuda::run(b, reinterpret_cast<double*>(out), reinterpret_cast<double*>(workspace), workspace_bytes);
 #else
   (void)workspace;
   (void)workspace_bytes;
-  FP_CHECK(false, "a CUDA tensor was given but this build of fastprune has no CUDA back-end");
 #endif
 }
 
