@@ -10,6 +10,13 @@
 #define FP_HD inline
 #endif
 
+// `#pragma unroll` for the device pass of shared code (the host compiler keeps its own choice).
+#if defined(__CUDA_ARCH__)
+#define FP_DEVICE_UNROLL _Pragma("unroll")
+#else
+#define FP_DEVICE_UNROLL
+#endif
+
 namespace fastprune {
 
 FP_HD float bits_to_float(std::uint32_t u) {

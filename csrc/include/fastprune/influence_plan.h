@@ -318,14 +318,10 @@ FP_HD void stage_tile(const Plan& p, const Tile& t, std::uintptr_t data, std::in
         if (rin && xx >= 0 && xx + V <= W) {  // a whole aligned vector inside the image
           dev_util::load16<D>(row + xx, v);
         } else {
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
           for (int e = 0; e < V; ++e) v[e] = rin && xx + e >= 0 && xx + e < W ? dev_util::Elem<D>::f(row[xx + e]) : 0.0f;
         }
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
         for (int e = 0; e < V; ++e) store(rr, col + e, v[e]);
       }
     } else {
@@ -390,35 +386,25 @@ FP_HD void lane_sums_step(const Plan& p, const Tile& t, int lane, int lanes, con
     const float* a = s + (i * t.sr + (rr - i * t.nr) * sy) * t.sc + c0 * sx + px;
     float av[kV], b[kV];
     bool live[kV];
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
     for (int v = 0; v < kV; ++v) {
       live[v] = c0 + v < t.nc;
       av[v] = a[v * sx];
       b[v] = 0.0f;
     }
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
     for (int g = 0; g < kJobs; ++g) {
       if (g >= k.n) break;
       const float* pb = a + k.off[g];
       if (k.slide >> g & 1u) {
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
         for (int v = 0; v < kV - 1; ++v) b[v] = b[v + 1];
         b[kV - 1] = pb[(kV - 1) * sx];
       } else {
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
         for (int v = 0; v < kV; ++v) b[v] = pb[v * sx];
       }
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
       for (int v = 0; v < kV; ++v)
         if (live[v]) acc[g] = fmaf(av[v], b[v], acc[g]);
     }
@@ -439,42 +425,26 @@ FP_HD void lane_sums_full3(const Plan& p, const Tile& t, int lane, int lanes, co
     const float* a = s + (i * t.sr + (rr - i * t.nr) * sy) * t.sc + c0 + t.px;
     float av[kV], r[kV + 4];
     bool live[kV];
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
     for (int v = 0; v < kV; ++v) {
       live[v] = c0 + v < t.nc;
       av[v] = a[v];
     }
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
     for (int u = 0; u < kV + 2; ++u) r[u] = a[u];
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
     for (int g = 0; g < 3; ++g)
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
       for (int v = 0; v < kV; ++v)
         if (live[v]) acc[g] = fmaf(av[v], r[g + v], acc[g]);
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
     for (int dy = 1; dy <= 2; ++dy) {
       const float* pr = a + dy * t.sc - 2;
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
       for (int u = 0; u < kV + 4; ++u) r[u] = pr[u];
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
       for (int d = 0; d < 5; ++d)
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
+FP_DEVICE_UNROLL
         for (int v = 0; v < kV; ++v)
           if (live[v]) acc[3 + 5 * (dy - 1) + d] = fmaf(av[v], r[d + v], acc[3 + 5 * (dy - 1) + d]);
     }
