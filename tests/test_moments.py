@@ -263,17 +263,22 @@ def test_nchw_statistics_walked_channel_by_channel_over_cut_images(isa, dtype):
     assert_matches(m, x)
 
 
+def check_covariance(c: int, h: int, w: int, layout: str) -> None:
+    """Moments and covariance of two c-channel h x w maps in `layout` against float64."""
+    x = feature_maps(n=2, c=c, h=h, w=w, seed=c)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    m = channel_moments(x)
+    assert_matches(m, x)
+    assert torch.equal(m.cov, m.cov.T)
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_covariance_for_every_channel_count_up_to_two_block_widths(isa, layout):
     # the Gram runs in strips of RI rows from the diagonal, in blocks of up to RJ columns (AVX-512
     # 5 x 5, AVX2 3 x 4, SSE 3 x 3): C = 1..27 reaches every remainder strip and block width
     for c in range(1, 28):
-        x = feature_maps(n=2, c=c, h=9, w=13, seed=c)
-        if layout == "channels_last":
-            x = x.to(memory_format=torch.channels_last)
-        m = channel_moments(x)
-        assert_matches(m, x)
-        assert torch.equal(m.cov, m.cov.T)
+        check_covariance(c, 9, 13, layout)
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
@@ -282,12 +287,7 @@ def test_covariance_for_wider_channel_counts_over_partial_tiles(isa, layout, c):
     # channel counts past the 27 above (further strip and block remainders; from C = 129 on, two
     # or three column panels of the Gram) over 26 x 50 images: a full 1024-sample tile and one of
     # 276 samples (a zero-padded last vector), the next tile packed during the current Gram
-    x = feature_maps(n=2, c=c, h=26, w=50, seed=c)
-    if layout == "channels_last":
-        x = x.to(memory_format=torch.channels_last)
-    m = channel_moments(x)
-    assert_matches(m, x)
-    assert torch.equal(m.cov, m.cov.T)
+    check_covariance(c, 26, 50, layout)
 
 
 def test_bitwise_reproducible_for_same_input(isa):
