@@ -17,6 +17,36 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _isa_params() -> list:
+    """Every compiled ISA variant; those this CPU cannot run are skipped."""
+    import fastprune
+    from fastprune._ext import _C
+
+    out = []
+    for name in ("baseline", "avx2", "avx512"):
+        marks = []
+        if name not in _C.compiled_cpu_isas().split(","):
+            marks = [pytest.mark.skip(reason=f"{name} not compiled")]
+        else:
+            try:
+                fastprune.set_cpu_isa(name)
+            except ValueError:
+                marks = [pytest.mark.skip(reason=f"this CPU does not run {name}")]
+            fastprune.set_cpu_isa("auto")
+        out.append(pytest.param(name, marks=marks))
+    return out
+
+
+@pytest.fixture(params=_isa_params())
+def isa(request):
+    """Runs a test once per compiled CPU ISA variant (auto again afterwards)."""
+    import fastprune
+
+    fastprune.set_cpu_isa(request.param)
+    yield fastprune.cpu_isa()
+    fastprune.set_cpu_isa("auto")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

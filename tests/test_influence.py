@@ -333,3 +333,17 @@ def test_nonfinite_counted_on_vector_paths(dtype, last):
         fastprune.conv_influence(x, torch.randn(2, 16, 3, 3), padding=1)
     with pytest.raises(ValueError, match="4 non-finite"):
         fastprune.patch_gram(x, 3, padding=1)
+
+
+def test_nonfinite_counted_once_across_row_bands(isa):
+    # 70 rows of 1000 are cut into row bands (band_rows: 14 rows with 16 lanes, 30 with 8): rows
+    # 13 and 29 end a band, rows 14-15 and 30-31 start the next one and are also the halo rows
+    # of the band before, which must not count them again; two threads take the bands
+    x = torch.randn(2, 5, 70, 1000)
+    for n, c, y, xx in [(0, 1, 13, 3), (0, 2, 14, 500), (1, 4, 15, 999), (1, 0, 0, 0), (0, 3, 29, 17),
+                        (1, 1, 30, 996), (0, 4, 31, 64), (1, 3, 69, 998)]:  # 996-999: a row's scalar tail
+        x[n, c, y, xx] = float("nan") if xx % 2 else float("inf")
+    acc = InfluenceMoments(5, 3, padding=1)
+    with pytest.raises(ValueError, match="8 non-finite"):
+        acc.update(x)
+    assert not acc.moments.any()

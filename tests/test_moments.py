@@ -28,30 +28,6 @@ def assert_matches(m: ChannelMoments, x: torch.Tensor, tol: float = 1e-5, stats=
         assert err <= tol, f"{k}: relative error {err:.3g} > {tol:g}"
 
 
-def _isa_params() -> list:
-    """Every compiled ISA variant; those this CPU cannot run are skipped."""
-    out = []
-    for name in ("baseline", "avx2", "avx512"):
-        marks = []
-        if name not in _C.compiled_cpu_isas().split(","):
-            marks = [pytest.mark.skip(reason=f"{name} not compiled")]
-        else:
-            try:
-                fastprune.set_cpu_isa(name)
-            except ValueError:
-                marks = [pytest.mark.skip(reason=f"this CPU does not run {name}")]
-            fastprune.set_cpu_isa("auto")
-        out.append(pytest.param(name, marks=marks))
-    return out
-
-
-@pytest.fixture(params=_isa_params())
-def isa(request):
-    fastprune.set_cpu_isa(request.param)
-    yield fastprune.cpu_isa()
-    fastprune.set_cpu_isa("auto")
-
-
 def feature_maps(n=3, c=21, h=23, w=29, dtype=torch.float32, seed=0) -> torch.Tensor:
     """Post-ReLU-like maps with correlated channels and varied scales."""
     g = torch.Generator().manual_seed(seed)
