@@ -321,6 +321,29 @@ def test_resumed_fit_equals_uninterrupted_bit_for_bit(tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_fit_with_dropout_depends_on_its_seed_not_the_callers_generator():
+    """torch seeds its global generator afresh in every process, and dropout draws from it: two
+    fits with one seed must end with the same weights whatever state the caller left, another
+    seed must differ, and the caller's state comes back unchanged."""
+    data = open_dataset("synthetic:n=8,size=32,seed=4")
+    kw = dict(epochs=2, lr=5e-3, batch_size=4, progress=False)
+
+    def run(caller_seed: int, seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+        model = nn.Sequential(_tiny(), nn.Dropout2d(0.3))
+        torch.manual_seed(caller_seed)
+        before = torch.get_rng_state()
+        fit(model, data, seed=seed, **kw)
+        return model, before, torch.get_rng_state()
+
+    a, before, after = run(1, seed=3)
+    assert torch.equal(before, after)
+    b, _, _ = run(2, seed=3)
+    c, _, _ = run(1, seed=4)
+    for (k, x), y, z in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(x, y), k
+    assert any(not torch.equal(x, z) for x, z in zip(a.state_dict().values(), c.state_dict().values()))
+
+
 @pytest.mark.parametrize("change, what", [({"batch_size": 2}, "batch_size"), ({"lr": 1e-2}, "lr"),
                                           ({"resume_key": {"data": "other"}}, "data")])
 def test_resuming_fit_with_other_options_is_refused(tmp_path, change, what):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
 import os
 import sys
@@ -54,6 +56,24 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
 
 
+def _seeded(train: Callable[..., dict]) -> Callable[..., dict]:
+    """Runs `train` with torch's generators seeded by its ``seed``: the randomness inside the
+    model (dropout, stochastic layers) then follows the seed, not the caller's generator state,
+    which torch seeds afresh in every process (a run with dropout differed from process to
+    process). The caller's CPU state (and the CUDA states of initialised devices) is restored
+    afterwards; a resumed run restores its checkpoint's states inside."""
+    default = inspect.signature(train).parameters["seed"].default
+
+    @functools.wraps(train)
+    def run(*args: Any, **kwargs: Any) -> dict:
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(kwargs.get("seed", default))
+            return train(*args, **kwargs)
+    return run
+
+
+@_seeded
 def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, *, epochs: int = 10,
         lr: float = 1e-3, batch_size: int = 8, optimizer: str = "adamw", weight_decay: float = 1e-4,
         momentum: float = 0.9, warmup: float = 0.05, min_lr: float = 0.01, dice: float = 0.0,

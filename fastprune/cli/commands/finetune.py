@@ -86,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
     from ...report.records import HEADLINE, metrics_from_evaluation
     from ...train import evaluate, fit
 
-    torch.manual_seed(args.seed)
     extra = {}
     if val is not None:
         extra["metrics_before_finetune"] = metrics_from_evaluation(evaluate(loaded.model, val, batch_size=args.batch_size))
