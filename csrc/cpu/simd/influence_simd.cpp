@@ -286,7 +286,7 @@ void cross_tile(const float* a, const float* b0, std::ptrdiff_t blk, std::ptrdif
     for (int b = 0; b < NBJ; ++b) acc[r][b] = s[r][b];
 }
 
-// Rows of a cell inside [r0, r1): first row, count, and how many rows make one fp32 tile.
+// Rows of a cell inside [r0, r1): the first row and how many.
 struct RowSpan { std::int64_t first = 0, count = 0; };
 RowSpan cell_rows(const std::int64_t* cell, std::int64_t r0, std::int64_t r1) {
   RowSpan s;
