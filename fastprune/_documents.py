@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -96,3 +96,10 @@ def weights_digest(model_or_state: torch.nn.Module | dict[str, torch.Tensor]) ->
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:32]
+
+
+def changed_argument(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first argument (by name) whose recorded value differs between an earlier run and this
+    one, as (name, "name=old (now new)"); None when they agree."""
+    k = next((k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), None)
+    return None if k is None else (k, f"{k}={old.get(k)!r} (now {new.get(k)!r})")

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import Dataset
 
-from .._documents import check_seal, seal, sha256, weights_digest
+from .._documents import changed_argument, check_seal, seal, sha256, weights_digest
 from .._files import atomic_write
 from ..workflows.compare import Arm, GridConfig, aggregate, config_dict, run_grid
 from ..workflows.pipeline import Pipeline
@@ -135,11 +135,10 @@ def _resume(out: Path, key: dict[str, Any]) -> list[dict[str, Any]]:
         raise ValueError(f"fastprune: {path} is not the partial record of a compare run (corrupt or edited); "
                          "remove it to start the grid again, or choose a new folder")
     if old != key:
-        what = next((k for k in ("model", "data", "config") if old.get(k) != key.get(k)), "config")
-        diff = [k for k in sorted(set(old.get("config") or {}) | set(key["config"]))
-                if (old.get("config") or {}).get(k) != key["config"].get(k)] if what == "config" else []
-        if diff:
-            what = f"{diff[0]}={(old.get('config') or {}).get(diff[0])!r} (now {key['config'].get(diff[0])!r})"
+        what = next((k for k in ("model", "data") if old.get(k) != key.get(k)), None)
+        if what is None:
+            change = changed_argument(old.get("config") or {}, key["config"])
+            what = change[1] if change else "config"
         raise ValueError(f"fastprune: {out} holds an interrupted compare run with different arguments: {what}; "
                          "run the same command to continue it, or choose a new folder")
     return rows

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .._documents import weights_digest
+from .._documents import changed_argument, weights_digest
 from .._files import atomic_write
 from ..graph.cost import count
 from ..models.unet import UNet, level_layers, remove_levels
@@ -109,10 +109,9 @@ class _Run:
             if doc.get("format") != FORMAT:
                 raise ValueError(f"fastprune: {state} is not a compress state file")
             old = doc.get("arguments", {})
-            diff = [k for k in sorted(set(old) | set(self.args)) if old.get(k) != self.args.get(k)]
-            if diff:
-                k = diff[0]
-                what = f"{k}={old.get(k)!r} (now {self.args.get(k)!r})"
+            change = changed_argument(old, self.args)
+            if change:
+                k, what = change
                 if k == "model":  # an earlier fastprune wrote a 64-digit fingerprint of another form
                     what = "the input model" if len(str(old.get(k))) == len(self.args[k]) else \
                         "the input model's fingerprint, written by an earlier version of fastprune"
