@@ -95,6 +95,14 @@ inline vi count_zeros(vf v, vi z) {
   return z - (vi)(v == 0.0f);
 #endif
 }
+// the same for two vectors: their two masks added first (one op on z's dependency chain)
+inline vi count_zeros(vf v, vf u, vi z) {
+#if defined(__AVX512F__)
+  return count_zeros(u, count_zeros(v, z));
+#else
+  return z - ((vi)(v == 0.0f) + (vi)(u == 0.0f));
+#endif
+}
 inline vf vload(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 
@@ -179,7 +187,7 @@ struct Tile {
 // Per-lane running statistics of vectors of samples, with the shifted sums and, with SQUARES, the
 // shifted sums of squares (a covariance pack leaves those to the Gram's diagonal).
 struct LaneStats {
-  vf s1{}, s2{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
+  vf s1{}, s2{}, s2b{}, ab{}, mn = splat(std::numeric_limits<float>::infinity()), mx = -mn;
   vi z{};
 
   template <bool SQUARES>
@@ -191,12 +199,31 @@ struct LaneStats {
     mx = v > mx ? v : mx;
     z = count_zeros(v, z);
   }
+  // Two vectors a step (v, u; shifted d, e) with one dependency chain per statistic: the pair is
+  // combined first (d + e, min(v, u), ...), so a chain advances once a step; only the squares keep
+  // two chains (s2, s2b), their FMA being the longest latency. Ten accumulators (two sets of the
+  // above) and the loop's temporaries did not fit AVX2's 16 registers: one spilled, and its
+  // load-add-store chain through the stack set the pace of the whole loop.
+  template <bool SQUARES>
+  inline void add2(vf v, vf d, vf u, vf e) {
+    s1 += d + e;
+    if constexpr (SQUARES) {
+      s2 = fmadd(d, d, s2);
+      s2b = fmadd(e, e, s2b);
+    }
+    ab += vabs(v) + vabs(u);
+    const vf lo = v < u ? v : u, hi = v > u ? v : u;
+    mn = lo < mn ? lo : mn;
+    mx = hi > mx ? hi : mx;
+    z = count_zeros(v, u, z);
+  }
   inline void merge(const LaneStats& o) {
-    s1 += o.s1; s2 += o.s2; ab += o.ab;
+    s1 += o.s1; s2 += o.s2; s2b += o.s2b; ab += o.ab;
     mn = o.mn < mn ? o.mn : mn;
     mx = o.mx > mx ? o.mx : mx;
     z += o.z;
   }
+  vf squares() const { return s2 + s2b; }
 };
 
 // The same for single samples (tails and leftover channels), with the count of non-finite ones.
@@ -214,6 +241,8 @@ struct ScalarStats {
 };
 
 // op over the lanes of v by a shuffle tree (log2 W steps instead of W extracts), in a fixed order.
+// (Indexing the lanes one by one would also make the vector addressable: GCC then kept an integer
+// accumulator of the calling loop on the stack.)
 template <class V, class Op>
 inline auto fold(V v, Op op) {
 #if defined(__AVX512F__)
@@ -221,12 +250,15 @@ inline auto fold(V v, Op op) {
   v = op(v, __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
   v = op(v, __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
   v = op(v, __builtin_shuffle(v, vi{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14}));
-  return v[0];
+#elif defined(__AVX2__)
+  v = op(v, __builtin_shuffle(v, vi{4, 5, 6, 7, 0, 1, 2, 3}));
+  v = op(v, __builtin_shuffle(v, vi{2, 3, 0, 1, 6, 7, 4, 5}));
+  v = op(v, __builtin_shuffle(v, vi{1, 0, 3, 2, 5, 4, 7, 6}));
 #else
-  auto r = v[0];
-  for (int l = 1; l < W; ++l) r = op(r, v[l]);
-  return r;
+  v = op(v, __builtin_shuffle(v, vi{2, 3, 0, 1}));
+  v = op(v, __builtin_shuffle(v, vi{1, 0, 3, 2}));
 #endif
+  return v[0];
 }
 
 // The log2 W shuffle stages shared by transpose and lane_sums: stage s pairs vectors a and b
@@ -313,7 +345,7 @@ template <DType D, bool COV>
 void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int64_t c, Tile& t) {
   const float sh = t.shift[c];
   const vf vsh = splat(sh);
-  LaneStats st, st2;  // two vectors a step: two sets of dependency chains
+  LaneStats st;
   float* row = COV ? t.panel.get() + c * t.kp : nullptr;
   using T = typename Elem<D>::T;
   std::int64_t k = 0;
@@ -323,8 +355,7 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
         __builtin_prefetch(reinterpret_cast<const char*>(x + k) + kStreamAhead + o, 0, 1);
     const vf v = Elem<D>::vec(x + k), u = Elem<D>::vec(x + k + W);
     const vf d = v - vsh, e = u - vsh;
-    st.add<!COV>(v, d);  // with cov the Gram's diagonal gives the sums of squares
-    st2.add<!COV>(u, e);
+    st.add2<!COV>(v, d, u, e);  // with cov the Gram's diagonal gives the sums of squares
     if constexpr (COV) { vstore(row + k, d); vstore(row + k + W, e); }
   }
   for (; k + W <= kn; k += W) {
@@ -333,13 +364,12 @@ void pack_planar_channel(const typename Elem<D>::T* x, std::int64_t kn, std::int
     st.add<!COV>(v, d);
     if constexpr (COV) vstore(row + k, d);
   }
-  st.merge(st2);
   const auto vmin = [](auto a, auto b) { return a < b ? a : b; };
   const auto vmax = [](auto a, auto b) { return a > b ? a : b; };
   const auto plus = [](auto a, auto b) { return a + b; };
   ScalarStats f;
   f.s1 = fold(st.s1, plus);
-  if constexpr (!COV) f.s2 = fold(st.s2, plus);
+  if constexpr (!COV) f.s2 = fold(st.squares(), plus);
   f.ab = fold(st.ab, plus);
   f.mn = fold(st.mn, vmin);
   f.mx = fold(st.mx, vmax);
@@ -401,7 +431,7 @@ void pack_interleaved(const typename Elem<D>::T* x, std::int64_t sp, std::int64_
       }
       st.merge(blk);
     }
-    vstore(t.s1.get() + c0, st.s1); vstore(t.s2.get() + c0, st.s2); vstore(t.abs.get() + c0, st.ab);
+    vstore(t.s1.get() + c0, st.s1); vstore(t.s2.get() + c0, st.squares()); vstore(t.abs.get() + c0, st.ab);
     vstore(t.mn.get() + c0, st.mn); vstore(t.mx.get() + c0, st.mx);
     std::memcpy(t.zeros.get() + c0, &st.z, sizeof st.z);
     for (int l = 0; l < W; ++l) t.nonfin[c0 + l] = count_nonfinite<D>(st.ab[l], x + c0 + l, kn, sp);
