@@ -261,7 +261,8 @@ def test_covariance_for_every_channel_count_up_to_two_block_widths(isa, layout):
 @pytest.mark.parametrize("c", [28, 33, 44, 47, 63, 65, 129, 250, 256])
 def test_covariance_for_wider_channel_counts_over_partial_tiles(isa, layout, c):
     # channel counts past the 27 above (further strip and block remainders; from C = 129 on, two
-    # or three column panels of the Gram) over 26 x 50 images: a full 1024-sample tile and one of
+    # or more column panels of the Gram on any machine, earlier where the L2 is smaller than
+    # 1 MiB: a panel holds half of it) over 26 x 50 images: a full 1024-sample tile and one of
     # 276 samples (a zero-padded last vector), the next tile packed during the current Gram
     check_covariance(c, 26, 50, layout)
 
