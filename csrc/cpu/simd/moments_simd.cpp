@@ -582,8 +582,12 @@ struct NextTile {
 // 512 KiB it was tuned at.
 std::int64_t column_panel_bytes() {
   static const std::int64_t bytes = [] {
+#if defined(_SC_LEVEL2_CACHE_SIZE)  // glibc; elsewhere, or where it reads 0, the 512 KiB
     const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return l2 > 0 ? std::clamp<std::int64_t>(l2 / 2, 65536, 524288) : 524288;
+#else
+    const long l2 = 0;
+#endif
+    return l2 > 0 ? std::clamp<std::int64_t>(l2 / 2, 65536, 524288) : std::int64_t{524288};
   }();
   return bytes;
 }
