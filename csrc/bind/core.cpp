@@ -4,6 +4,7 @@
 #include "bind.h"
 #include "fastprune/device.h"
 #include "fastprune/isa.h"
+#include "fastprune/scratch.h"
 #include "fastprune/view.h"
 
 namespace py = pybind11;
@@ -48,6 +49,9 @@ void core(py::module_& m) {
   m.def("cuda_device_count", &cuda_device_count);
   m.def("cuda_runtime_version", &cuda_runtime_version);
   m.def("cuda_archs", &cuda_archs);
+  m.def("scratch_poison", &scratch::set_poison, py::arg("on"),
+        "Tests: fill every scratch block the CPU kernels take with NaN bytes (fastprune/scratch.h).");
+  m.def("scratch_held", &scratch::held, "Bytes of scratch the calling thread keeps between calls.");
   m.def("openmp_max_threads", [] { return omp_get_max_threads(); });
   m.def("compiler", [] { return std::string(__VERSION__); });
   m.def("version", [] { return std::string(FASTPRUNE_VERSION); });

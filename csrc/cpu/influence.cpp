@@ -22,17 +22,17 @@ using namespace influence_checks;
 int lanes() { FP_ISA_DISPATCH(influence_lanes); }
 
 std::int64_t unit(const View& x, const ShiftPlanArgs& p, std::int64_t n, std::int64_t r0,
-                  std::int64_t r1, std::vector<float>& s, double* out) {
+                  std::int64_t r1, scratch::Vector<float>& s, double* out) {
   FP_ISA_DISPATCH(influence_unit, x, p, n, r0, r1, s, out);
 }
 
 std::int64_t gunit(const View& x, const ShiftPlanArgs& p, std::int64_t n, std::int64_t r0,
-                   std::int64_t r1, std::vector<float>& s, double* out, std::int64_t cpad) {
+                   std::int64_t r1, scratch::Vector<float>& s, double* out, std::int64_t cpad) {
   FP_ISA_DISPATCH(gram_unit, x, p, n, r0, r1, s, out, cpad);
 }
 
 void gchunk(const View& x, const PatchGeom& g, const std::int64_t* pos, std::int64_t count,
-            std::vector<float>& s, double* out, std::int64_t dpad) {
+            scratch::Vector<float>& s, double* out, std::int64_t dpad) {
   FP_ISA_DISPATCH(gram_gather_chunk, x, g, pos, count, s, out, dpad);
 }
 
@@ -58,12 +58,15 @@ int threads_for(double work) {
 template <class Body>
 std::int64_t run_units(int nt, std::int64_t nunits, std::size_t size, double* out, Body body) {
   nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(nt, nunits)));
-  std::vector<std::vector<double>> bufs(static_cast<std::size_t>(nt));
+  // reserved on this thread, which frees them (their blocks return to its scratch cache), and
+  // zeroed by the threads that fill them
+  std::vector<scratch::Vector<double>> bufs(static_cast<std::size_t>(nt));
+  for (auto& buf : bufs) buf.reserve(size);
   std::vector<std::int64_t> counts(static_cast<std::size_t>(nt), 0);
   auto work = [&](int tid, int used) {
-    std::vector<double>& buf = bufs[static_cast<std::size_t>(tid)];
+    scratch::Vector<double>& buf = bufs[static_cast<std::size_t>(tid)];
     buf.assign(size, 0.0);
-    std::vector<float> scratch;
+    scratch::Vector<float> scratch;  // this thread's, back to its scratch cache
     // the static schedule by hand: thread tid takes units [tid*n/used, (tid+1)*n/used)
     const std::int64_t lo = nunits * tid / used, hi = nunits * (tid + 1) / used;
     for (std::int64_t u = lo; u < hi; ++u) counts[static_cast<std::size_t>(tid)] += body(u, buf.data(), scratch);
@@ -104,7 +107,7 @@ std::int64_t influence_shift(const View& x, const ShiftPlanArgs& plan, const Vie
   double* o = reinterpret_cast<double*>(out.data);
   const double macs = static_cast<double>(x.numel()) * static_cast<double>(plan.nd);
   return run_units(threads_for(macs), N * per, static_cast<std::size_t>(plan.njobs * C), o,
-                   [&](std::int64_t u, double* buf, std::vector<float>& s) {
+                   [&](std::int64_t u, double* buf, scratch::Vector<float>& s) {
                      const std::int64_t n = u / per, r0 = (u % per) * rb;
                      return unit(x, plan, n, r0, std::min(H, r0 + rb), s, buf);
                    });
@@ -121,10 +124,10 @@ std::int64_t gram_shift(const View& x, const ShiftPlanArgs& plan, const View& ou
   const std::int64_t rb = band_rows(x, plan.max_dy, plan.pad_x, cpad);
   const std::int64_t per = (H + rb - 1) / rb;
   const std::size_t size = static_cast<std::size_t>(plan.njobs * cpad * cpad);
-  std::vector<double> padded(size, 0.0);
+  scratch::Vector<double> padded(size, 0.0);
   const double macs = static_cast<double>(x.numel()) * static_cast<double>(plan.nd * C);
   const std::int64_t bad = run_units(threads_for(macs), N * per, size, padded.data(),
-                                     [&](std::int64_t u, double* buf, std::vector<float>& s) {
+                                     [&](std::int64_t u, double* buf, scratch::Vector<float>& s) {
                                        const std::int64_t n = u / per, r0 = (u % per) * rb;
                                        return gunit(x, plan, n, r0, std::min(H, r0 + rb), s, buf, cpad);
                                      });
@@ -167,9 +170,9 @@ std::int64_t gram_gather(const View& x, const PatchGeom& g, const std::int64_t* 
   constexpr std::int64_t kChunk = 256;  // positions per fp32 tile
   const std::int64_t nchunks = (npos + kChunk - 1) / kChunk;
   const std::size_t size = static_cast<std::size_t>(dpad * dpad);
-  std::vector<double> padded(size, 0.0);
+  scratch::Vector<double> padded(size, 0.0);
   const double macs = static_cast<double>(npos) * static_cast<double>(D) * static_cast<double>(D) / 2;
-  run_units(threads_for(macs), nchunks, size, padded.data(), [&](std::int64_t u, double* buf, std::vector<float>& s) {
+  run_units(threads_for(macs), nchunks, size, padded.data(), [&](std::int64_t u, double* buf, scratch::Vector<float>& s) {
     const std::int64_t k0 = u * kChunk, cnt = std::min(kChunk, npos - k0);
     gchunk(x, g, positions + 2 * k0, cnt, s, buf, dpad);
     return std::int64_t{0};

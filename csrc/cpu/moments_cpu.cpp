@@ -100,12 +100,11 @@ void run(const Batch& b, double* out) {
   const std::int64_t work = M * C * (b.cov ? (C + 1) / 2 : 4);
   const std::int64_t T = std::max<std::int64_t>(
       1, std::min<std::int64_t>({static_cast<std::int64_t>(omp_get_max_threads()), M / 1024, work >> 22}));
+  // initialised on this thread, which frees them: their blocks return to its scratch cache
   std::vector<Acc> accs(static_cast<std::size_t>(T));
+  for (Acc& a : accs) a.init(C, b.cov);
 #pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(T))
-  for (std::int64_t t = 0; t < T; ++t) {
-    accs[t].init(C, b.cov);
-    range(b, M * t / T, M * (t + 1) / T, accs[t]);
-  }
+  for (std::int64_t t = 0; t < T; ++t) range(b, M * t / T, M * (t + 1) / T, accs[t]);
   Acc& a = accs[0];
   for (std::int64_t t = 1; t < T; ++t) merge(a, accs[t]);
   finish_segments(a);
@@ -121,9 +120,13 @@ void run(const Batch& b, double* out) {
   std::copy(a.nonfinite.begin(), a.nonfinite.end(), out + L.nonfinite());
   std::copy(a.msd_sum.begin(), a.msd_sum.end(), out + L.msd_sum());
   double* m2 = out + L.m2();
-  if (b.cov) {
-    for (std::int64_t i = 0; i < C; ++i)
-      for (std::int64_t j = i; j < C; ++j) m2[i * C + j] = m2[j * C + i] = a.m2[i * C + j];
+  if (b.cov) {  // the upper triangle and its mirror, in square blocks (the mirror's writes stride C)
+    constexpr std::int64_t B = 32;
+    for (std::int64_t i0 = 0; i0 < C; i0 += B)
+      for (std::int64_t j0 = i0; j0 < C; j0 += B)
+        for (std::int64_t i = i0; i < std::min(C, i0 + B); ++i)
+          for (std::int64_t j = std::max(i, j0); j < std::min(C, j0 + B); ++j)
+            m2[i * C + j] = m2[j * C + i] = a.m2[i * C + j];
   } else {
     std::copy(a.m2.begin(), a.m2.end(), m2);
   }

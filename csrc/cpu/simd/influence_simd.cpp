@@ -203,7 +203,7 @@ void pack_typed(const View& x, std::int64_t n, std::int64_t r0, std::int64_t r1,
 }
 
 Packed pack(const View& x, std::int64_t n, std::int64_t r0, std::int64_t r1, std::int64_t max_dy,
-            std::int64_t pad_x, std::int64_t nb, std::vector<float>& scratch) {
+            std::int64_t pad_x, std::int64_t nb, scratch::Vector<float>& scratch) {
   Packed pk;
   pk.nb = nb;
   pk.rows = (r1 - r0) + max_dy;
@@ -301,7 +301,7 @@ RowSpan cell_rows(const std::int64_t* cell, std::int64_t r0, std::int64_t r1) {
 int influence_lanes() { return L; }
 
 std::int64_t influence_unit(const View& x, const ShiftPlanArgs& p, std::int64_t n, std::int64_t r0,
-                            std::int64_t r1, std::vector<float>& scratch, double* out) {
+                            std::int64_t r1, scratch::Vector<float>& scratch, double* out) {
   const std::int64_t C = x.shape[1];
   const std::int64_t nb = ceil_div(C, L);
   Packed pk = pack(x, n, r0, r1, p.max_dy, p.pad_x, nb, scratch);
@@ -339,7 +339,7 @@ std::int64_t influence_unit(const View& x, const ShiftPlanArgs& p, std::int64_t 
 }
 
 std::int64_t gram_unit(const View& x, const ShiftPlanArgs& p, std::int64_t n, std::int64_t r0,
-                       std::int64_t r1, std::vector<float>& scratch, double* out, std::int64_t cpad) {
+                       std::int64_t r1, scratch::Vector<float>& scratch, double* out, std::int64_t cpad) {
   const std::int64_t C = x.shape[1];
   const std::int64_t nb = ceil_div(C, L);
   Packed pk = pack(x, n, r0, r1, p.max_dy, p.pad_x, nb, scratch);
@@ -384,7 +384,7 @@ std::int64_t gram_unit(const View& x, const ShiftPlanArgs& p, std::int64_t n, st
 }
 
 void gram_gather_chunk(const View& x, const PatchGeom& g, const std::int64_t* pos, std::int64_t count,
-                       std::vector<float>& scratch, double* out, std::int64_t dpad) {
+                       scratch::Vector<float>& scratch, double* out, std::int64_t dpad) {
   const std::int64_t D = x.shape[1] * g.kh * g.kw;
   const std::size_t need = static_cast<std::size_t>(count * dpad) + 64;
   if (scratch.size() < need) scratch.resize(need);

@@ -29,6 +29,7 @@
 #include "fastprune/convert.h"
 #include "fastprune/moments.h"
 #include "fastprune/moments_tile.h"
+#include "fastprune/scratch.h"
 
 
 
@@ -155,7 +156,9 @@ std::unique_ptr<T[], AlignedFree> aligned_zeros(std::size_t n) {
 // packed, that share one Gram (`gram` points to the first tile's).
 struct Tile {
   std::int64_t C, ld, K, kp = 0;  // kp: row stride of a channel-major panel
-  std::unique_ptr<float[], AlignedFree> panel, gram_store, shift, s1, s2, abs, mn, mx;
+  // panel and Gram: from the scratch cache, not zeroed (every entry read was written first)
+  scratch::Buffer<float> panel, gram_store;
+  std::unique_ptr<float[], AlignedFree> shift, s1, s2, abs, mn, mx;
   std::unique_ptr<std::int32_t[], AlignedFree> zeros, nonfin;
   float* gram = nullptr;
 
@@ -174,8 +177,8 @@ struct Tile {
       K = 1024;  // a power of two in [128, 1024] (gram_inner's strides)
       while (K > 128 && K * C > 524288) K /= 2;
       kp = K + 16;  // a row stride off the 4 KiB multiples: the rows of a block share no L1 set
-      panel = aligned_zeros<float>(static_cast<std::size_t>(ld * kp));
-      if (shared_gram == nullptr) gram_store = aligned_zeros<float>(static_cast<std::size_t>(ld * ld));
+      panel = scratch::buffer<float>(static_cast<std::size_t>(ld * kp));
+      if (shared_gram == nullptr) gram_store = scratch::buffer<float>(static_cast<std::size_t>(ld * ld));
     }
     gram = shared_gram != nullptr ? shared_gram : gram_store.get();
     for (auto* p : {&shift, &s1, &s2, &abs, &mn, &mx}) *p = aligned_zeros<float>(ld);
@@ -856,14 +859,15 @@ void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
 struct Tile64 {
   static constexpr std::int64_t K = 256;
   std::int64_t C, ld;
-  std::unique_ptr<double[], AlignedFree> panel, gram_store, shift, s1, s2, abs, mn, mx;
+  scratch::Buffer<double> panel, gram_store;  // as Tile's
+  std::unique_ptr<double[], AlignedFree> shift, s1, s2, abs, mn, mx;
   std::unique_ptr<std::int64_t[], AlignedFree> zeros, nonfin;
   double* gram = nullptr;
   bool cov;
 
   Tile64(std::int64_t channels, bool covariance) : C(channels), ld(channels), cov(covariance) {
-    panel = aligned_zeros<double>(static_cast<std::size_t>(C * K));
-    if (cov) gram_store = aligned_zeros<double>(static_cast<std::size_t>(C * C));
+    panel = scratch::buffer<double>(static_cast<std::size_t>(C * K));
+    if (cov) gram_store = scratch::buffer<double>(static_cast<std::size_t>(C * C));
     gram = gram_store.get();
     for (auto* p : {&shift, &s1, &s2, &abs, &mn, &mx}) *p = aligned_zeros<double>(static_cast<std::size_t>(C));
     zeros = aligned_zeros<std::int64_t>(static_cast<std::size_t>(C));

@@ -7,6 +7,7 @@
 
 #include "fastprune/influence_plan.h"
 #include "fastprune/influence_tile.h"
+#include "fastprune/scratch.h"
 #include "fastprune/view.h"
 
 namespace fastprune {
@@ -27,13 +28,13 @@ namespace cpu {
 #define FP_INFLUENCE_ISA_DECLS                                                                   \
   int influence_lanes();                                                                         \
   std::int64_t influence_unit(const View& x, const ShiftPlanArgs& p, std::int64_t n,             \
-                              std::int64_t r0, std::int64_t r1, std::vector<float>& scratch,     \
+                              std::int64_t r0, std::int64_t r1, scratch::Vector<float>& scratch,     \
                               double* out);                                                      \
   std::int64_t gram_unit(const View& x, const ShiftPlanArgs& p, std::int64_t n, std::int64_t r0, \
-                         std::int64_t r1, std::vector<float>& scratch, double* out,              \
+                         std::int64_t r1, scratch::Vector<float>& scratch, double* out,              \
                          std::int64_t cpad);                                                     \
   void gram_gather_chunk(const View& x, const PatchGeom& g, const std::int64_t* pos,            \
-                         std::int64_t count, std::vector<float>& scratch, double* out,           \
+                         std::int64_t count, scratch::Vector<float>& scratch, double* out,           \
                          std::int64_t dpad);
 namespace baseline { FP_INFLUENCE_ISA_DECLS }
 namespace avx2 { FP_INFLUENCE_ISA_DECLS }

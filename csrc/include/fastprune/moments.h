@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "fastprune/scratch.h"
 #include "fastprune/view.h"
 
 namespace fastprune::moments {
@@ -27,12 +28,14 @@ struct Batch {
   std::uintptr_t stream = 0;
 };
 
-// Per-thread (CPU) totals in fp64; merged in a fixed order.
+// Per-thread (CPU) totals in fp64; merged in a fixed order. m2 (C x C with cov) comes from the
+// scratch cache of the thread that calls init.
 struct Acc {
   std::int64_t C = 0;
   bool cov = true;
   double n = 0, images = 0;
-  std::vector<double> mean, m2, abs_sum, zeros, min, max, nonfinite, msd_sum;
+  std::vector<double> mean, abs_sum, zeros, min, max, nonfinite, msd_sum;
+  scratch::Vector<double> m2;
   // Images cut by a thread boundary: their partial per-channel (n, mean, m2), in sample order.
   struct Segment {
     std::int64_t image = 0;
