@@ -138,3 +138,26 @@ def test_model_folder_structure_fingerprint_is_checked(run, tmp_path, capsys):
     reseal(tmp_path / "m" / "fastprune-model.json", lambda d: d.update(fingerprint="0" * 32))
     code, out = cli("evaluate", "--model", tmp_path / "m", "--data", DATA, capsys=capsys)
     one_line_error(code, out, "another structure")
+
+
+def test_weights_digest_is_sha256_of_names_dtypes_shapes_and_bytes():
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from fastprune._documents import weights_digest
+
+    g = torch.Generator().manual_seed(3)
+    state = {"b.weight": torch.randn(4, 3, 3, 3, generator=g), "a.bias": torch.randn(5, generator=g).half(),
+             "c.count": torch.tensor(7), "d.empty": torch.zeros(0, 2), "e.t": torch.randn(3, 4, generator=g).t()}
+    h = hashlib.sha256()  # the definition, written out with numpy
+    for name in sorted(state):
+        t = state[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(np.ascontiguousarray(t.numpy()).tobytes())
+    assert weights_digest(state) == h.hexdigest()[:32]
+    state["e.t"] = state["e.t"].contiguous()  # the same values in other memory: the same digest
+    assert weights_digest(state) == h.hexdigest()[:32]
+    state["a.bias"][0] += 1
+    assert weights_digest(state) != h.hexdigest()[:32]
