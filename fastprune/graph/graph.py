@@ -7,10 +7,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from .rules import dispatch
-from .trace import Record, Trace, TraceError, run_trace, spatial_window
+from .trace import Trace, TraceError, run_trace, spatial_window
 
 PRODUCER_KINDS = ("conv", "conv_transpose", "linear", "depthwise", "grouped")
 CONSUMER_KINDS = ("conv", "conv_transpose", "linear", "grouped")
@@ -83,26 +84,21 @@ def _role_dim(role: str) -> tuple[str, str | None, int]:
     return ("in" if role == "in" else "out"), None, 0
 
 
-def _members(key: tuple[str, str, str], per_class: list[list[int]]) -> list[Member] | None:
-    """Members of one (module, kind, role) given its positions in each class, or None if uneven."""
+def _members(key: tuple[str, str, str], counts: np.ndarray, positions: np.ndarray) -> list[Member] | None:
+    """Members of one (module, kind, role) given its positions in each class (`positions`: the
+    positions of class 0, then class 1, ..., each ascending; `counts[i]` of class i), or None if
+    uneven."""
     module, kind, role = key
     dim, pname, axis = _role_dim(role)
-    counts = {len(p) for p in per_class}
-    if len(counts) != 1:
+    k = int(counts[0])
+    if (counts != k).any():
         return None
-    k = counts.pop()
     if k == 1:
-        return [Member(module, kind, dim, [p[0] for p in per_class], 1, pname, axis)]
-    blocks = []
-    for p in per_class:
-        if p[0] % k == 0 and p == list(range(p[0], p[0] + k)):
-            blocks.append(p[0])
-        else:
-            blocks = None
-            break
-    if blocks is not None:
-        return [Member(module, kind, dim, blocks, k, pname, axis)]
-    return [Member(module, kind, dim, [p[j] for p in per_class], 1, pname, axis) for j in range(k)]
+        return [Member(module, kind, dim, positions.tolist(), 1, pname, axis)]
+    per = positions.reshape(-1, k)
+    if (per[:, 0] % k == 0).all() and (per == per[:, :1] + np.arange(k)).all():
+        return [Member(module, kind, dim, per[:, 0].tolist(), k, pname, axis)]
+    return [Member(module, kind, dim, per[:, j].tolist(), 1, pname, axis) for j in range(k)]
 
 
 class DependencyGraph:
@@ -139,15 +135,14 @@ class DependencyGraph:
 
     def _build(self) -> None:
         tr = self.trace
-        roots = tr.uf.roots().tolist()
+        roots = tr.uf.roots()
         self._roots = roots
-        by_class: dict[int, list[Record]] = defaultdict(list)
-        for r in tr.records:
-            by_class[roots[r.node]].append(r)
+        records = tr.records
+        classes_of = [roots[r.nodes] for r in records]  # each record's channel classes (roots)
         blocked: dict[int, str] = {}
         for n, why in tr.blocked.items():
-            blocked.setdefault(roots[n], why)
-        outputs = {roots[n] for n in tr.output_nodes}
+            blocked.setdefault(int(roots[n]), why)
+        outputs = {int(roots[n]) for n in tr.output_nodes}
 
         # link classes that share a producer's output: one group per coupled producer set
         parent: dict[int, int] = {}
@@ -158,83 +153,80 @@ class DependencyGraph:
                 a = parent[a]
             return a
 
-        first: dict[tuple[str, str], int] = {}
-        for root, recs in by_class.items():
-            gfind(root)
-            for r in recs:
-                if r.role == "out" and r.kind in PRODUCER_KINDS:
-                    k = (r.module, r.kind)
-                    if k in first:
-                        a, b = gfind(first[k]), gfind(root)
-                        if a != b:
-                            parent[max(a, b)] = min(a, b)
-                    else:
-                        first[k] = root
+        producing = [i for i, r in enumerate(records)
+                     if r.role == "out" and r.kind in PRODUCER_KINDS and len(r.nodes)]
+        touched = {i: np.unique(classes_of[i]).tolist() for i in producing}
+        for i in producing:
+            first = gfind(touched[i][0])
+            for c in touched[i][1:]:
+                a, b = gfind(first), gfind(c)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+        # a component's producer records in trace order: the first one leads (orders the groups;
+        # the group's channels follow its output channels, then any other classes by root)
         comps: dict[int, list[int]] = defaultdict(list)
-        for root in by_class:
-            comps[gfind(root)].append(root)
-
-        # order: groups by first producer record, channels by that producer's index
-        rec_order = {}
-        for i, r in enumerate(tr.records):
-            if r.role == "out" and r.kind in PRODUCER_KINDS:
-                rec_order.setdefault((r.module, r.kind), i)
-        self.groups: list[ChannelGroup] = []
-        self._class_group: dict[int, tuple[int, int]] = {}
-        self._out_node: dict[tuple[str, int], int] = {}
-        self._out_count: dict[str, int] = {}
+        for i in producing:
+            comps[gfind(touched[i][0])].append(i)
         staged = []
         for comp in comps.values():
-            prod_keys = {(r.module, r.kind) for c in comp for r in by_class[c] if r.role == "out" and r.kind in PRODUCER_KINDS}
-            if not prod_keys:
-                continue
-            lead = min(prod_keys, key=lambda k: rec_order[k])
-
-            def sort_key(c: int, lead=lead) -> tuple[int, int]:
-                ps = [r.pos for r in by_class[c] if (r.module, r.kind) == lead and r.role == "out"]
-                return (0, min(ps)) if ps else (1, c)
-
-            staged.append((rec_order[lead], sorted(comp, key=sort_key)))
+            lead = comp[0]
+            classes = {c for i in comp for c in touched[i]}
+            uniq, first_pos = np.unique(classes_of[lead], return_index=True)
+            at = dict(zip(uniq.tolist(), first_pos.tolist()))
+            staged.append((lead, sorted(classes, key=lambda c, at=at: (0, at[c]) if c in at else (1, c))))
         staged.sort(key=lambda s: s[0])
+
+        # every class's group and channel in it, then each record's share of each group it reaches
+        self._group_of = np.full(len(roots), -1, dtype=np.int64)
+        self._channel_of = np.full(len(roots), -1, dtype=np.int64)
         for gid, (_, classes) in enumerate(staged):
-            self.groups.append(self._make_group(gid, classes, by_class, blocked, outputs))
-        for r in tr.records:
-            if r.role == "out" and r.kind in PRODUCER_KINDS:
-                self._out_node.setdefault((r.module, r.pos), r.node)
-                self._out_count[r.module] = max(self._out_count.get(r.module, 0), r.pos + 1)
+            self._group_of[classes] = gid
+            self._channel_of[classes] = np.arange(len(classes))
+        shares: list[list[tuple[int, int, np.ndarray, np.ndarray]]] = [[] for _ in staged]
+        for i, cls in enumerate(classes_of):
+            gids = self._group_of[cls]
+            for gid in np.unique(gids[gids >= 0]).tolist():
+                pos = np.nonzero(gids == gid)[0]
+                ch = self._channel_of[cls[pos]]
+                shares[gid].append((int(ch.min()), i, pos, ch))
+        self.groups: list[ChannelGroup] = [
+            self._make_group(gid, classes, shares[gid], blocked, outputs) for gid, (_, classes) in enumerate(staged)]
+        self._out_nodes: dict[str, np.ndarray] = {}
+        for i in producing:
+            self._out_nodes.setdefault(records[i].module, records[i].nodes)
         self._by_producer = {}
         for g in self.groups:
             for m in g.producers:
                 self._by_producer.setdefault(m.module, g)
 
-    def _make_group(self, gid: int, classes: list[int], by_class: dict[int, list[Record]],
+    def _make_group(self, gid: int, classes: list[int], shares: list[tuple[int, int, np.ndarray, np.ndarray]],
                     blocked: dict[int, str], outputs: set[int]) -> ChannelGroup:
-        keys: dict[tuple[str, str, str], list[list[int]]] = {}
-        for i, c in enumerate(classes):
-            self._class_group[c] = (gid, i)
-            for r in by_class[c]:
-                k = (r.module, r.kind, r.role)
-                per = keys.get(k)
-                if per is None:
-                    per = keys[k] = [[] for _ in classes]
-                per[i].append(r.pos)
+        """Group `gid` of `classes` (its channels in order) from the records' shares of it:
+        (first channel reached, record index, positions in the record, their channels)."""
         reasons = []
         for c in classes:
             why = blocked.get(c)
             if why is not None and why not in reasons:
                 reasons.append(why)
         members: list[Member] = []
-        for key, per in keys.items():
-            per = [p if len(p) == 1 else sorted(set(p)) for p in per]
-            ms = _members(key, per)
+        n = len(classes)
+        for _, i, pos, ch in sorted(shares, key=lambda s: (s[0], s[1])):  # by first channel reached
+            r = self.trace.records[i]
+            key = (r.module, r.kind, r.role)
+            order = np.argsort(ch, kind="stable")  # by channel, positions ascending within each
+            counts = np.bincount(ch, minlength=n)
+            ms = _members(key, counts, pos[order])
             if ms is None:
                 reasons.append(f"'{key[0]}' reaches these channels an uneven number of times")
-                ms = [Member(key[0], key[1], _role_dim(key[2])[0], [p[0] if p else -1 for p in per])]
+                first = np.full(n, -1, dtype=np.int64)
+                reached, at = np.unique(ch[order], return_index=True)
+                first[reached] = pos[order][at]  # the smallest position of each channel reached
+                ms = [Member(key[0], key[1], _role_dim(key[2])[0], first.tolist())]
             members.extend(ms)
         producers = [m for m in members if m.dim == "out" and m.kind in PRODUCER_KINDS]
         consumers = [m for m in members if m.dim == "in" and m.kind in CONSUMER_KINDS]
         return ChannelGroup(
-            id=gid, channels=len(classes), producers=producers, consumers=consumers, members=members,
+            id=gid, channels=n, producers=producers, consumers=consumers, members=members,
             touches_output=any(c in outputs for c in classes),
             blocked_by="; ".join(reasons[:3]) if reasons else None, classes=list(classes),
         )
@@ -253,17 +245,16 @@ class DependencyGraph:
     def producer_channels(self, module_name: str) -> int:
         """Output channels of producer `module_name`."""
         self.group_of(module_name)
-        return self._out_count[module_name]
+        return len(self._out_nodes[module_name])
 
     def locate(self, module_name: str, channel: int) -> tuple[ChannelGroup, int]:
         """(group, group channel) of output channel `channel` of producer `module_name`."""
         g = self.group_of(module_name)
-        n = self._out_count[module_name]
+        n = len(self._out_nodes[module_name])
         if not (0 <= channel < n):
             raise ValueError(f"fastprune: channel index {channel} is out of range for '{module_name}' (0..{n - 1})")
-        root = self._roots[self._out_node[(module_name, channel)]]
-        gid, i = self._class_group[root]
-        return self.groups[gid], i
+        root = self._roots[self._out_nodes[module_name][channel]]
+        return self.groups[int(self._group_of[root])], int(self._channel_of[root])
 
     def fingerprint(self) -> str:
         """Stable hash of module names, kinds, channel counts and couplings."""

@@ -31,13 +31,14 @@ class Tag:
 
 
 class Record(NamedTuple):
-    """Module `module` touches channel `pos` of its `role` ('out', 'in', 'norm' or 'param:<name>:<axis>')."""
+    """Module `module` touches channels 0 .. len(nodes) - 1 of its `role` ('out', 'in', 'norm' or
+    'param:<name>:<axis>'); channel j is node nodes[j]. One record per (module, role), not one per
+    channel: the graph is built from these arrays at once."""
 
-    node: int
+    nodes: np.ndarray
     module: str
     kind: str
     role: str
-    pos: int
 
 
 class UnionFind:
@@ -245,7 +246,7 @@ class Tracer:
         prev = self._recorded.get((module, role))
         if prev is None:
             self._recorded[(module, role)] = ids
-            self.trace.records.extend(Record(n, module, kind, role, j) for j, n in enumerate(ids.tolist()))
+            self.trace.records.append(Record(np.array(ids, dtype=np.int64), module, kind, role))
             return
         if len(prev) != len(ids):
             self.block(np.concatenate([prev, ids]), f"module '{module}' is called on different channel counts")

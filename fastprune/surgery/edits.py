@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,10 +64,12 @@ def _positions(graph: DependencyGraph, removed: dict[int, set[int]]) -> dict[tup
     for gid, cs in removed.items():
         grp = graph.groups[gid]
         classes.update(grp.classes[c] for c in cs)
+    wanted = np.array(sorted(classes), dtype=np.int64)
     pos: dict[tuple[str, str, str], set[int]] = defaultdict(set)
     for r in graph.trace.records:
-        if roots[r.node] in classes:
-            pos[(r.module, r.kind, r.role)].add(r.pos)
+        hit = np.nonzero(np.isin(roots[r.nodes], wanted))[0]
+        if len(hit):
+            pos[(r.module, r.kind, r.role)].update(hit.tolist())
     return pos
 
 
