@@ -401,3 +401,32 @@ def test_uniform_constants_made_in_forward(make, ok):
 def _written(t):
     t[:, 0] = 1.0
     return t
+
+
+# Statistics files and plans carry the graph's fingerprint, and loading refuses a mismatch: a
+# rewrite of the graph builder must keep every fingerprint. These were computed by the builder
+# that made one Record per channel (before 940c00b), which the array-based one replaced.
+FINGERPRINTS = {
+    ("fastprune", "unet", (1, 3, 96, 96)): "05f223bf616beddb64a33d6d4a404fee",
+    ("fastprune", "segnet", (1, 3, 96, 96)): "e7b2562a42c0a416ffb2b54b7f4a0a23",
+    ("fastprune", "deeplabv3plus", (1, 3, 96, 96)): "392350484ceb7cc0f2dacf2ed4b5a66a",
+    ("fastprune", "ternausnet", (1, 3, 96, 96)): "96c9cd35832cab696ccdbad1fb02f35a",
+    ("fastprune", "vgg16", (1, 3, 64, 64)): "4bed068a5b8c80cd274006b40e0c0212",
+    ("zoo", "densenet", None): "9aed654d3f4cb5caa997033fadc3c74e",
+    ("zoo", "mobilenet_v3", None): "a9aff2f8d1ac153d604cda72d4f23e64",
+    ("zoo", "resnet_bottleneck", None): "5bcdfcb0eb11d6cec8fc94f7e88b1b47",
+    ("zoo", "shufflenet", None): "4309a1760d94d3cb010e46e69ee25a36",
+}
+
+
+@pytest.mark.parametrize("source, name, shape", list(FINGERPRINTS))
+def test_fingerprints_of_earlier_releases_still_hold(source, name, shape):
+    from fastprune.models import create
+
+    if source == "zoo":
+        ctor, shape = ZOO[name]
+        model = ctor()
+    else:
+        model = create(name)
+    g = DependencyGraph(model.eval(), torch.rand(*shape))
+    assert g.fingerprint() == FINGERPRINTS[(source, name, shape if source == "fastprune" else None)]
