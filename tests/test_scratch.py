@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import fastprune
 from fastprune import ChannelMoments
 from fastprune._ext import _C
 from fastprune.stats.influence import InfluenceMoments

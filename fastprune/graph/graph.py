@@ -249,7 +249,7 @@ class DependencyGraph:
 
     def locate(self, module_name: str, channel: int) -> tuple[ChannelGroup, int]:
         """(group, group channel) of output channel `channel` of producer `module_name`."""
-        g = self.group_of(module_name)
+        self.group_of(module_name)  # a clear error for a module that produces no group
         n = len(self._out_nodes[module_name])
         if not (0 <= channel < n):
             raise ValueError(f"fastprune: channel index {channel} is out of range for '{module_name}' (0..{n - 1})")
