@@ -140,26 +140,15 @@ template <> struct Elem<DType::f16> {
   }
 };
 
-struct AlignedFree { void operator()(void* p) const { std::free(p); } };
-template <class T>
-std::unique_ptr<T[], AlignedFree> aligned_zeros(std::size_t n) {
-  std::size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
-  T* p = static_cast<T*>(std::aligned_alloc(64, bytes));
-  if (p == nullptr) throw std::bad_alloc();
-  std::memset(p, 0, bytes);
-  return std::unique_ptr<T[], AlignedFree>(p);
-}
-
 // Per-thread scratch of one tile: the shifted channel-major panel, its fp32 Gram and the
 // per-channel sums.
 // A pipelined run (planar input with cov) keeps two tiles, one being reduced while the next is
 // packed, that share one Gram (`gram` points to the first tile's).
 struct Tile {
   std::int64_t C, ld, K, kp = 0;  // kp: row stride of a channel-major panel
-  // panel and Gram: from the scratch cache, not zeroed (every entry read was written first)
-  scratch::Buffer<float> panel, gram_store;
-  std::unique_ptr<float[], AlignedFree> shift, s1, s2, abs, mn, mx;
-  std::unique_ptr<std::int32_t[], AlignedFree> zeros, nonfin;
+  // panel and Gram not zeroed (every entry read was written first); the per-channel sums zeroed
+  scratch::Buffer<float> panel, gram_store, shift, s1, s2, abs, mn, mx;
+  scratch::Buffer<std::int32_t> zeros, nonfin;
   float* gram = nullptr;
 
   Tile(std::int64_t channels, bool cov, bool planar_input, float* shared_gram = nullptr)
@@ -181,9 +170,9 @@ struct Tile {
       if (shared_gram == nullptr) gram_store = scratch::buffer<float>(static_cast<std::size_t>(ld * ld));
     }
     gram = shared_gram != nullptr ? shared_gram : gram_store.get();
-    for (auto* p : {&shift, &s1, &s2, &abs, &mn, &mx}) *p = aligned_zeros<float>(ld);
-    zeros = aligned_zeros<std::int32_t>(ld);
-    nonfin = aligned_zeros<std::int32_t>(ld);
+    for (auto* p : {&shift, &s1, &s2, &abs, &mn, &mx}) *p = scratch::zeros<float>(ld);
+    zeros = scratch::zeros<std::int32_t>(ld);
+    nonfin = scratch::zeros<std::int32_t>(ld);
   }
   // kn rounded up to whole vectors (the zero-padded length of a channel-major panel row)
   std::int64_t kv(std::int64_t kn) const { return (kn + W - 1) / W * W; }
@@ -859,9 +848,8 @@ void run_range(const Batch& b, std::int64_t m0, std::int64_t m1, Acc& acc) {
 struct Tile64 {
   static constexpr std::int64_t K = 256;
   std::int64_t C, ld;
-  scratch::Buffer<double> panel, gram_store;  // as Tile's
-  std::unique_ptr<double[], AlignedFree> shift, s1, s2, abs, mn, mx;
-  std::unique_ptr<std::int64_t[], AlignedFree> zeros, nonfin;
+  scratch::Buffer<double> panel, gram_store, shift, s1, s2, abs, mn, mx;  // as Tile's
+  scratch::Buffer<std::int64_t> zeros, nonfin;
   double* gram = nullptr;
   bool cov;
 
@@ -869,9 +857,9 @@ struct Tile64 {
     panel = scratch::buffer<double>(static_cast<std::size_t>(C * K));
     if (cov) gram_store = scratch::buffer<double>(static_cast<std::size_t>(C * C));
     gram = gram_store.get();
-    for (auto* p : {&shift, &s1, &s2, &abs, &mn, &mx}) *p = aligned_zeros<double>(static_cast<std::size_t>(C));
-    zeros = aligned_zeros<std::int64_t>(static_cast<std::size_t>(C));
-    nonfin = aligned_zeros<std::int64_t>(static_cast<std::size_t>(C));
+    for (auto* p : {&shift, &s1, &s2, &abs, &mn, &mx}) *p = scratch::zeros<double>(static_cast<std::size_t>(C));
+    zeros = scratch::zeros<std::int64_t>(static_cast<std::size_t>(C));
+    nonfin = scratch::zeros<std::int64_t>(static_cast<std::size_t>(C));
   }
 };
 

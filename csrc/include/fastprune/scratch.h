@@ -16,6 +16,7 @@
 // Memory from the cache is not zeroed.
 #pragma once
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -64,6 +65,14 @@ template <class T>
 Buffer<T> buffer(std::size_t n) {
   const std::size_t bytes = n * sizeof(T);
   return Buffer<T>(static_cast<T*>(take(bytes)), Give<T>{bytes});
+}
+
+// n zeroed elements (trivial types).
+template <class T>
+Buffer<T> zeros(std::size_t n) {
+  Buffer<T> b = buffer<T>(n);
+  std::memset(b.get(), 0, n * sizeof(T));
+  return b;
 }
 
 }  // namespace fastprune::scratch
