@@ -191,9 +191,8 @@ class DependencyGraph:
                 shares[gid].append((int(ch.min()), i, pos, ch))
         self.groups: list[ChannelGroup] = [
             self._make_group(gid, classes, shares[gid], blocked, outputs) for gid, (_, classes) in enumerate(staged)]
-        self._out_nodes: dict[str, np.ndarray] = {}
-        for i in producing:
-            self._out_nodes.setdefault(records[i].module, records[i].nodes)
+        # one record per (module, role): a producer's output nodes
+        self._out_nodes: dict[str, np.ndarray] = {records[i].module: records[i].nodes for i in producing}
         self._by_producer = {}
         for g in self.groups:
             for m in g.producers:
